@@ -1,0 +1,1 @@
+"""The embedded Overshoot-compatible server."""

@@ -1,0 +1,399 @@
+"""The embedded Overshoot-compatible server as an ASGI app.
+
+``create_app(settings)`` builds a FastAPI app serving the API under
+``/v1beta``. Everything the app holds lives in one :class:`EmbeddedServer`
+(``app.state.server``), so tests can drive the same object the routes use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from watcher import __version__
+from watcher.clock import Clock, SystemClock
+from watcher.errors import RefError
+from watcher.overshoot.refs import parse_ref
+from watcher.server.backends.base import (
+    ChatInput,
+    ExternalImage,
+    Message,
+    ModelBackend,
+    Part,
+)
+from watcher.server.problems import ChatProblem, StreamProblem
+from watcher.server.resolve import resolve
+from watcher.server.schemas import ChatBody, CreateStreamBody
+from watcher.server.settings import ServerSettings
+from watcher.server.streams import PullSource, Stream, StreamRegistry, key_id
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1beta"
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class EmbeddedServer:
+    """State of one server: keys, streams, ingest and model backends."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        clock: Clock | None = None,
+        backends: list[ModelBackend] | None = None,
+    ) -> None:
+        from watcher.server.backends.registry import build_backends
+        from watcher.server.ingest import WhipIngest
+
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._key_ids = {key_id(k.get_secret_value()) for k in settings.api_keys}
+        self.registry = StreamRegistry(self.clock, settings.stream_settings())
+        self.backends: dict[str, ModelBackend] = {
+            b.id: b for b in (backends if backends is not None else build_backends(settings))
+        }
+        self.ingest = WhipIngest(self.registry, settings)
+        self.registry.on_end(self.ingest.stream_ended)
+
+    def owner_of(self, authorization: str | None) -> str | None:
+        """The owner id of a ``Bearer`` API key, or None when missing or unknown."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        candidate = key_id(token.strip())
+        for known in self._key_ids:
+            if hmac.compare_digest(candidate, known):
+                return known
+        return None
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            self.registry.sweep()
+
+    async def aclose(self) -> None:
+        self.registry.shutdown()
+        await self.ingest.aclose()
+        for backend in self.backends.values():
+            await backend.aclose()
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    clock: Clock | None = None,
+    backends: list[ModelBackend] | None = None,
+) -> FastAPI:
+    server = EmbeddedServer(settings, clock=clock, backends=backends)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(server.sweep_forever(), name="stream-sweeper")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await server.aclose()
+
+    app = FastAPI(title="watcher embedded Overshoot-compatible server", version=__version__,
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = server
+    app.include_router(_router(), prefix=API_PREFIX)
+    _install_error_handlers(app)
+    return app
+
+
+def _server(request: Request) -> EmbeddedServer:
+    return request.app.state.server
+
+
+def _stream_owner(request: Request) -> str:
+    owner = _server(request).owner_of(request.headers.get("authorization"))
+    if owner is None:
+        raise StreamProblem(401, "missing or unknown API key",
+                            headers={"www-authenticate": "Bearer"})
+    return owner
+
+
+def _chat_owner(request: Request) -> str:
+    owner = _server(request).owner_of(request.headers.get("authorization"))
+    if owner is None:
+        raise ChatProblem(401, "missing or unknown API key", type="authentication_error",
+                          code="unauthorized", headers={"www-authenticate": "Bearer"})
+    return owner
+
+
+def _publish_info(request: Request, stream: Stream) -> dict[str, Any] | None:
+    if stream.source is not None:
+        return None
+    settings = _server(request).settings
+    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    return {
+        "type": "whip",
+        "url": f"{base}{API_PREFIX}/streams/{stream.id}/whip",
+        "token": stream.publish_token,
+    }
+
+
+def _router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        server = _server(request)
+        created = int(time.time())
+        data = [
+            {"id": b.id, "object": "model", "created": created, "owned_by": b.owned_by,
+             "status": await b.status()}
+            for b in server.backends.values()
+        ]
+        return {"object": "list", "data": data}
+
+    @router.post("/streams", status_code=201)
+    async def create_stream(request: Request, body: CreateStreamBody | None = None,
+                            owner: str = Depends(_stream_owner)) -> dict[str, Any]:
+        server = _server(request)
+        source = PullSource(body.source.type, body.source.url) if body and body.source else None
+        if source is not None and not server.ingest.can_pull:
+            raise StreamProblem(422, "this server does not pull sources")
+        stream = server.registry.create(owner, source)
+        if source is not None:
+            server.ingest.start_pull(stream)
+        return {
+            "id": stream.id,
+            "state": stream.state,
+            "publish": _publish_info(request, stream),
+            "expires_at_ms": stream.expires_at_ms,
+            "ttl_seconds": stream.ttl_seconds,
+        }
+
+    @router.get("/streams")
+    async def list_streams(request: Request) -> dict[str, Any]:
+        owner = _stream_owner(request)
+        server = _server(request)
+        now = server.clock.now_ms()
+        return {"object": "list",
+                "data": [s.status(now) for s in server.registry.list(owner)]}
+
+    @router.get("/streams/{stream_id}")
+    async def get_stream(request: Request, stream_id: str) -> dict[str, Any]:
+        server = _server(request)
+        stream = server.registry.get(stream_id, _stream_owner(request))
+        return stream.status(server.clock.now_ms())
+
+    @router.post("/streams/{stream_id}/keepalive")
+    async def keepalive(request: Request, stream_id: str) -> dict[str, Any]:
+        server = _server(request)
+        stream = server.registry.keepalive(stream_id, _stream_owner(request))
+        return {
+            "id": stream.id,
+            "expires_at_ms": stream.expires_at_ms,
+            "ttl_seconds": stream.ttl_seconds,
+            "stream_time_ms": stream.stream_time_ms(server.clock.now_ms()),
+            "publish": _publish_info(request, stream),
+        }
+
+    @router.delete("/streams/{stream_id}")
+    async def delete_stream(request: Request, stream_id: str) -> dict[str, Any]:
+        stream = _server(request).registry.delete(stream_id, _stream_owner(request))
+        return {"id": stream.id, "deleted": True}
+
+    @router.post("/streams/{stream_id}/whip", status_code=201)
+    async def whip_offer(request: Request, stream_id: str) -> Response:
+        server = _server(request)
+        stream = server.registry.get_active(stream_id)
+        token = (request.headers.get("authorization") or "").partition(" ")[2].strip()
+        if stream is None or stream.source is not None:
+            raise StreamProblem(404, "no active stream to publish to")
+        if not token or not hmac.compare_digest(token.encode(), stream.publish_token.encode()):
+            raise StreamProblem(401, "wrong or stale publish token",
+                                headers={"www-authenticate": "Bearer"})
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            raise StreamProblem(415, "the offer must be sent as application/sdp")
+        offer = (await request.body()).decode("utf-8", errors="replace")
+        session_id, answer = await server.ingest.publish(stream, offer)
+        location = f"{API_PREFIX}/streams/{stream.id}/whip/{session_id}"
+        return Response(answer, status_code=201, media_type="application/sdp",
+                        headers={"location": location, "etag": f'"{session_id}"'})
+
+    @router.delete("/streams/{stream_id}/whip/{session_id}")
+    async def whip_delete(request: Request, stream_id: str, session_id: str) -> Response:
+        closed = await _server(request).ingest.unpublish(stream_id, session_id)
+        if not closed:
+            raise StreamProblem(404, "no such WHIP session")
+        return Response(status_code=200)
+
+    @router.patch("/streams/{stream_id}/whip/{session_id}")
+    async def whip_patch(stream_id: str, session_id: str) -> Response:
+        # Trickle ICE is not supported: the answer carries every candidate.
+        return Response(status_code=405, headers={"allow": "DELETE"})
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(request: Request, body: ChatBody,
+                               owner: str = Depends(_chat_owner),
+                               ) -> JSONResponse | StreamingResponse:
+        server = _server(request)
+        backend = await _ready_backend(server, body.model)
+        chat = _resolve_chat(server, owner, body, backend)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(server.clock.now_ms() // 1000)
+        if body.stream:
+            return StreamingResponse(_sse(backend, chat, completion_id, created, body.model),
+                                     media_type="text/event-stream")
+        completion = await backend.complete(chat)
+        return JSONResponse({
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.content},
+                "finish_reason": completion.finish_reason,
+            }],
+            "usage": {
+                "prompt_tokens": completion.usage.prompt_tokens,
+                "completion_tokens": completion.usage.completion_tokens,
+                "total_tokens": completion.usage.total_tokens,
+            },
+        })
+
+    return router
+
+
+async def _ready_backend(server: EmbeddedServer, model: str) -> ModelBackend:
+    backend = server.backends.get(model)
+    if backend is None:
+        known = ", ".join(sorted(server.backends)) or "none"
+        raise ChatProblem(400, f"unknown model {model[:80]!r}; available: {known}",
+                          type="validation_error", code="model_unavailable")
+    status = await backend.status()
+    if status != "ready":
+        raise ChatProblem(503 if status == "loading" else 400,
+                          f"model {model!r} is {status}", type="provider_error",
+                          code="model_unavailable")
+    return backend
+
+
+def _resolve_chat(server: EmbeddedServer, owner: str, body: ChatBody,
+                  backend: ModelBackend) -> ChatInput:
+    """Turn the body into a ChatInput, resolving every ovs:// part at one instant."""
+    now = server.clock.now_ms()
+    messages: list[Message] = []
+    for message in body.messages:
+        parts: list[Part] = []
+        content = message.content
+        if isinstance(content, str):
+            parts.append(content)
+        elif content is not None:
+            for part in content:
+                if part.type == "text":
+                    parts.append(part.text)
+                    continue
+                url = part.image_url.url if part.type == "image_url" else part.video_url.url
+                if url.startswith("ovs:"):
+                    if part.type == "video_url" and not backend.supports_video:
+                        raise ChatProblem(400, f"model {backend.id} does not accept video_url",
+                                          type="validation_error", code="model_video_unsupported")
+                    parts.append(_resolve_part(server, owner, url, part.type, now))
+                elif part.type == "image_url":
+                    parts.append(ExternalImage(url))
+                else:
+                    raise ChatProblem(422, "a video_url must be an ovs://streams/{id} reference",
+                                      type="validation_error", code="stream_url_invalid")
+        messages.append(Message(role=message.role, parts=parts))
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    return ChatInput(model=body.model, messages=messages, response_format=body.response_format,
+                     max_tokens=max_tokens, raw=body.model_dump(exclude_none=True))
+
+
+def _resolve_part(server: EmbeddedServer, owner: str, url: str, part_type: str,
+                  now: int) -> Any:
+    ref = parse_ref(url, part_type)  # type: ignore[arg-type]
+    try:
+        stream = server.registry.get(ref.stream_id, owner)
+    except StreamProblem as exc:
+        if exc.status == 403:
+            raise ChatProblem(403, "the stream belongs to another API key",
+                              type="stream_error", code="stream_unauthorized") from exc
+        raise ChatProblem(404, f"stream {ref.stream_id} not found", type="stream_error",
+                          code="stream_not_found") from exc
+    if not stream.active:
+        raise ChatProblem(404, f"stream {ref.stream_id} has ended ({stream.end_reason})",
+                          type="stream_error", code="stream_not_found")
+    return resolve(ref, stream, now)
+
+
+async def _sse(backend: ModelBackend, chat: ChatInput, completion_id: str, created: int,
+               model: str) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        async for piece in backend.stream(chat):
+            yield chunk({"content": piece}, None)
+    except ChatProblem as exc:
+        yield f"data: {json.dumps({'error': exc.body()['detail']['error']})}\n\n".encode()
+    else:
+        yield chunk({}, "stop")
+    yield b"data: [DONE]\n\n"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StreamProblem)
+    async def stream_problem(request: Request, exc: StreamProblem) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ChatProblem)
+    async def chat_problem(request: Request, exc: ChatProblem) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RefError)
+    async def ref_error(request: Request, exc: RefError) -> JSONResponse:
+        problem = ChatProblem(exc.status, exc.message, type=exc.type, code=exc.code)
+        return JSONResponse(problem.body(), status_code=problem.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")),
+             "type": str(err.get("type", ""))}
+            for err in exc.errors()[:20]
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        return JSONResponse(
+            {"error": "validation_error", "message": f"{where}: {first['msg']}",
+             "details": details},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        problem = ChatProblem(500, "internal server error", type="internal_error",
+                              code="internal_error")
+        return JSONResponse(problem.body(), status_code=500)

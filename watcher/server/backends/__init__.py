@@ -1,0 +1,1 @@
+"""Model backends the embedded server answers chat completions with."""

@@ -1,0 +1,608 @@
+"""``local/vision``: a CPU "model" that measures frames with classic OpenCV detectors.
+
+Nothing is downloaded: HOG people detection uses the SVM that ships inside
+OpenCV and face detection the Haar cascade in the opencv wheel's data folder.
+Over every frame of every image/video part of the request it measures
+
+* ``motion``: the largest fraction of changed pixels between consecutive
+  frames of one part (0.0 when no part has two frames, and the description
+  then says motion was not measured);
+* ``motion_detected``: ``motion`` above :data:`MOTION_DETECTED_THRESHOLD`;
+* ``people`` / ``faces``: the most people / faces seen in one frame;
+* ``brightness``: mean luma of the newest frame (the last frame of the last
+  media part), 0..1;
+* ``description``: a sentence built from those; ``frames``: frames analysed.
+
+It answers the description as text, the whole measurement object for
+``{"type": "json_object"}``, and for a ``json_schema`` only the properties it
+knows (by name or synonym, see :data:`SYNONYMS`), coerced to their JSON type.
+A required property it cannot measure is a 400 ``unsupported_property``: it
+never invents a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import cv2
+import numpy as np
+
+from watcher.server.backends.base import (
+    ChatInput,
+    Completion,
+    ExternalImage,
+    ModelBackend,
+    ModelStatus,
+    estimate_usage,
+)
+from watcher.server.problems import ChatProblem
+
+# -- thresholds --------------------------------------------------------------
+ANALYSIS_MAX_SIDE = 960
+"""Frames are downscaled so their longest side is at most this many pixels.
+
+HOG costs ~25 ms on 640x360 and ~70 ms on 960x540 on a 2-core test machine; above
+that it grows fast. A person must then be about 128 px tall after scaling
+(HOG's window), i.e. roughly a quarter of a 16:9 frame's height."""
+
+MOTION_WIDTH = 320
+"""Motion is compared on grayscale copies this wide (averaging pixels also averages noise)."""
+
+MOTION_BLUR_KSIZE = 5
+"""Gaussian blur kernel applied before differencing, to suppress sensor noise and JPEG artefacts."""
+
+MOTION_PIXEL_THRESHOLD = 25
+"""A pixel has changed when its blurred gray level differs by more than this (of 255).
+
+Measured on JPEG frames of a static scene with Gaussian sensor noise up to
+sigma 25 per channel: no pixel crosses it after the downscale and blur, while
+a moving object changes its whole outline by far more than 25 levels."""
+
+MOTION_DETECTED_THRESHOLD = 0.005
+"""``motion_detected`` when more than 0.5 % of the frame changed between two frames.
+
+The noise floor measured above is 0.0, so this is about what counts as motion,
+not about noise: 0.5 % is a 60 px object moving 15 px in a 640x480 frame (a
+person walking a step is several times that), while a 20 px object crawling
+5 px (0.05 %) does not count. Global lighting flicker of 3 % does not trigger it."""
+
+HOG_WIN_STRIDE = (8, 8)
+HOG_SCALE = 1.05
+"""HOG pyramid parameters: the values of OpenCV's peopledetect sample (accurate, still fast)."""
+
+HOG_PADDING = (16, 16)
+"""Windows may reach this far past the frame edge: with the sample's (8, 8) a person
+whose feet or head come close to the edge was missed about one time in ten in testing."""
+
+PEOPLE_MIN_SCORE = 0.5
+"""SVM margin a grouped HOG detection needs to count as a person (drops weak background hits)."""
+
+FACE_SCALE_FACTOR = 1.1
+FACE_MIN_NEIGHBORS = 5
+FACE_MIN_SIZE = (24, 24)
+"""Haar cascade parameters: the cascade's own 24x24 window and the usual 5 neighbours."""
+
+NMS_OVERLAP = 0.5
+"""Non-max suppression: a box overlapping a stronger one by more than this fraction
+of the smaller box's area is the same object (this also removes nested boxes)."""
+
+MAX_DETECTION_FRAMES = 8
+"""People and faces are counted on at most this many frames, evenly spaced and
+always including the newest, so a long video_url stays fast (motion uses every frame)."""
+
+DARK_BELOW = 0.15
+DIM_BELOW = 0.35
+BRIGHT_ABOVE = 0.75
+"""Brightness words of the description: dark / dim / well lit / bright."""
+
+FACE_CASCADE = "haarcascade_frontalface_default.xml"
+
+# -- schema synonyms ---------------------------------------------------------
+SYNONYMS: dict[str, str] = {
+    "motion": "motion",
+    "motion_score": "motion",
+    "motion_level": "motion",
+    "motion_amount": "motion",
+    "motion_fraction": "motion",
+    "motion_detected": "motion_detected",
+    "moving": "motion_detected",
+    "movement": "motion_detected",
+    "motion_present": "motion_detected",
+    "movement_detected": "motion_detected",
+    "has_motion": "motion_detected",
+    "people": "people",
+    "person": "people",
+    "persons": "people",
+    "person_count": "people",
+    "people_count": "people",
+    "num_people": "people",
+    "number_of_people": "people",
+    "people_present": "people_present",
+    "person_present": "people_present",
+    "person_detected": "people_present",
+    "people_detected": "people_present",
+    "person_visible": "people_present",
+    "anyone_present": "people_present",
+    "faces": "faces",
+    "face_count": "faces",
+    "num_faces": "faces",
+    "number_of_faces": "faces",
+    "face_present": "faces_present",
+    "face_detected": "faces_present",
+    "faces_present": "faces_present",
+    "face_visible": "faces_present",
+    "brightness": "brightness",
+    "light_level": "brightness",
+    "luminance": "brightness",
+    "description": "description",
+    "summary": "description",
+    "caption": "description",
+    "frames": "frames",
+    "frame_count": "frames",
+    "frames_analyzed": "frames",
+    "frames_analysed": "frames",
+}
+"""Schema property names (lower-cased, ``-``/space as ``_``) and the measurement they mean."""
+
+_BOOLEAN_TWIN = {"people": "people_present", "faces": "faces_present",
+                 "motion": "motion_detected"}
+"""A count or score asked for as a boolean answers its yes/no measurement."""
+
+
+# -- measurements ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    frames: int
+    motion: float
+    people: int
+    faces: int
+    brightness: float
+    pairs: int | None = None
+    """Consecutive frame pairs compared for motion; None means ``frames - 1``."""
+
+    @property
+    def motion_measured(self) -> bool:
+        return (self.frames - 1 if self.pairs is None else self.pairs) > 0
+
+    @property
+    def motion_detected(self) -> bool:
+        return self.motion > MOTION_DETECTED_THRESHOLD
+
+    @property
+    def people_present(self) -> bool:
+        return self.people > 0
+
+    @property
+    def faces_present(self) -> bool:
+        return self.faces > 0
+
+    @property
+    def description(self) -> str:
+        return describe(self)
+
+    def value(self, name: str) -> Any:
+        """A measurement by canonical name (a key of :data:`SYNONYMS`' values)."""
+        if name in ("motion", "brightness"):
+            return round(getattr(self, name), 4)
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``json_object`` answer."""
+        names = ("motion", "motion_detected", "people", "faces", "brightness", "description",
+                 "frames")
+        return {name: self.value(name) for name in names}
+
+
+def describe(m: Measurements) -> str:
+    """``"Motion detected; 1 person and no faces visible; scene is dim."``"""
+    if m.motion_detected:
+        motion = "Motion detected"
+    elif not m.motion_measured:
+        motion = "Motion not measured (no consecutive frames)"
+    else:
+        motion = "No motion"
+    if m.people or m.faces:
+        people, faces = _count(m.people, "person", "people"), _count(m.faces, "face", "faces")
+        seen = f"{people} and {faces} visible"
+    else:
+        seen = "no people or faces visible"
+    if m.brightness < DARK_BELOW:
+        light = "dark"
+    elif m.brightness < DIM_BELOW:
+        light = "dim"
+    elif m.brightness > BRIGHT_ABOVE:
+        light = "bright"
+    else:
+        light = "well lit"
+    return f"{motion}; {seen}; scene is {light}."
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"no {many}" if n == 0 else f"1 {one}" if n == 1 else f"{n} {many}"
+
+
+def measure(frames: Sequence[np.ndarray]) -> Measurements:
+    """Measure one sequence of frames (BGR or gray arrays, oldest first)."""
+    return measure_parts([frames])
+
+
+def measure_parts(parts: Sequence[Sequence[np.ndarray]]) -> Measurements:
+    """Measure the frames of several media parts, each oldest first.
+
+    Motion is compared only between consecutive frames of the same part. The
+    inner sequences are read once in order plus a few indexed reads, so they
+    may decode lazily.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("no frames to measure")
+    total = sum(len(p) for p in parts)
+    motion = max(motion_score(p) for p in parts)
+    positions = [(i, j) for i, p in enumerate(parts) for j in range(len(p))]
+    people = faces = 0
+    for i, j in (positions[k] for k in _sample_indices(total, MAX_DETECTION_FRAMES)):
+        image = _analysis_size(parts[i][j])
+        people = max(people, count_people(image))
+        faces = max(faces, count_faces(image))
+    return Measurements(frames=total, motion=motion, people=people, faces=faces,
+                        brightness=mean_brightness(parts[-1][-1]),
+                        pairs=sum(len(p) - 1 for p in parts))
+
+
+def motion_score(frames: Iterable[np.ndarray]) -> float:
+    """The largest fraction (0..1) of changed pixels between consecutive frames."""
+    best = 0.0
+    previous: np.ndarray | None = None
+    for frame in frames:
+        current = _motion_gray(frame)
+        if previous is not None:
+            if current.shape != previous.shape:
+                current = cv2.resize(current, previous.shape[::-1], interpolation=cv2.INTER_AREA)
+            changed = cv2.absdiff(current, previous) > MOTION_PIXEL_THRESHOLD
+            best = max(best, float(np.count_nonzero(changed)) / changed.size)
+        previous = current
+    return best
+
+
+def count_people(image: np.ndarray) -> int:
+    """Pedestrians found by OpenCV's default HOG+SVM people detector."""
+    image = _to_bgr(image)
+    if image.shape[0] < 128 or image.shape[1] < 64:
+        return 0
+    boxes, weights = _detectors().hog.detectMultiScale(
+        image, winStride=HOG_WIN_STRIDE, padding=HOG_PADDING, scale=HOG_SCALE)
+    scores = np.asarray(weights, dtype=float).reshape(-1)
+    keep = scores >= PEOPLE_MIN_SCORE
+    return len(suppress(np.asarray(boxes).reshape(-1, 4)[keep], scores[keep]))
+
+
+def count_faces(image: np.ndarray) -> int:
+    """Frontal faces found by the Haar cascade shipped with OpenCV.
+
+    No histogram equalisation: the cascade already normalises each window by
+    its contrast, and equalising a plain wall stretches its faint texture into
+    face-like blobs (false faces in testing).
+    """
+    boxes, neighbours = _detectors().faces.detectMultiScale2(
+        _to_gray(image), scaleFactor=FACE_SCALE_FACTOR, minNeighbors=FACE_MIN_NEIGHBORS,
+        minSize=FACE_MIN_SIZE)
+    scores = np.asarray(neighbours, dtype=float).reshape(-1)
+    return len(suppress(np.asarray(boxes).reshape(-1, 4), scores))
+
+
+def mean_brightness(image: np.ndarray) -> float:
+    """Mean luma (Rec. 601) of the image, 0..1."""
+    return float(np.mean(_to_gray(image))) / 255.0
+
+
+def suppress(boxes: np.ndarray, scores: np.ndarray, overlap: float = NMS_OVERLAP) -> list[int]:
+    """Greedy non-max suppression over ``(x, y, w, h)`` boxes; the indices kept.
+
+    Overlap is measured against the smaller box, so a box nested in a
+    stronger one is dropped even though their IoU is low.
+    """
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        x, y, w, h = boxes[i]
+        for k in kept:
+            kx, ky, kw, kh = boxes[k]
+            iw = min(x + w, kx + kw) - max(x, kx)
+            ih = min(y + h, ky + kh) - max(y, ky)
+            if iw > 0 and ih > 0 and iw * ih > overlap * min(w * h, kw * kh):
+                break
+        else:
+            kept.append(int(i))
+    return kept
+
+
+def _sample_indices(total: int, limit: int) -> list[int]:
+    if total <= limit:
+        return list(range(total))
+    return sorted({round(x) for x in np.linspace(0, total - 1, limit)})
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(image, code)
+
+
+def _analysis_size(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    if max(height, width) <= ANALYSIS_MAX_SIDE:
+        return image
+    scale = ANALYSIS_MAX_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _motion_gray(image: np.ndarray) -> np.ndarray:
+    gray = _to_gray(image)
+    height, width = gray.shape
+    if width > MOTION_WIDTH:
+        size = (MOTION_WIDTH, max(1, round(height * MOTION_WIDTH / width)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(gray, (MOTION_BLUR_KSIZE, MOTION_BLUR_KSIZE), 0)
+
+
+# -- detectors, one set per thread -------------------------------------------
+@dataclass(slots=True)
+class _Detectors:
+    hog: cv2.HOGDescriptor
+    faces: cv2.CascadeClassifier
+
+
+_local = threading.local()
+
+
+def _cascade_path() -> Path:
+    return Path(cv2.data.haarcascades) / FACE_CASCADE
+
+
+def _detectors() -> _Detectors:
+    """This thread's HOG descriptor and cascade, loaded on first use.
+
+    OpenCV does not promise that one detector object may run in two threads
+    at once, and to_thread may analyse two requests concurrently, so each
+    worker thread keeps its own (loading costs a few ms, once per thread).
+    """
+    found: _Detectors | None = getattr(_local, "detectors", None)
+    if found is None:
+        hog = cv2.HOGDescriptor()
+        hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        cascade = cv2.CascadeClassifier(str(_cascade_path()))
+        if cascade.empty():
+            raise RuntimeError(f"cannot load the face cascade {_cascade_path()}")
+        found = _local.detectors = _Detectors(hog, cascade)
+    return found
+
+
+# -- schema filling ----------------------------------------------------------
+class _Unsuitable(Exception):
+    """The measurement cannot be expressed in the property's type."""
+
+
+def fill_schema(measurements: Measurements, schema: dict[str, Any]) -> dict[str, Any]:
+    """Answer the schema's ``properties`` that name a measurement, in schema order.
+
+    Unknown optional properties are left out; an unknown (or unexpressible)
+    required property raises ChatProblem 400 ``unsupported_property``. A
+    schema without properties answers every measurement.
+    """
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        return measurements.as_dict()
+    required = schema.get("required")
+    required_names = {n for n in required if isinstance(n, str)} if isinstance(
+        required, list) else set()
+    # A required name without a property entry still has to be answered.
+    wanted = {**properties, **{n: {} for n in sorted(required_names - set(properties))}}
+    answer: dict[str, Any] = {}
+    missing: list[str] = []
+    for name, spec in wanted.items():
+        canonical = SYNONYMS.get(_normalise(name))
+        try:
+            if canonical is None:
+                raise _Unsuitable
+            answer[name] = _coerce(measurements, canonical, spec if isinstance(spec, dict) else {})
+        except _Unsuitable:
+            if name in required_names:
+                missing.append(name)
+    if missing:
+        names = ", ".join(repr(n) for n in missing)
+        raise ChatProblem(
+            400,
+            f"local/vision cannot measure required propert{'y' if len(missing) == 1 else 'ies'} "
+            f"{names}; it knows {', '.join(sorted(set(SYNONYMS.values())))}",
+            type="validation_error", code="unsupported_property")
+    return answer
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def _json_types(spec: dict[str, Any]) -> list[str]:
+    """The types a property allows: ``type`` (a name or a list), else its anyOf/oneOf types."""
+    types = spec.get("type")
+    if isinstance(types, str):
+        return [types]
+    if isinstance(types, list):
+        return [t for t in types if isinstance(t, str)]
+    found: list[str] = []
+    for key in ("anyOf", "oneOf"):
+        options = spec.get(key)
+        if isinstance(options, list):
+            for option in options:
+                if isinstance(option, dict):
+                    found.extend(_json_types(option))
+    return found
+
+
+def _coerce(m: Measurements, canonical: str, spec: dict[str, Any]) -> Any:
+    types = _json_types(spec)
+    if not types:
+        return _enum_checked(m.value(canonical), spec)
+    for json_type in types:
+        if json_type == "null":
+            continue
+        try:
+            return _enum_checked(_as_type(m, canonical, json_type), spec)
+        except _Unsuitable:
+            continue
+    raise _Unsuitable
+
+
+def _as_type(m: Measurements, canonical: str, json_type: str) -> Any:
+    if json_type == "boolean" and canonical in _BOOLEAN_TWIN:
+        canonical = _BOOLEAN_TWIN[canonical]
+    value = m.value(canonical)
+    if json_type == "boolean":
+        if isinstance(value, bool):
+            return value
+    elif json_type == "integer":
+        if isinstance(value, bool | int):
+            return int(value)
+    elif json_type == "number":
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        if isinstance(value, int | float):
+            return value
+    elif json_type == "string":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+    raise _Unsuitable
+
+
+def _enum_checked(value: Any, spec: dict[str, Any]) -> Any:
+    """Keep the value if the property's ``enum`` allows it (yes/no words for booleans)."""
+    enum = spec.get("enum")
+    if not isinstance(enum, list) or (value in enum and type(value) in {type(e) for e in enum}):
+        return value
+    if isinstance(value, bool):
+        words = {"true", "yes"} if value else {"false", "no"}
+        for option in enum:
+            if isinstance(option, str) and option.strip().lower() in words:
+                return option
+    if isinstance(value, str):
+        if value in ("true", "false"):  # a boolean asked as a string
+            return _enum_checked(value == "true", spec)
+        for option in enum:
+            if isinstance(option, str) and option.lower() == value.lower():
+                return option
+    raise _Unsuitable
+
+
+# -- decoding ----------------------------------------------------------------
+_DATA_URL = re.compile(r"data:image/[\w.+-]+(?:;[\w.+-]+=[^;,]*)*;base64,(.*)", re.S | re.I)
+
+
+class _LazyFrames(Sequence[np.ndarray]):
+    """Encoded images decoded on access, so a long video never sits decoded in memory."""
+
+    def __init__(self, encoded: Sequence[bytes], what: str) -> None:
+        self._encoded = encoded
+        self._what = what
+
+    def __len__(self) -> int:
+        return len(self._encoded)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(index, slice):
+            return _LazyFrames(self._encoded[index], self._what)
+        return _decode(self._encoded[index], self._what)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for data in self._encoded:
+            yield _decode(data, self._what)
+
+
+def _decode(data: bytes, what: str) -> np.ndarray:
+    image = None
+    if data:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ChatProblem(422, f"{what} is not a decodable image", type="validation_error",
+                          code="image_invalid")
+    return _analysis_size(image)
+
+
+def _external_bytes(url: str) -> bytes:
+    match = _DATA_URL.fullmatch(url.strip())
+    if match is None:
+        raise ChatProblem(
+            422, "local/vision reads only ovs:// references and data:image/...;base64, URLs; "
+            f"it does not fetch {url[:60]!r}",
+            type="validation_error", code="image_url_unsupported")
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ChatProblem(422, "the data: URL of an image_url is not valid base64",
+                          type="validation_error", code="image_invalid") from exc
+
+
+def _media_parts(request: ChatInput) -> list[_LazyFrames]:
+    """Every image/video part of the request, in request order, frames oldest first."""
+    parts: list[_LazyFrames] = []
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, ExternalImage):
+                parts.append(_LazyFrames([_external_bytes(part.url)], "an image_url data: URL"))
+            elif not isinstance(part, str) and part.frames:
+                frames = sorted(part.frames, key=lambda f: (f.timestamp_ms, f.index))
+                parts.append(_LazyFrames([f.jpeg for f in frames], f"a frame of {part.url}"))
+    return parts
+
+
+# -- the backend ---------------------------------------------------------------
+class VisionModel(ModelBackend):
+    """Motion, people, faces and brightness of the frames, measured on the CPU."""
+
+    id = "local/vision"
+
+    async def status(self) -> ModelStatus:
+        return "ready" if _cascade_path().is_file() else "unavailable"
+
+    async def complete(self, request: ChatInput) -> Completion:
+        parts = _media_parts(request)
+        if not any(len(p) for p in parts):
+            raise ChatProblem(
+                422, "local/vision needs image_url or video_url parts with frames to look at",
+                type="validation_error", code="no_frames")
+        measurements = await asyncio.to_thread(measure_parts, parts)
+        content = self.answer(measurements, request)
+        return Completion(content=content, usage=estimate_usage(request, content))
+
+    @staticmethod
+    def answer(measurements: Measurements, request: ChatInput) -> str:
+        """The assistant content for the request's response_format."""
+        schema = request.json_schema()
+        if schema is not None:
+            return json.dumps(fill_schema(measurements, schema), separators=(",", ":"))
+        if (request.response_format or {}).get("type") == "json_object":
+            return json.dumps(measurements.as_dict(), separators=(",", ":"))
+        return measurements.description

@@ -1,0 +1,119 @@
+"""Retained frames of one stream: compressed, time-bounded and byte-bounded.
+
+Frames are kept as JPEG in arrival order. ``frame_index`` is a lifetime
+counter that eviction never resets, so the frame with index ``n`` sits at a
+computable position and lookups by index are O(1); lookups by stream time are
+a binary search.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+RECENT_FPS_WINDOW_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFrame:
+    index: int
+    timestamp_ms: int
+    """Stream clock: milliseconds since the stream's first frame."""
+    jpeg: bytes
+
+
+class FrameStore:
+    """Frames of one stream, evicted when older than ``retention_ms`` or over ``max_bytes``."""
+
+    def __init__(self, retention_ms: int, max_bytes: int) -> None:
+        self.retention_ms = retention_ms
+        self.max_bytes = max_bytes
+        self._frames: list[StoredFrame] = []
+        self._head = 0  # position of the oldest retained frame in _frames
+        self._bytes = 0
+        self.next_index = 0
+        self.evicted_count = 0
+
+    # -- writing -------------------------------------------------------------
+    def append(self, jpeg: bytes, timestamp_ms: int) -> StoredFrame:
+        """Store a frame. Timestamps are forced strictly increasing."""
+        last = self.last
+        if last is not None and timestamp_ms <= last.timestamp_ms:
+            timestamp_ms = last.timestamp_ms + 1
+        frame = StoredFrame(self.next_index, max(0, timestamp_ms), jpeg)
+        self.next_index += 1
+        self._frames.append(frame)
+        self._bytes += len(jpeg)
+        self.evict(frame.timestamp_ms)
+        return frame
+
+    def evict(self, stream_now_ms: int) -> int:
+        """Drop frames past retention (and the oldest while over the byte cap); count them."""
+        dropped = 0
+        cutoff = stream_now_ms - self.retention_ms
+        while self._head < len(self._frames) and (
+            self._frames[self._head].timestamp_ms < cutoff
+            or (self._bytes > self.max_bytes and len(self._frames) - self._head > 1)
+        ):
+            self._bytes -= len(self._frames[self._head].jpeg)
+            self._head += 1
+            dropped += 1
+        self.evicted_count += dropped
+        if self._head > 1024 and self._head * 2 > len(self._frames):
+            del self._frames[: self._head]
+            self._head = 0
+        return dropped
+
+    def clear(self) -> None:
+        """Forget every frame (an ended stream keeps only its counters)."""
+        self.evicted_count += len(self)
+        self._frames = []
+        self._head = 0
+        self._bytes = 0
+
+    # -- reading -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._frames) - self._head
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def first(self) -> StoredFrame | None:
+        return self._frames[self._head] if len(self) else None
+
+    @property
+    def last(self) -> StoredFrame | None:
+        return self._frames[-1] if len(self) else None
+
+    def by_index(self, index: int) -> StoredFrame | None:
+        first = self.first
+        if first is None or index < first.index or index >= self.next_index:
+            return None
+        return self._frames[self._head + index - first.index]
+
+    def position_at_or_after(self, timestamp_ms: int) -> int:
+        """Position (0 = oldest retained) of the first frame at or after ``timestamp_ms``."""
+        return bisect.bisect_left(self._frames, timestamp_ms, lo=self._head,
+                                  key=_timestamp) - self._head
+
+    def window(self, start_pos: int, end_pos: int) -> Sequence[StoredFrame]:
+        """Retained frames at positions ``[start_pos, end_pos)``."""
+        return self._frames[self._head + max(0, start_pos): self._head + max(0, end_pos)]
+
+    def at(self, pos: int) -> StoredFrame:
+        return self._frames[self._head + pos]
+
+    def recent_fps(self, stream_now_ms: int) -> float:
+        """Frames per second received over the last few seconds before ``stream_now_ms``."""
+        window_ms = min(RECENT_FPS_WINDOW_MS, stream_now_ms)
+        if window_ms <= 0 or not len(self):
+            return 0.0
+        count = len(self) - self.position_at_or_after(stream_now_ms - window_ms)
+        return round(count * 1000 / window_ms, 2)
+
+
+def _timestamp(frame: StoredFrame) -> int:
+    return frame.timestamp_ms

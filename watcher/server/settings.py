@@ -1,0 +1,37 @@
+"""Settings of the embedded server (from ``watcher serve`` flags or the daemon's config)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from watcher.server.backends.upstream import UpstreamSettings
+from watcher.server.streams import StreamSettings
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="API keys accepted as `Authorization: Bearer`.")
+    ttl_seconds: int = Field(45, ge=1, description="Lease length a keepalive renews to.")
+    retention_seconds: int = Field(600, ge=1, description="How long frames are retained.")
+    tombstone_seconds: int = Field(
+        300, ge=0, description="How long an ended stream stays readable before it is a 404.")
+    max_mb_per_stream: float = Field(
+        40, gt=0, description="Memory cap for one stream's retained frames, in MB; JPEG "
+        "quality adapts so that a full retention period fits.")
+    jpeg_quality: int = Field(
+        80, ge=10, le=100, description="Highest JPEG quality frames are retained at.")
+    public_url: str | None = Field(
+        None, description="Base URL publishers reach this server at (default: the request's).")
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="OpenAI-compatible servers whose models are listed.")
+    enable_vision: bool = Field(True, description="Serve the local/vision model.")
+
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings(
+            ttl_seconds=self.ttl_seconds,
+            retention_seconds=self.retention_seconds,
+            tombstone_seconds=self.tombstone_seconds,
+            max_bytes_per_stream=int(self.max_mb_per_stream * 1_000_000),
+        )

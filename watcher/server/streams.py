@@ -1,0 +1,229 @@
+"""Streams of the embedded server: leases, tombstones, ownership and frames.
+
+A stream is *active* until its lease runs out (``expired``), it is deleted
+(``deleted``) or the server ends it (``reaped``). An ended stream stays
+readable as a tombstone for ``tombstone_seconds`` and is then forgotten (404).
+Expiry is checked lazily on every access and by a periodic sweep, so an
+injected clock is all a test needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from watcher.clock import Clock
+from watcher.server.frames import FrameStore, StoredFrame
+from watcher.server.problems import StreamProblem
+
+log = logging.getLogger(__name__)
+
+EndReason = Literal["expired", "deleted", "reaped"]
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-secret identifier of an API key (for ownership and logs)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class PullSource:
+    """A camera the server pulls itself. ``url`` may hold credentials: never echoed."""
+
+    type: Literal["rtsp", "hls"]
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    ttl_seconds: int = 45
+    retention_seconds: int = 600
+    tombstone_seconds: int = 300
+    max_bytes_per_stream: int = 64 * 1024 * 1024
+
+
+@dataclass(eq=False)
+class Stream:
+    id: str
+    owner: str
+    created_at_ms: int
+    ttl_seconds: int
+    expires_at_ms: int
+    publish_token: str
+    frames: FrameStore
+    source: PullSource | None = None
+    state: Literal["active", "ended"] = "active"
+    ended_at_ms: int | None = None
+    end_reason: EndReason | None = None
+    first_frame_at_ms: int | None = None
+    last_frame_at_ms: int | None = None
+    last_pull: dict[str, object] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    def stream_time_ms(self, now_ms: int) -> int:
+        """Milliseconds since the first frame (0 before any frame)."""
+        if self.first_frame_at_ms is None:
+            return 0
+        end = self.ended_at_ms if self.ended_at_ms is not None else now_ms
+        return max(0, end - self.first_frame_at_ms)
+
+    def status(self, now_ms: int) -> dict[str, object]:
+        frames = self.frames
+        first, last = frames.first, frames.last
+        base = self.first_frame_at_ms
+        body: dict[str, object] = {
+            "id": self.id,
+            "state": self.state,
+            "created_at_ms": self.created_at_ms,
+            "expires_at_ms": self.expires_at_ms,
+            "ttl_seconds": self.ttl_seconds,
+            "stream_time_ms": self.stream_time_ms(now_ms),
+            "first_frame_at_ms": base,
+            "last_frame_at_ms": self.last_frame_at_ms,
+            "last_frame_index": frames.next_index - 1 if frames.next_index else None,
+            "first_available_frame_index": first.index if first else None,
+            "first_available_frame_at_ms": (
+                base + first.timestamp_ms if first is not None and base is not None else None
+            ),
+            "recent_fps": frames.recent_fps(self.stream_time_ms(now_ms)) if last else 0.0,
+            "retained_frame_count": len(frames),
+            "retained_bytes": frames.bytes,
+            "evicted_frame_count": frames.evicted_count,
+            "ended_at_ms": self.ended_at_ms,
+            "end_reason": self.end_reason,
+            "audio": False,
+        }
+        if self.source is not None:
+            body["source"] = {"type": self.source.type}
+            body["last_pull"] = self.last_pull
+        return body
+
+
+EndListener = Callable[[Stream], None]
+
+
+class StreamRegistry:
+    """All streams of one server, keyed by id, owned by API key ids."""
+
+    def __init__(self, clock: Clock, settings: StreamSettings) -> None:
+        self.clock = clock
+        self.settings = settings
+        self._streams: dict[str, Stream] = {}
+        self._end_listeners: list[EndListener] = []
+
+    def on_end(self, listener: EndListener) -> None:
+        """Call ``listener(stream)`` whenever a stream ends (to close its publisher)."""
+        self._end_listeners.append(listener)
+
+    # -- lifecycle -----------------------------------------------------------
+    def create(self, owner: str, source: PullSource | None = None) -> Stream:
+        self.sweep()
+        now = self.clock.now_ms()
+        ttl = self.settings.ttl_seconds
+        stream = Stream(
+            id=str(uuid.uuid4()),
+            owner=owner,
+            created_at_ms=now,
+            ttl_seconds=ttl,
+            expires_at_ms=now + ttl * 1000,
+            publish_token=secrets.token_urlsafe(24),
+            frames=FrameStore(self.settings.retention_seconds * 1000,
+                              self.settings.max_bytes_per_stream),
+            source=source,
+        )
+        self._streams[stream.id] = stream
+        log.info("stream %s created (owner %s, ttl %ss)", stream.id, owner, ttl)
+        return stream
+
+    def get(self, stream_id: str, owner: str) -> Stream:
+        """The stream if ``owner`` may see it; 404 when unknown, 403 when foreign."""
+        self.sweep()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamProblem(404, "stream not found")
+        if stream.owner != owner:
+            raise StreamProblem(403, "stream belongs to another API key")
+        return stream
+
+    def get_active(self, stream_id: str) -> Stream | None:
+        """For ingest: the stream if it is still active, regardless of owner."""
+        self.sweep()
+        stream = self._streams.get(stream_id)
+        return stream if stream is not None and stream.active else None
+
+    def keepalive(self, stream_id: str, owner: str) -> Stream:
+        stream = self.get(stream_id, owner)
+        if not stream.active:
+            raise StreamProblem(404, f"stream has ended ({stream.end_reason}); create a new one")
+        stream.expires_at_ms = self.clock.now_ms() + stream.ttl_seconds * 1000
+        stream.publish_token = secrets.token_urlsafe(24)
+        return stream
+
+    def delete(self, stream_id: str, owner: str) -> Stream:
+        stream = self.get(stream_id, owner)
+        if stream.active:
+            self._end(stream, "deleted")
+        return stream
+
+    def reap(self, stream_id: str) -> None:
+        """End a stream from the server side (shutdown, operator action, fault injection)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.active:
+            self._end(stream, "reaped")
+
+    def list(self, owner: str) -> list[Stream]:
+        self.sweep()
+        return [s for s in self._streams.values() if s.owner == owner]
+
+    def all_active(self) -> list[Stream]:
+        return [s for s in self._streams.values() if s.active]
+
+    # -- frames --------------------------------------------------------------
+    def add_frame(self, stream: Stream, jpeg: bytes) -> StoredFrame | None:
+        """Store a frame received now; ignored when the stream has ended."""
+        if not stream.active:
+            return None
+        now = self.clock.now_ms()
+        if stream.first_frame_at_ms is None:
+            stream.first_frame_at_ms = now
+        frame = stream.frames.append(jpeg, now - stream.first_frame_at_ms)
+        stream.last_frame_at_ms = stream.first_frame_at_ms + frame.timestamp_ms
+        return frame
+
+    # -- housekeeping --------------------------------------------------------
+    def sweep(self) -> None:
+        """End expired streams, evict old frames, forget old tombstones."""
+        now = self.clock.now_ms()
+        forget_before = now - self.settings.tombstone_seconds * 1000
+        for stream in list(self._streams.values()):
+            if stream.active and now >= stream.expires_at_ms:
+                self._end(stream, "expired", at_ms=stream.expires_at_ms)
+            if stream.active:
+                stream.frames.evict(stream.stream_time_ms(now))
+            elif stream.ended_at_ms is not None and stream.ended_at_ms <= forget_before:
+                del self._streams[stream.id]
+
+    def shutdown(self) -> None:
+        for stream in self.all_active():
+            self._end(stream, "reaped")
+
+    def _end(self, stream: Stream, reason: EndReason, at_ms: int | None = None) -> None:
+        stream.state = "ended"
+        stream.end_reason = reason
+        stream.ended_at_ms = at_ms if at_ms is not None else self.clock.now_ms()
+        stream.frames.clear()
+        log.info("stream %s ended (%s)", stream.id, reason)
+        for listener in self._end_listeners:
+            try:
+                listener(stream)
+            except Exception:
+                log.exception("end listener failed for stream %s", stream.id)
