@@ -1,0 +1,81 @@
+"""FrameTrack pacing and 90 kHz timestamps; LatestFrame keeps only the newest frame."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from watcher.media.tracks import VIDEO_TIME_BASE, FrameTrack, LatestFrame
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((16, 16, 3), value, np.uint8)
+
+
+async def test_paces_and_stamps_pts_at_90khz() -> None:
+    asked: list[tuple[int, float]] = []
+
+    def producer(n: int, t: float) -> np.ndarray:
+        asked.append((n, t))
+        return image(n)
+
+    track = FrameTrack(producer, fps=50)
+    start = time.monotonic()
+    frames = [await track.recv() for _ in range(10)]
+    elapsed = time.monotonic() - start
+    assert [f.pts for f in frames] == [n * 1800 for n in range(10)]
+    assert all(f.time_base == VIDEO_TIME_BASE for f in frames)
+    assert asked == [(n, n / 50) for n in range(10)]
+    assert 0.16 <= elapsed < 0.5
+    assert track.frames_sent == 10
+    assert frames[3].to_ndarray(format="bgr24")[0, 0, 0] == 3
+
+
+async def test_late_reader_skips_ticks_and_pts_follow_wall_time() -> None:
+    track = FrameTrack(lambda n, t: image(1), fps=20)
+    first = await track.recv()
+    await asyncio.sleep(0.26)
+    late = await track.recv()
+    assert first.pts == 0
+    assert late.pts >= 5 * 4500  # ~0.25 s later on the 90 kHz clock, not the next tick
+    assert track.ticks_skipped >= 4
+
+
+async def test_none_skips_a_tick_and_stop_ends_the_track() -> None:
+    track = FrameTrack(lambda n, t: None if n % 2 == 0 else image(n), fps=100)
+    frame = await track.recv()
+    assert frame.pts == 900  # frame 1
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_latest_frame_semantics() -> None:
+    box = LatestFrame()
+    assert box.get() is None
+    track = FrameTrack(box, fps=100)
+    box.put(image(1))
+    box.put(image(2))  # replaces 1 before anyone read it
+    assert box.replaced == 1
+    first = await track.recv()
+    again = await track.recv()  # nothing new: the newest frame is sent again
+    assert first.to_ndarray(format="bgr24")[0, 0, 0] == 2
+    assert again.to_ndarray(format="bgr24")[0, 0, 0] == 2
+    assert again.pts > first.pts
+    box.put(image(3))
+    assert (await track.recv()).to_ndarray(format="bgr24")[0, 0, 0] == 3
+    assert box.replaced == 1 and box.seq == 3
+
+
+async def test_producer_failure_ends_the_track() -> None:
+    def broken(n: int, t: float) -> np.ndarray:
+        raise RuntimeError("camera unplugged")
+
+    track = FrameTrack(broken, fps=100)
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+    assert track.readyState == "ended"

@@ -1,0 +1,145 @@
+"""An aiortc video track fed by a frame producer, paced at a fixed frame rate.
+
+A producer is either
+
+* a callable ``producer(n, t) -> frame | None`` asked for frame number ``n``
+  at ``t = n / fps`` seconds (a :class:`~watcher.media.testsrc.SyntheticScene`
+  is one), run in a worker thread so rendering never blocks the event loop, or
+* a :class:`LatestFrame` mailbox that a capture thread or task overwrites:
+  only the newest frame is kept, never a queue, and it is sent again when no
+  newer one arrived by the next tick (a frozen camera stays a live stream).
+
+A frame is a BGR ``uint8`` array or an ``av.VideoFrame``; ``None`` skips a
+tick. Timestamps use the 90 kHz RTP video clock and follow the pacing
+schedule, so ``pts`` stays true to wall time even when ticks are skipped
+because the consumer fell behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+from av import VideoFrame
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+
+Frame = np.ndarray | VideoFrame
+FrameProducer = Callable[[int, float], Frame | None]
+
+
+class LatestFrame:
+    """A one-slot, thread-safe mailbox: ``put`` replaces, ``get`` reads the newest."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._seq = 0
+        self._read_seq = 0
+        self.replaced = 0
+        """Frames overwritten before anyone read them (the producer outran the track)."""
+
+    def put(self, frame: Frame) -> None:
+        with self._lock:
+            if self._frame is not None and self._read_seq != self._seq:
+                self.replaced += 1
+            self._frame = frame
+            self._seq += 1
+
+    def get(self) -> Frame | None:
+        """The newest frame (possibly one already read), or None before the first."""
+        with self._lock:
+            self._read_seq = self._seq
+            return self._frame
+
+    @property
+    def seq(self) -> int:
+        """How many frames were ever put."""
+        return self._seq
+
+
+class FrameTrack(VideoStreamTrack):
+    """A video track that sends frames from ``source`` at ``fps``."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        source: FrameProducer | LatestFrame,
+        fps: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        if not fps > 0:
+            raise ValueError("fps must be > 0")
+        self.source = source
+        self.fps = float(fps)
+        self._clock = clock
+        self._start: float | None = None
+        self._next = 0
+        self.frames_sent = 0
+        self.ticks_skipped = 0
+        """Ticks dropped because ``recv`` was called late (consumer or producer too slow)."""
+
+    async def recv(self) -> VideoFrame:  # type: ignore[override]
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            n = await self._wait_tick()
+            try:
+                frame = await self._produce(n)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("frame producer failed; stopping the track")
+                self.stop()
+                raise MediaStreamError from None
+            if frame is None:
+                continue
+            frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
+            frame.time_base = VIDEO_TIME_BASE
+            self.frames_sent += 1
+            return frame
+
+    async def _wait_tick(self) -> int:
+        """Sleep until the next tick is due and return its frame number."""
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        n = self._next
+        due = self._start + n / self.fps
+        if now < due:
+            await asyncio.sleep(due - now)
+        elif now - due >= 1 / self.fps:
+            # Late by a whole interval or more: skip to the tick that is due now.
+            current = math.floor((now - self._start) * self.fps)
+            self.ticks_skipped += current - n
+            n = current
+        self._next = n + 1
+        return n
+
+    async def _produce(self, n: int) -> VideoFrame | None:
+        if isinstance(self.source, LatestFrame):
+            frame = self.source.get()
+            return None if frame is None else await asyncio.to_thread(_to_video_frame, frame)
+        producer = self.source
+        return await asyncio.to_thread(
+            lambda: _to_video_frame(producer(n, n / self.fps))
+        )
+
+
+def _to_video_frame(frame: Frame | None) -> VideoFrame | None:
+    if frame is None or isinstance(frame, VideoFrame):
+        return frame
+    return VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
