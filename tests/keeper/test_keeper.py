@@ -1,0 +1,151 @@
+"""The stream keeper against the real embedded server (real WebRTC), with faults injected."""
+
+from __future__ import annotations
+
+import asyncio
+
+from support.keeper import KEY, Harness, Spec, eventually, make_harness
+
+from watcher.clock import ManualClock
+from watcher.keeper.keeper import KeeperTimings
+from watcher.server.settings import ServerSettings
+
+
+async def frames_flowing(h: Harness, stream_id: str, more_than: int) -> bool:
+    status = await h.client.get_stream(stream_id)
+    return status.last_frame_index is not None and status.last_frame_index > more_than
+
+
+async def test_goes_live_then_stop_deletes_its_streams(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    status = await harness.client.get_stream(stream_id)
+    assert status.state == "active" and status.last_frame_at_ms is not None
+    await eventually(lambda: frames_flowing(harness, stream_id, 5))
+    health = keeper.health()
+    assert health.live and health.stream_id == stream_id
+    assert health.frames_sent > 0 and health.lease_remaining_s > 0
+    assert health.source_state == "live"
+    await keeper.stop()
+    ended = await harness.client.get_stream(stream_id)
+    assert (ended.state, ended.end_reason) == ("ended", "deleted")
+    assert keeper.stream_id is None and keeper.health().state == "stopped"
+
+
+async def test_recovers_when_the_stream_is_deleted_behind_its_back(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    first = await keeper.wait_live(10)
+    await harness.client.delete_stream(first)
+    second = await eventually(lambda: keeper.stream_id not in (None, first) and keeper.stream_id)
+    assert second != first
+    await eventually(lambda: frames_flowing(harness, second, 3))
+    assert keeper.health().streams_created == 2
+
+
+async def test_recovers_when_the_server_reaps_the_stream(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    first = await keeper.wait_live(10)
+    harness.server.registry.reap(first)
+    second = await eventually(lambda: keeper.stream_id not in (None, first) and keeper.stream_id)
+    await eventually(lambda: frames_flowing(harness, second, 3))
+
+
+async def test_lease_survives_keepalive_503s(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    fault = harness.server.faults.add(r"/keepalive$", status=503, times=5)
+    await eventually(lambda: fault.spent, timeout=8)
+    before = keeper.keepalives
+    await eventually(lambda: keeper.keepalives > before, timeout=8)
+    assert keeper.stream_id == stream_id
+    assert keeper.health().keepalive_failures >= 1
+    assert harness.stream(stream_id).active
+    assert keeper.health().streams_created == 1
+
+
+async def test_reconnects_a_dropped_publisher(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    await eventually(lambda: frames_flowing(harness, stream_id, 3))
+    session = harness.server.ingest.session_stats(stream_id)
+    assert session is not None
+    assert await harness.server.ingest.unpublish(stream_id, session.session_id)
+    await eventually(lambda: keeper.publisher_reconnects >= 1, timeout=10)
+    mark = (await harness.client.get_stream(stream_id)).last_frame_index
+    await eventually(lambda: frames_flowing(harness, stream_id, mark + 3), timeout=10)
+    assert keeper.stream_id == stream_id
+
+
+async def test_lease_lost_while_server_unreachable_is_recreated(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    first = await keeper.wait_live(10)
+    # Every keepalive and status read fails until the 6 s lease runs out on the server.
+    fault = harness.server.faults.add(rf"/streams/{first}(/keepalive)?$", status=503, times=None)
+    await eventually(lambda: not harness.stream(first).active or None, timeout=12)
+    harness.server.faults.clear()
+    second = await eventually(lambda: keeper.stream_id not in (None, first) and keeper.stream_id,
+                              timeout=10)
+    assert fault.hits > 0 and second != first
+
+
+async def test_waits_for_a_source_that_is_not_there_yet(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    await keeper.wait_live(10)
+    # A camera that never gives a frame leases nothing.
+    silent = harness.keeper(Spec(name="silent"))
+    silent.frames  # noqa: B018 - the mailbox exists before start
+    silent._source_factory = lambda spec, sink: _SilentSource()  # type: ignore[assignment]
+    silent.start()
+    await asyncio.sleep(0.5)
+    assert silent.state == "waiting_for_source" and silent.streams_created == 0
+
+
+class _SilentSource:
+    """A camera that is unreachable: it never delivers a frame."""
+
+    class stats:  # noqa: N801
+        state = "reconnecting"
+        reconnects = 3
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_simulated_hour_of_keepalives_holds_the_lease() -> None:
+    clock = ManualClock()
+    instant = False
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0 if instant else seconds)
+
+    h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=45), clock, sleep)
+    keeper = h.keeper(sleep=sleep, timings=KeeperTimings(check_interval=5, stale_after=None))
+    try:
+        keeper.start()
+        stream_id = await keeper.wait_live(10)
+        instant = True
+        start = clock.now_ms()
+        await eventually(lambda: clock.now_ms() - start >= 3600_000, timeout=60, interval=0.01)
+        instant = False
+        # Renewals every 15 s +- 10 % for an hour: 218..267, the mean 240.
+        assert 218 <= keeper.keepalives <= 267, keeper.keepalives
+        assert keeper.keepalive_failures == 0
+        assert keeper.streams_created == 1 and keeper.stream_id == stream_id
+        assert h.stream(stream_id).active
+        assert keeper.health().lease_remaining_s > 25
+    finally:
+        instant = False
+        await keeper.stop()
+        await h.server.aclose()
+        await h.http.aclose()

@@ -1,0 +1,1 @@
+"""Keep each configured stream created, published and leased."""

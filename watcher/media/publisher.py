@@ -1,0 +1,63 @@
+"""The seam the stream keeper publishes through: one protocol, one factory keyed by publish type.
+
+The API's ``publish`` object names the transport: ``whip`` (the embedded
+server) or ``livekit`` (the cloud). Both publishers share one surface, so the
+keeper never needs to know which one it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from watcher.media.livekit import LiveKitPublisher
+from watcher.media.tracks import FrameTrack, LatestFrame
+from watcher.media.whip import WhipPublisher
+
+PUBLISH_TYPES = ("whip", "livekit")
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """One publishing session; not restartable (make a new one to reconnect)."""
+
+    connected_event: asyncio.Event
+    closed: asyncio.Event
+    """Set once the session failed or closed (or ``stop()`` ran)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def frames_sent(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_connected(self) -> None: ...
+
+
+def make_publisher(
+    publish_type: str,
+    url: str,
+    token: str,
+    source: LatestFrame,
+    *,
+    fps: float,
+    width: int,
+    height: int,
+    http: httpx.AsyncClient | None = None,
+) -> Publisher:
+    """The publisher for the API's ``publish.type``; ValueError names an unknown type."""
+    if publish_type == "whip":
+        return WhipPublisher(url, token, FrameTrack(source, fps), http=http)
+    if publish_type == "livekit":
+        return LiveKitPublisher(url, token, source, width=width, height=height, fps=fps)
+    raise ValueError(f"unknown publish type {publish_type!r}: expected one of "
+                     f"{', '.join(PUBLISH_TYPES)}")
