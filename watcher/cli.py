@@ -13,6 +13,8 @@ from watcher.logs import configure_logging, register_secret
 
 API_KEYS_ENV = "WATCHER_API_KEYS"
 UPSTREAM_KEY_ENV = "WATCHER_UPSTREAM_API_KEY"
+CONFIG_ENV = "WATCHER_CONFIG"
+DEFAULT_CONFIG = "watcher.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +34,128 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
+    _add_check(sub)
+    _add_run(sub)
+    _add_models(sub)
     return parser
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE",
+                   default=os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
+                   help=f"config file (default ${CONFIG_ENV}, else ./{DEFAULT_CONFIG})")
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="validate a config file",
+        description="Validate a config file: YAML syntax, ${VAR} substitution, every option, "
+        "and references between sections. Prints every problem as file:line: field: message "
+        "and exits 2 if there is any.")
+    _add_config_option(p)
+    p.set_defaults(handler=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from watcher.config import load_config
+    from watcher.errors import ConfigError
+    from watcher.logs import redact
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(redact(problem), file=sys.stderr)
+        if not os.path.exists(args.config):
+            print(f"(give the config file with -c FILE or ${CONFIG_ENV})", file=sys.stderr)
+        else:
+            count = len(exc.problems)
+            print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK ({config.summary()})")
+    return 0
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    """The config at ``path``, or None after printing its problems."""
+    from watcher.config import load_config
+    from watcher.errors import ConfigError
+    from watcher.logs import redact
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(redact(problem), file=sys.stderr)
+        return None
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run the daemon: keep every configured stream published and leased",
+        description="Run until SIGINT or SIGTERM: start the embedded server when "
+        "overshoot.base_url is `embedded`, keep each configured stream created, published "
+        "and leased, and delete the streams it created on the way out.")
+    _add_config_option(p)
+    p.set_defaults(handler=_run_daemon)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from watcher.daemon import Daemon
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    daemon = Daemon(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models of the configured API",
+                       description="List the models the configured API serves, with status.")
+    _add_config_option(p)
+    p.add_argument("--json", action="store_true", help="print the raw JSON list")
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.daemon import api_client
+    from watcher.errors import OvershootError
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+
+    async def fetch():  # type: ignore[no-untyped-def]
+        async with api_client(config) as (client, _http):
+            return await client.list_models()
+
+    try:
+        models = asyncio.run(fetch())
+    except OvershootError as exc:
+        print(f"watcher models: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(models.model_dump_json(indent=2))
+        return 0
+    default = config.overshoot.model
+    for model in models.data:
+        mark = " (default)" if model.id == default else ""
+        print(f"{model.id:<40} {model.status:<12} {model.owned_by or ''}{mark}")
+    return 0
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

@@ -110,7 +110,7 @@ async def test_waits_for_a_source_that_is_not_there_yet(harness: Harness) -> Non
 class _SilentSource:
     """A camera that is unreachable: it never delivers a frame."""
 
-    class stats:  # noqa: N801
+    class stats:
         state = "reconnecting"
         reconnects = 3
 

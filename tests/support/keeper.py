@@ -49,7 +49,7 @@ class Harness:
     clock: ManualClock | SystemClock
     keepers: list[StreamKeeper]
 
-    def keeper(self, spec: Spec | None = None, *, sleep=asyncio.sleep,  # noqa: ANN001
+    def keeper(self, spec: Spec | None = None, *, sleep=asyncio.sleep,
                timings: KeeperTimings | None = None) -> StreamKeeper:
         keeper = StreamKeeper(
             spec or Spec(), self.client, http=self.http, clock=self.clock, sleep=sleep,
@@ -60,12 +60,12 @@ class Harness:
         self.keepers.append(keeper)
         return keeper
 
-    def stream(self, stream_id: str):  # noqa: ANN201
+    def stream(self, stream_id: str):
         return self.server.registry._streams[stream_id]
 
 
 async def make_harness(settings: ServerSettings, clock: ManualClock | SystemClock,
-                       sleep=asyncio.sleep) -> Harness:  # noqa: ANN001
+                       sleep=asyncio.sleep) -> Harness:
     app = create_app(settings, clock=clock if isinstance(clock, ManualClock) else None,
                      backends=[FramesModel()])
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
@@ -73,7 +73,7 @@ async def make_harness(settings: ServerSettings, clock: ManualClock | SystemCloc
     return Harness(app.state.server, http, client, clock, [])
 
 
-async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # noqa: ANN001, ANN201
+async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
     """Poll ``check`` until it returns something truthy."""
     async with asyncio.timeout(timeout):
         while True:

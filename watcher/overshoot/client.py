@@ -282,7 +282,7 @@ class OvershootClient:
                                 self.policies.chat, json=body)
 
     async def wait_for_first_frame(
-        self, stream_id: str, timeout: float = 30.0,  # noqa: ASYNC109 (raises a clear error)
+        self, stream_id: str, timeout: float = 30.0,
         poll_interval: float = 0.5,
     ) -> StreamStatus:
         """Poll the stream until it has a frame (querying before that fails with a 422).

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from pydantic import SecretStr
 
 from watcher.logs import register_secret
 from watcher.server.app import API_PREFIX, create_app
@@ -43,7 +44,7 @@ async def run_embedded(settings: ServerSettings | None = None, *, host: str = "1
     settings = settings or ServerSettings()
     key = f"ovs_local_{secrets.token_urlsafe(18)}"
     register_secret(key)
-    settings = settings.model_copy(update={"api_keys": [*settings.api_keys, key]})
+    settings = settings.model_copy(update={"api_keys": [*settings.api_keys, SecretStr(key)]})
     app = create_app(settings)
     server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None,
                                     access_log=False, lifespan="on"))

@@ -1,0 +1,603 @@
+"""The one YAML file users run watcher from: its models and :func:`load_config`.
+
+::
+
+    WatcherConfig
+    ├── overshoot: OvershootConfig        the API (cloud URL, or `embedded`), key, default model
+    │   └── embedded: EmbeddedServerConfig    options of the in-process server
+    └── streams: [StreamConfig]           live sources kept published (or pulled by the API)
+
+Conventions (after Frigate's config): one model per YAML section, deriving
+from :class:`Section` (``extra="forbid"``: a typo is an error, with a "did you
+mean"); ``Field(description=...)`` on every option; cross-field checks are
+small named validators without side effects. Durations use
+:data:`watcher.duration.Duration`. Any string value may use ``${VAR}`` and
+``${VAR:-default}`` (see :mod:`watcher.yamlfile`). Top-level keys starting
+with ``x-`` are ignored: a place for YAML anchors (``x-camera: &camera {...}``).
+
+Checks that span items or sections (unique names, "unknown stream 'x'") live
+in :meth:`WatcherConfig.check_references`, which returns ``(loc, message)``
+pairs; :func:`load_config` maps each ``loc`` to the line it came from. Helpers
+:func:`duplicate_names` and :func:`reference_problems` build those pairs.
+
+**Adding a section** (``rules``, ``actions``, ...): write its model deriving
+from :class:`Section` (here, or in its own package when it grows), add one
+field to :class:`WatcherConfig` with a description and a default (or none, if
+the section is required), mention it in :meth:`WatcherConfig.summary`, and if
+it names other items, extend :meth:`WatcherConfig.check_references`::
+
+    rules: list[RuleConfig] = Field(default_factory=list, description="...")
+
+    def check_references(self) -> list[Problem]:
+        problems = [...]  # the existing checks
+        streams = self.stream_names
+        for i, rule in enumerate(self.rules):
+            problems += reference_problems(("rules", i, "stream"), rule.stream, streams)
+        return problems
+
+Secrets (the API key, upstream keys, passwords and tokens in source URLs) are
+hidden from ``repr``/``str`` of the models and registered with
+:func:`watcher.logs.register_secret` by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+
+from watcher.configerrors import (
+    Problem,
+    did_you_mean,
+    problem_messages,
+    validation_messages,
+)
+from watcher.duration import Duration
+from watcher.errors import ConfigError
+from watcher.logs import register_secret
+from watcher.server.backends.upstream import UpstreamSettings
+from watcher.server.settings import ServerSettings
+from watcher.yamlfile import Loc, format_loc, read_yaml
+
+__all__ = [
+    "BASE_DIR",
+    "DEFER_CHECKS",
+    "EMBEDDED",
+    "EmbeddedServerConfig",
+    "OvershootConfig",
+    "Problem",
+    "Section",
+    "SourceKind",
+    "StreamConfig",
+    "WatcherConfig",
+    "classify_source",
+    "duplicate_names",
+    "load_config",
+    "parse_config",
+    "redact_source",
+    "reference_problems",
+    "source_secrets",
+]
+
+EMBEDDED = "embedded"
+"""``overshoot.base_url`` value meaning: run the embedded server in-process."""
+DEFAULT_MODEL = "local/vision"
+BASE_DIR = "base_dir"
+"""Validation-context key: the directory relative file sources resolve against."""
+DEFER_CHECKS = "defer_checks"
+"""Validation-context key: leave :meth:`WatcherConfig.check_references` to the caller."""
+
+SourceKind = Literal["file", "rtsp", "http", "device", "testsrc"]
+NETWORK_KINDS: frozenset[str] = frozenset({"rtsp", "http"})
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SECRET_PARAM = re.compile(r"(?i).*(token|key|secret|pass|pwd|auth|sig|credential).*")
+_SCHEME_KINDS: dict[str, SourceKind] = {
+    "rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http",
+}
+_MASK = "***"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- sources -------------------------------------------------------------------------------
+
+def classify_source(source: str) -> SourceKind:
+    """What kind of source ``source`` names (no file-system access).
+
+    ``testsrc``/``testsrc:SPEC`` is synthetic video, ``/dev/...`` and
+    ``device:N`` a camera, ``rtsp(s)://`` and ``http(s)://`` URLs network
+    sources; anything else is a file path. Raises ``ValueError`` for other URLs.
+    """
+    if source == "testsrc" or source.startswith("testsrc:"):
+        return "testsrc"
+    if source.startswith(("/dev/", "device:")):
+        return "device"
+    match = _SCHEME.match(source)
+    if match:
+        kind = _SCHEME_KINDS.get(match.group(1).lower())
+        if kind is None:
+            raise ValueError(
+                f"unsupported URL scheme {match.group(1)!r}: use rtsp://, rtsps://, http:// "
+                "or https:// (a local file is a plain path)")
+        return kind
+    return "file"
+
+
+def redact_source(source: str) -> str:
+    """``source`` with any URL password, lone user token or secret-looking query value masked."""
+    if _SCHEME.match(source) is None:
+        return source
+    head, sep, rest = source.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{hostport}" if colon else f"{_MASK}@{hostport}"
+    tail = _redact_query(tail)
+    return f"{head}{sep}{netloc}{slash}{tail}"
+
+
+def source_secrets(source: str) -> list[str]:
+    """The secrets in a source URL (password, lone user token, secret query values)."""
+    if _SCHEME.match(source) is None:
+        return []
+    rest = source.partition("://")[2]
+    netloc, _, tail = rest.partition("/")
+    userinfo, at, _ = netloc.rpartition("@")
+    found = []
+    if at:
+        user, colon, password = userinfo.partition(":")
+        found.append(password if colon else user)
+    query = tail.partition("?")[2].partition("#")[0]
+    found += [value for key, value in parse_qsl(query) if _SECRET_PARAM.fullmatch(key)]
+    found += [unquote(secret) for secret in found]
+    return list(dict.fromkeys(secret for secret in found if secret))
+
+
+def _redact_query(tail: str) -> str:
+    path, question, rest = tail.partition("?")
+    if not question:
+        return tail
+    query, hash_, fragment = rest.partition("#")
+    pairs = []
+    for pair in query.split("&"):
+        key, equals, value = pair.partition("=")
+        pairs.append(f"{key}={_MASK}" if equals and value and _SECRET_PARAM.fullmatch(key)
+                     else pair)
+    return f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
+
+
+def _check_url(source: str) -> None:
+    try:
+        parts = urlsplit(source)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the host and port)") from None
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    if port == 0:
+        raise ValueError("URL has port 0")
+
+
+def _check_device(source: str) -> None:
+    if source.startswith("device:") and not source[len("device:"):].isdigit():
+        raise ValueError("a camera is device:N with N a number (device:0), or a /dev/video* path")
+
+
+def _existing_file(source: str, base_dir: Path) -> str:
+    path = Path(source).expanduser()
+    relative = not path.is_absolute()
+    path = Path(os.path.normpath(base_dir / path))
+    hint = " (relative paths are resolved against the config file's directory)" if relative else ""
+    shown = _show_path(path)
+    try:
+        is_dir = path.is_dir()
+        exists = is_dir or path.exists()
+    except (OSError, ValueError):
+        raise ValueError(f"cannot use {shown} as a file path{hint}") from None
+    if not exists:
+        raise ValueError(f"file not found: {shown}{hint}")
+    if is_dir:
+        raise ValueError(f"{shown} is a directory, not a video file")
+    return str(path)
+
+
+def _show_path(path: Path) -> str:
+    text = str(path)
+    if text.isprintable() and len(text) <= 200:
+        return text
+    text = repr(text)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = context.get(BASE_DIR)
+    return Path(base) if base is not None else Path.cwd()
+
+
+# --- sections ------------------------------------------------------------------------------
+
+class StreamConfig(Section):
+    """One live source that the daemon keeps published (or the API server pulls)."""
+
+    name: str = Field(description="Unique slug naming the stream in rules and alerts "
+                      "(lowercase letters, digits, '-' and '_').")
+    source: str = Field(description="A video file (relative to the config file), an "
+                        "rtsp(s):// or http(s):// URL, a camera (/dev/video0 or device:0), or "
+                        "`testsrc[:SPEC]` for synthetic video.")
+    enabled: bool = Field(True, description="Set false to keep the stream configured but idle.")
+    pull: bool = Field(False, description="Let the API server pull the camera itself instead of "
+                       "publishing it from here (rtsp(s):// and http(s):// sources only).")
+    loop: bool = Field(False, description="Start a file source over when it ends (files only).")
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second sent to the API.")
+    width: int = Field(640, ge=32, le=4096, description="Frame width in pixels (even).")
+    height: int = Field(480, ge=32, le=4096, description="Frame height in pixels (even).")
+    codec: Literal["vp8", "h264"] = Field(
+        "vp8", description="Video codec when publishing over WebRTC: vp8 costs about half "
+        "the CPU of h264.")
+    description: str = Field("", description="What the camera looks at, for people and prompts.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise ValueError(
+                "must be a slug of at most 63 lowercase letters, digits, '-' and '_', "
+                "starting with a letter or digit")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_usable(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty: give a file, an rtsp:// or http(s):// URL, a camera "
+                             "(/dev/video0, device:0) or testsrc")
+        kind = classify_source(value)
+        if kind in NETWORK_KINDS:
+            _check_url(value)
+        elif kind == "device":
+            _check_device(value)
+        elif kind == "file":
+            return _existing_file(value, _base_dir(info))
+        return value
+
+    @field_validator("pull")
+    @classmethod
+    def _pull_needs_network_source(cls, value: bool, info: ValidationInfo) -> bool:
+        kind = _kind_of(info.data.get("source"))
+        if value and kind is not None and kind not in NETWORK_KINDS:
+            raise ValueError(f"only rtsp(s):// and http(s):// sources can be pulled by the API "
+                             f"server, not a {kind} source (remove `pull`)")
+        return value
+
+    @field_validator("loop")
+    @classmethod
+    def _loop_needs_file(cls, value: bool, info: ValidationInfo) -> bool:
+        kind = _kind_of(info.data.get("source"))
+        if value and kind is not None and kind != "file":
+            raise ValueError(f"only file sources can loop, not a {kind} source (remove `loop`)")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be an even number (video encoders need it)")
+        return value
+
+    @property
+    def kind(self) -> SourceKind:
+        return classify_source(self.source)
+
+    @property
+    def testsrc_spec(self) -> str | None:
+        """The synthetic scene's spec string (``testsrc:SPEC`` -> SPEC), if any."""
+        return self.source.partition(":")[2] if self.kind == "testsrc" else None
+
+    @property
+    def display_source(self) -> str:
+        """``source`` with credentials masked: safe to log and show."""
+        return redact_source(self.source)
+
+    @property
+    def codec_mime(self) -> str:
+        return CODECS[self.codec]
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (self.display_source if name == "source" else value)
+
+
+def _kind_of(source: object) -> SourceKind | None:
+    if not isinstance(source, str):
+        return None
+    try:
+        return classify_source(source)
+    except ValueError:
+        return None
+
+
+def _upstream_url_guard(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """UpstreamSettings' own check lets httpx.InvalidURL escape; make it a ValueError."""
+    try:
+        return handler(value)
+    except httpx.InvalidURL:
+        raise ValueError("base_url is not a valid URL") from None
+
+
+class EmbeddedServerConfig(Section):
+    """Options of the Overshoot-compatible server started in-process (`base_url: embedded`)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(0, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
+    ttl_seconds: Duration = Field(45.0, ge=1, description="Lease length a keepalive renews to.")
+    retention_seconds: Duration = Field(600.0, ge=1, description="How long frames are retained.")
+    tombstone_seconds: Duration = Field(
+        300.0, ge=0, description="How long an ended stream stays readable before it is a 404.")
+    max_mb_per_stream: float = Field(
+        40.0, gt=0, description="Memory cap for one stream's retained frames, in MB.")
+    jpeg_quality: int = Field(
+        80, ge=10, le=100, description="Highest JPEG quality frames are retained at.")
+    public_url: str | None = Field(
+        None, description="Base URL publishers reach the server at (default: the one it "
+        "listens on).")
+    enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    upstreams: list[Annotated[UpstreamSettings, WrapValidator(_upstream_url_guard)]] = Field(
+        default_factory=list,
+        description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
+        "server lists: {base_url, api_key, models: {listed-name: upstream-name}, ...}.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_http_url(value)
+        return value
+
+    def server_settings(self, api_keys: list[str]) -> ServerSettings:
+        """The embedded server's settings, accepting ``api_keys``."""
+        return ServerSettings(
+            api_keys=api_keys,
+            ttl_seconds=math.ceil(self.ttl_seconds),
+            retention_seconds=math.ceil(self.retention_seconds),
+            tombstone_seconds=math.ceil(self.tombstone_seconds),
+            max_mb_per_stream=self.max_mb_per_stream,
+            jpeg_quality=self.jpeg_quality,
+            public_url=self.public_url,
+            upstreams=self.upstreams,
+            enable_vision=self.enable_vision,
+        )
+
+
+def _check_http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the host and port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (use api_key)")
+    return value.rstrip("/")
+
+
+class OvershootConfig(Section):
+    """Where the Overshoot API is and how to talk to it."""
+
+    base_url: str = Field(
+        EMBEDDED, description="`embedded` runs an Overshoot-compatible server in-process (on "
+        "a free port, with a random key); otherwise the API's URL, e.g. "
+        "https://api.overshoot.ai/v1beta.")
+    api_key: SecretStr | None = Field(
+        None, validate_default=True, description="API key (ovs_...); required unless base_url "
+        "is embedded, where it is the key the embedded server accepts (default: random).")
+    model: str = Field(DEFAULT_MODEL, min_length=1,
+                       description="Model rules use when they do not name one.")
+    timeout_seconds: Duration = Field(
+        30.0, gt=0, description="Deadline of one API request (a chat completion included).")
+    embedded: EmbeddedServerConfig = Field(
+        default_factory=EmbeddedServerConfig,
+        description="Options of the embedded server; ignored unless base_url is embedded.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _embedded_or_http(cls, value: str) -> str:
+        value = value.strip()
+        return value if value == EMBEDDED else _check_http_url(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_for_remote_api(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        remote = info.data.get("base_url", EMBEDDED) != EMBEDDED
+        if value is not None and not value.get_secret_value().strip():
+            if remote:
+                raise ValueError("is empty (is its environment variable set?)")
+            return None
+        if value is None and remote:
+            raise ValueError("required when base_url is not `embedded`; "
+                             "e.g. api_key: ${OVERSHOOT_API_KEY}")
+        return value
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.base_url == EMBEDDED
+
+
+class WatcherConfig(Section):
+    """The whole config file."""
+
+    overshoot: OvershootConfig = Field(
+        default_factory=OvershootConfig,
+        description="The Overshoot API (cloud, or the embedded server).")
+    streams: list[StreamConfig] = Field(
+        default_factory=list, description="Live video sources to keep published.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        """Top-level keys starting with ``x-`` are free for YAML anchors (as in Compose)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        return data
+
+    @model_validator(mode="after")
+    def _references_resolve(self, info: ValidationInfo) -> WatcherConfig:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        if context.get(DEFER_CHECKS):
+            return self
+        problems = self.check_references()
+        if problems:
+            raise ValueError("; ".join(f"{format_loc(loc)}: {text}" for loc, text in problems))
+        return self
+
+    def check_references(self) -> list[Problem]:
+        """Checks across items and sections, as ``(loc, message)`` pairs (none: all good).
+
+        Runs after every section validated. :func:`load_config` reports each
+        pair at the line of ``loc``; a model built in code raises them as one
+        ``ValueError``. Later sections extend this (call ``super()`` in subclasses).
+        """
+        return duplicate_names(self.streams, ("streams",), "stream")
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [stream.name for stream in self.streams]
+
+    def stream(self, name: str) -> StreamConfig:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise KeyError(name)
+
+    def summary(self) -> str:
+        """A few words on what the config holds, e.g. ``2 streams, embedded server``."""
+        disabled = sum(not stream.enabled for stream in self.streams)
+        streams = _count(len(self.streams), "stream") + (f" ({disabled} disabled)"
+                                                          if disabled else "")
+        api = "embedded server" if self.overshoot.is_embedded else self.overshoot.base_url
+        return f"{streams}, {api}"
+
+    def register_secrets(self) -> None:
+        """Tell the log redactor every secret in this config."""
+        if self.overshoot.api_key is not None:
+            register_secret(self.overshoot.api_key.get_secret_value())
+        for upstream in self.overshoot.embedded.upstreams:
+            if upstream.api_key is not None:
+                register_secret(upstream.api_key.get_secret_value())
+        for stream in self.streams:
+            secrets = source_secrets(stream.source)
+            for secret in secrets:
+                register_secret(secret)
+            if secrets:
+                register_secret(stream.source)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --- cross-reference helpers ---------------------------------------------------------------
+
+def duplicate_names(items: Iterable[Any], loc: Loc, what: str, attr: str = "name") -> list[Problem]:
+    """A problem at ``(*loc, i, attr)`` for every item whose name an earlier item took."""
+    first: dict[str, int] = {}
+    problems: list[Problem] = []
+    for index, item in enumerate(items):
+        name = getattr(item, attr)
+        if name in first:
+            other = format_loc((*loc, first[name]))
+            problems.append(((*loc, index, attr), f"duplicate {what} name {name!r} (also {other})"))
+        else:
+            first[name] = index
+    return problems
+
+
+def reference_problems(loc: Loc, name: str, known: Iterable[str], what: str = "stream",
+                       ) -> list[Problem]:
+    """``[]`` if ``name`` is among ``known``, else one "unknown stream 'x'" problem at ``loc``."""
+    known = list(known)
+    if name in known:
+        return []
+    return [(loc, f"unknown {what} {name!r}" + did_you_mean(name, known))]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    model: type[WatcherConfig] = WatcherConfig,
+) -> WatcherConfig:
+    """Read, substitute, validate and cross-check the config file at ``path``.
+
+    Raises :class:`~watcher.errors.ConfigError` (and nothing else) whose
+    every message starts with ``path:line:``. ``environ`` defaults to
+    ``os.environ``; ``model`` lets tests and tools validate with a subclass.
+    """
+    name = os.fspath(path)
+    try:
+        raw = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"{name}: cannot read: {reason}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{name}:{line}: not UTF-8 text") from None
+    base_dir = Path(os.path.abspath(name)).parent
+    return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model)
+
+
+def parse_config(
+    text: str,
+    *,
+    name: str = "<config>",
+    base_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    model: type[WatcherConfig] = WatcherConfig,
+) -> WatcherConfig:
+    """:func:`load_config` for text already read; ``name`` is what messages call it."""
+    doc = read_yaml(text, name, os.environ if environ is None else environ)
+    context = {BASE_DIR: Path(base_dir) if base_dir is not None else Path.cwd(),
+               DEFER_CHECKS: True}
+    try:
+        config = model.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(validation_messages(exc, doc, model)) from None
+    problems = config.check_references()
+    if problems or doc.problems:
+        raise ConfigError(problem_messages(problems, doc))
+    config.register_secrets()
+    return config
