@@ -101,7 +101,7 @@ async def test_waits_for_a_source_that_is_not_there_yet(harness: Harness) -> Non
     # A camera that never gives a frame leases nothing.
     silent = harness.keeper(Spec(name="silent"))
     silent.frames  # noqa: B018 - the mailbox exists before start
-    silent._source_factory = lambda spec, sink: _SilentSource()  # type: ignore[assignment]
+    silent._source_factory = lambda spec, sink, on_frame: _SilentSource()  # type: ignore[assignment]
     silent.start()
     await asyncio.sleep(0.5)
     assert silent.state == "waiting_for_source" and silent.streams_created == 0

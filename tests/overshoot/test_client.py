@@ -43,6 +43,7 @@ from watcher.overshoot.models import (
     VideoUrlPart,
 )
 from watcher.overshoot.refs import frame_url, window_url
+from watcher.server.app import EmbeddedServer
 
 if TYPE_CHECKING:  # the conftest beside this file; not importable at run time
     from conftest import FakeSleep, Script
@@ -232,11 +233,15 @@ async def test_validation_envelope(client: OvershootClient) -> None:
     assert isinstance(error.body, dict) and error.body["details"][0]["loc"][-1] == "max_tokens"
 
 
-async def test_create_with_source_sends_it(client: OvershootClient) -> None:
-    source = StreamSource(type="rtsp", url="rtsp://user:pw@cam/1")
+async def test_create_with_source_sends_it(client: OvershootClient,
+                                           server: EmbeddedServer) -> None:
+    source = StreamSource(type="rtsp", url="rtsp://user:pw@127.0.0.1:9/1")
     assert "pw@" not in repr(source)
-    with pytest.raises(UnprocessableError, match="does not pull"):
-        await client.create_stream(source)
+    created = await client.create_stream(source)
+    assert created.publish is None  # the server pulls the camera itself
+    pulled = server.registry.get_active(created.id)
+    assert pulled is not None and pulled.source is not None and pulled.source.url == source.url
+    await client.delete_stream(created.id)  # stops the pull
 
 
 # -- the retry budget ---------------------------------------------------------

@@ -39,7 +39,8 @@ from watcher.errors import (
 from watcher.keeper.health import StreamHealth
 from watcher.keeper.lease import Lease
 from watcher.media.publisher import Publisher, make_publisher
-from watcher.media.sources import VideoSource, open_source
+from watcher.media.changes import ChangeTracker
+from watcher.media.sources import FrameCallback, VideoSource, open_source
 from watcher.media.tracks import LatestFrame
 from watcher.overshoot.client import OvershootClient
 from watcher.overshoot.models import Publish, StreamSource
@@ -61,13 +62,14 @@ class StreamSpec(Protocol):
     pull: bool
 
 
-SourceFactory = Callable[[StreamSpec, LatestFrame], VideoSource]
+SourceFactory = Callable[[StreamSpec, LatestFrame, FrameCallback], VideoSource]
 
 
-def open_stream_source(spec: StreamSpec, sink: LatestFrame) -> VideoSource:
+def open_stream_source(spec: StreamSpec, sink: LatestFrame,
+                       on_frame: FrameCallback) -> VideoSource:
     """The configured camera, file or synthetic source, scaled and paced as configured."""
     return open_source(spec.source, fps=spec.fps, width=spec.width, height=spec.height,
-                       loop=spec.loop, sink=sink, name=spec.name)
+                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name)
 PublisherFactory = Callable[..., Publisher]
 
 
@@ -104,6 +106,8 @@ class StreamKeeper:
         self.client = client
         self.frames = LatestFrame()
         """The newest frame of the source: what the keeper publishes (and rules may attach)."""
+        self.changes = ChangeTracker()
+        """Bumps its version when the published picture changes (for ``skip_unchanged``)."""
         self._source_factory = source_factory
         self._publisher_factory = publisher_factory
         self._http = http
@@ -141,7 +145,7 @@ class StreamKeeper:
         if self._task is not None:
             return
         if not self.spec.pull:
-            self._source = self._source_factory(self.spec, self.frames)
+            self._source = self._source_factory(self.spec, self.frames, self.changes)
             self._source.start()
         self._task = asyncio.create_task(self._run(), name=f"keeper:{self.name}")
 

@@ -33,6 +33,7 @@ from watcher.server.backends.base import (
     ModelBackend,
     Part,
 )
+from watcher.server.faults import FaultInjector, FaultMiddleware
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
@@ -57,6 +58,7 @@ class EmbeddedServer:
     ) -> None:
         from watcher.server.backends.registry import build_backends
         from watcher.server.ingest import WhipIngest
+        from watcher.server.pull import PullIngest
 
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -67,6 +69,9 @@ class EmbeddedServer:
         }
         self.ingest = WhipIngest(self.registry, settings)
         self.registry.on_end(self.ingest.stream_ended)
+        self.puller = PullIngest(self.registry, settings)
+        self.registry.on_end(self.puller.stream_ended)
+        self.faults = FaultInjector()
 
     def owner_of(self, authorization: str | None) -> str | None:
         """The owner id of a ``Bearer`` API key, or None when missing or unknown."""
@@ -87,6 +92,7 @@ class EmbeddedServer:
     async def aclose(self) -> None:
         self.registry.shutdown()
         await self.ingest.aclose()
+        await self.puller.aclose()
         for backend in self.backends.values():
             await backend.aclose()
 
@@ -112,6 +118,7 @@ def create_app(
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
     app.include_router(_router(), prefix=API_PREFIX)
+    app.add_middleware(FaultMiddleware, injector=server.faults)
     _install_error_handlers(app)
     return app
 
@@ -167,11 +174,11 @@ def _router() -> APIRouter:
                             owner: str = Depends(_stream_owner)) -> dict[str, Any]:
         server = _server(request)
         source = PullSource(body.source.type, body.source.url) if body and body.source else None
-        if source is not None and not server.ingest.can_pull:
-            raise StreamProblem(422, "this server does not pull sources")
+        if source is not None:
+            server.puller.check(source)  # 422 before a stream exists
         stream = server.registry.create(owner, source)
         if source is not None:
-            server.ingest.start_pull(stream)
+            server.puller.start(stream)
         return {
             "id": stream.id,
             "state": stream.state,

@@ -36,7 +36,7 @@ class PullSource:
     """A camera the server pulls itself. ``url`` may hold credentials: never echoed."""
 
     type: Literal["rtsp", "hls"]
-    url: str
+    url: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

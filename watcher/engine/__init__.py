@@ -1,0 +1,1 @@
+"""Rules: scheduled questions, structured answers, alert state."""

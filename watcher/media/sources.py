@@ -1,0 +1,453 @@
+"""Video sources: files, cameras and network streams decoded into a :class:`LatestFrame`.
+
+:func:`open_source` turns a spec into a :class:`VideoSource` that decodes in
+its own thread and puts BGR frames, scaled to ``width`` x ``height`` and
+decimated to ``fps``, into a one-slot mailbox (only the newest frame is kept).
+
+Spec grammar::
+
+    spec := "testsrc" [ ":" options ]          synthetic scene (watcher.media.testsrc)
+          | "device:" N | "/dev/video" N       local camera, v4l2
+          | ("rtsp" | "rtsps") "://" ...       RTSP over TCP
+          | ("http" | "https") "://" ... ".m3u8" [ "?" ... ]   HLS
+          | ("http" | "https") "://" ...       progressive stream (MPEG-TS, MP4, MJPEG, ...)
+          | "file:" path | path                local file; ``loop=True`` loops it
+
+Files, HTTP and HLS are played in real time by their timestamps (a file is
+not decoded at 100x speed, and an HLS segment read in one burst is spread
+over its duration); RTSP and cameras are live already and pass straight on.
+A source that fails or drops reconnects after an exponential backoff
+(1 s doubling up to 30 s, reset once frames flowed again). A file without
+``loop`` ends cleanly at its end (state ``ended``).
+
+Credentials in URLs (``user:pass@``, secret-looking query values) are masked
+by :func:`redact` in every log line and in ``stats.last_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from watcher.backoff import Backoff
+from watcher.media.testsrc import SyntheticScene, is_spec, parse_spec
+from watcher.media.tracks import LatestFrame
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["file", "rtsp", "http", "hls", "device", "testsrc"]
+SourceState = Literal["connecting", "live", "reconnecting", "ended", "stopped"]
+FrameCallback = Callable[[np.ndarray, float], None]
+"""``on_frame(bgr, monotonic_time)``, called in the source's thread for each delivered frame."""
+
+OPEN_TIMEOUT = 10.0
+READ_TIMEOUT = 10.0
+HLS_READ_TIMEOUT = 30.0
+"""A live playlist may wait a whole (long) segment for the next one: allow more."""
+MAX_LAG = 1.0
+"""Pacing: frames later than this behind schedule re-anchor the schedule (no catch-up burst)."""
+MAX_AHEAD = 2.0
+"""Pacing: a timestamp jump further ahead than this re-anchors instead of sleeping."""
+STOP_GRACE = 2.0
+
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s'\"]*@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:user(?:name)?|pass(?:word|wd)?|pwd|token|access_token|auth|key|api_?key"
+    r"|sig|signature|secret)=)[^&#\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with URL credentials masked: ``rtsp://***@cam/…?token=***``."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def source_kind(spec: str) -> SourceKind:
+    """Which kind of source a spec names; ValueError for unsupported schemes."""
+    if is_spec(spec):
+        return "testsrc"
+    if spec.startswith("device:") or re.fullmatch(r"/dev/video\d+", spec):
+        return "device"
+    scheme = urlsplit(spec).scheme.lower() if "://" in spec else ""
+    if scheme in {"rtsp", "rtsps"}:
+        return "rtsp"
+    if scheme in {"http", "https"}:
+        return "hls" if urlsplit(spec).path.lower().endswith(".m3u8") else "http"
+    if scheme in {"", "file"} and spec.strip():
+        return "file"
+    raise ValueError(f"unsupported source {redact(spec)!r}: use a file path, rtsp(s)://, "
+                     "http(s)://, device:N or testsrc[:...]")
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What a source did; written by its thread, read by anyone."""
+
+    state: SourceState = "connecting"
+    frames: int = 0
+    """Frames delivered to the sink."""
+    frames_decoded: int = 0
+    last_frame_at: float | None = None
+    """``time.monotonic()`` of the last delivered frame."""
+    reconnects: int = 0
+    loops: int = 0
+    last_error: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class RecentFrames:
+    """The last ``size`` delivered frames, for evidence snapshots; pass it as ``on_frame``.
+
+    Frames are shared with the sink, not copied: treat them as read-only.
+    """
+
+    def __init__(self, size: int = 5) -> None:
+        self._lock = threading.Lock()
+        self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=size)
+
+    def __call__(self, frame: np.ndarray, at: float) -> None:
+        with self._lock:
+            self._frames.append((at, frame))
+
+    def snapshot(self) -> list[tuple[float, np.ndarray]]:
+        """``(monotonic_time, frame)`` pairs, oldest first."""
+        with self._lock:
+            return list(self._frames)
+
+
+def open_source(
+    spec: str,
+    *,
+    fps: float,
+    width: int | None = None,
+    height: int | None = None,
+    loop: bool = False,
+    sink: LatestFrame,
+    on_frame: FrameCallback | None = None,
+    backoff: Backoff | None = None,
+    name: str | None = None,
+) -> VideoSource:
+    """A (not yet started) source for ``spec``; see the module docstring for the grammar.
+
+    ``width``/``height`` default to the source's size; giving one keeps the
+    aspect ratio. ``loop`` applies to files. ``on_frame`` sees every delivered
+    frame (e.g. a :class:`RecentFrames`); ``backoff`` is copied, not shared.
+    ``name`` labels log lines (default: the spec, redacted). Raises ValueError
+    for a bad spec.
+    """
+    kind = source_kind(spec)
+    common = dict(fps=fps, width=width, height=height, sink=sink, on_frame=on_frame,
+                  backoff=backoff, name=name)
+    if kind == "testsrc":
+        parse_spec(spec)  # fail now on a bad spec, not in the thread
+        return SyntheticSource(spec, kind, **common)  # type: ignore[arg-type]
+    return AvSource(spec, kind, loop=loop, **common)  # type: ignore[arg-type]
+
+
+class VideoSource:
+    """A source decoded in its own thread into ``sink``; ``start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        spec: str,
+        kind: SourceKind,
+        *,
+        fps: float,
+        width: int | None,
+        height: int | None,
+        sink: LatestFrame,
+        on_frame: FrameCallback | None = None,
+        backoff: Backoff | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError("fps must be > 0")
+        if (width is not None and width < 2) or (height is not None and height < 2):
+            raise ValueError("width and height must be at least 2")
+        self._spec = spec
+        self.kind = kind
+        self.name = name or redact(spec)
+        self.fps = float(fps)
+        self.width, self.height = width, height
+        self.sink = sink
+        self.on_frame = on_frame
+        # A copy: a Backoff counts attempts, and one template may serve many sources.
+        self.backoff = replace(backoff, attempts=0) if backoff else Backoff()
+        self.stats = SourceStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._was_live = False
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a source can be started once")
+        self._thread = threading.Thread(target=self._run, name=f"source {self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Stop delivering frames now, without waiting for the thread (sync callers)."""
+        self._stop.set()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop now: no frame is delivered after this returns.
+
+        Waits up to ``grace`` seconds for the thread; a thread blocked in a
+        network read exits by itself when the read times out.
+        """
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, grace)
+        if thread is not None and thread.is_alive():
+            log.warning("source %s is still blocked in a read; it exits on its read timeout",
+                        self.name)
+        if self.stats.state != "ended":
+            self.stats.state = "stopped"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the source's thread ---------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._was_live = False
+                try:
+                    outcome = self._play()
+                except Exception as exc:
+                    if self._stop.is_set():
+                        break
+                    self._failed(redact(f"{type(exc).__name__}: {exc}"))
+                else:
+                    if outcome == "ended":
+                        self.stats.state = "ended"
+                        log.info("source %s ended after %d frames", self.name,
+                                 self.stats.frames)
+                        return
+                    if self._stop.is_set():
+                        break
+                    self._failed("the stream ended")
+                if self._was_live:
+                    self.backoff.reset()
+                if self._stop.wait(self.backoff.next()):
+                    break
+                self.stats.reconnects += 1
+        except Exception as exc:  # a bug, not a media error: do not spin
+            log.exception("source %s failed", self.name)
+            self.stats.state, self.stats.last_error = "ended", redact(repr(exc))
+        finally:
+            if self._stop.is_set():
+                self.stats.state = "stopped"
+
+    def _play(self) -> Literal["ended", "dropped", "stopped"]:
+        """Deliver frames until the source ends, drops or is stopped; raise on errors."""
+        raise NotImplementedError
+
+    def _failed(self, error: str) -> None:
+        stats = self.stats
+        first = stats.state != "reconnecting" or error != stats.last_error
+        stats.state, stats.last_error = "reconnecting", error
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "source %s: %s; reconnecting (%d so far)", self.name, error, stats.reconnects)
+
+    def _size(self, width: int, height: int) -> tuple[int, int]:
+        """The output size for a source frame of ``width`` x ``height``."""
+        if self.width and self.height:
+            return self.width, self.height
+        if self.width:
+            return self.width, max(2, round(height * self.width / width / 2) * 2)
+        if self.height:
+            return max(2, round(width * self.height / height / 2) * 2), self.height
+        return width, height
+
+    def _deliver(self, bgr: np.ndarray) -> None:
+        if self._stop.is_set():
+            return
+        self.sink.put(bgr)
+        now = time.monotonic()
+        stats = self.stats
+        stats.frames += 1
+        stats.last_frame_at = now
+        stats.height, stats.width = bgr.shape[:2]
+        self._was_live = True
+        if stats.state != "live":
+            stats.state = "live"
+            log.info("source %s is live (%dx%d)", self.name, stats.width, stats.height)
+        if self.on_frame is not None:
+            try:
+                self.on_frame(bgr, now)
+            except Exception:
+                log.exception("on_frame callback of source %s failed", self.name)
+
+
+class SyntheticSource(VideoSource):
+    """``testsrc[:spec]``: renders :class:`SyntheticScene` frames at ``fps``."""
+
+    def _play(self) -> Literal["stopped"]:
+        spec = parse_spec(self._spec)
+        width, height = self._size(spec.width, spec.height)
+        scene = SyntheticScene.from_spec(spec, fps=self.fps, width=width, height=height)
+        start, n, interval = time.monotonic(), 0, 1 / self.fps
+        while not self._stop.is_set():
+            delay = start + n * interval - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            if -delay >= interval:  # fell behind by whole frames: skip to the current one
+                n = math.floor((time.monotonic() - start) * self.fps)
+            self.stats.frames_decoded += 1
+            self._deliver(scene.frame(n))
+            n += 1
+        return "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenArgs:
+    target: str
+    format: str | None
+    options: dict[str, str]
+    timeout: tuple[float, float] | None
+    paced: bool
+    """Play at timestamp speed (files, HTTP, HLS), not as fast as decoding goes."""
+    finite: bool
+    """The end of the input is the end of the source (a file), not a dropped stream."""
+
+
+def _open_args(spec: str, kind: SourceKind) -> _OpenArgs:
+    if kind == "file":
+        path = urlsplit(spec).path if spec.startswith("file://") else spec.removeprefix("file:")
+        return _OpenArgs(path, None, {}, None, paced=True, finite=True)
+    if kind == "device":
+        rest = spec.removeprefix("device:")
+        path = f"/dev/video{rest}" if rest.isdigit() else rest
+        return _OpenArgs(path, "v4l2", {}, (OPEN_TIMEOUT, READ_TIMEOUT), paced=False,
+                         finite=False)
+    if kind == "rtsp":
+        options = {"rtsp_transport": "tcp", "timeout": _micros(READ_TIMEOUT)}
+        return _OpenArgs(spec, None, options, (OPEN_TIMEOUT, READ_TIMEOUT), paced=False,
+                         finite=False)
+    if kind == "hls":
+        options = {"rw_timeout": _micros(HLS_READ_TIMEOUT), "live_start_index": "-1"}
+        return _OpenArgs(spec, None, options, (OPEN_TIMEOUT, HLS_READ_TIMEOUT), paced=True,
+                         finite=False)
+    return _OpenArgs(spec, None, {"rw_timeout": _micros(READ_TIMEOUT)},
+                     (OPEN_TIMEOUT, READ_TIMEOUT), paced=True, finite=False)
+
+
+def _micros(seconds: float) -> str:
+    return str(int(seconds * 1_000_000))
+
+
+class AvSource(VideoSource):
+    """Files, RTSP, HTTP, HLS and cameras, demuxed and decoded with PyAV."""
+
+    def __init__(self, spec: str, kind: SourceKind, *, loop: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(spec, kind, **kwargs)  # type: ignore[arg-type]
+        self.loop = loop
+        self._args = _open_args(spec, kind)
+        self._reformatter = VideoReformatter()  # reuses its scaler from frame to frame
+        self._reset_timeline()
+
+    def _reset_timeline(self) -> None:
+        self._offset = 0.0
+        self._rebase: float | None = None
+        self._last_t = 0.0
+        self._next_due: float | None = None
+        self._anchor: tuple[float, float] | None = None
+        self._session_start = time.monotonic()
+
+    def _play(self) -> Literal["ended", "dropped", "stopped"]:
+        args = self._args
+        container = av.open(args.target, format=args.format, options=args.options,
+                            timeout=args.timeout)
+        try:
+            if not container.streams.video:
+                raise ValueError("the source has no video stream")
+            stream = container.streams.video[0]
+            # Frame threading holds frames back: fine for paced media, not for live cameras.
+            stream.thread_type = "AUTO" if args.paced else "SLICE"
+            rate = stream.average_rate or stream.guessed_rate
+            frame_time = 1 / float(rate) if rate else 1 / self.fps
+            self._reset_timeline()
+            while True:
+                for packet in container.demux(stream):
+                    if self._stop.is_set():
+                        return "stopped"
+                    for frame in self._decode(packet):
+                        self.stats.frames_decoded += 1
+                        if not self._offer(frame):
+                            return "stopped"
+                if not args.finite:
+                    return "dropped"
+                if not self.loop:
+                    return "ended"
+                container.seek(0)
+                self.stats.loops += 1
+                self._rebase = self._last_t + frame_time  # the next pass continues the timeline
+        finally:
+            container.close()
+
+    def _decode(self, packet: av.Packet) -> Iterable[av.VideoFrame]:
+        try:
+            return packet.decode()  # type: ignore[return-value]
+        except av.EOFError:
+            return ()
+        except av.InvalidDataError as exc:  # one bad packet is not a dead stream
+            log.debug("source %s: skipped a packet: %s", self.name, exc)
+            return ()
+
+    def _offer(self, frame: av.VideoFrame) -> bool:
+        """Decimate, pace, scale and deliver one frame; False when stopped meanwhile."""
+        t = self._media_time(frame)
+        interval = 1 / self.fps
+        due = self._next_due
+        if due is not None and due - 2.0 <= t < due - interval / 4:
+            return True  # decimated away
+        if due is None or t < due - 2.0 or t - due >= interval:
+            due = t  # first frame, a jump back, or a gap: restart the schedule here
+        self._next_due = due + interval
+        if self._args.paced and not self._pace(t):
+            return False
+        width, height = self._size(frame.width, frame.height)
+        bgr = self._reformatter.reformat(frame, width, height, "bgr24").to_ndarray()
+        self._deliver(bgr)
+        return True
+
+    def _media_time(self, frame: av.VideoFrame) -> float:
+        """Seconds on a timeline that continues across loops of a file."""
+        raw = frame.time
+        if raw is None:
+            raw = time.monotonic() - self._session_start
+        if self._rebase is not None:
+            self._offset, self._rebase = self._rebase - raw, None
+        self._last_t = raw + self._offset
+        return self._last_t
+
+    def _pace(self, t: float) -> bool:
+        """Sleep until ``t`` is due in wall time; False when stopped while waiting."""
+        now = time.monotonic()
+        if self._anchor is not None:
+            wall, start = self._anchor
+            delay = wall + (t - start) - now
+            if -MAX_LAG <= delay <= MAX_AHEAD:
+                return delay <= 0 or not self._stop.wait(delay)
+        self._anchor = (now, t)
+        return True
