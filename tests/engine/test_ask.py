@@ -105,7 +105,7 @@ def test_parse_answer(text: str, ok: bool) -> None:
     assert (data is not None) == ok and (error is None) == ok
 
 
-async def test_local_vision_answers_the_schema(env) -> None:  # noqa: ANN001
+async def test_local_vision_answers_the_schema(env) -> None:
     e = env()
     sid = e.stream_with_frames([grey()] * 3)
     answer = await ask(e.client, question("local/vision"), [sid], ["lobby"])
@@ -114,7 +114,7 @@ async def test_local_vision_answers_the_schema(env) -> None:  # noqa: ANN001
     assert answer.prompt_tokens > 0 and answer.model == "local/vision"
 
 
-async def test_one_repair_round_then_valid(env) -> None:  # noqa: ANN001
+async def test_one_repair_round_then_valid(env) -> None:
     model = ScriptedModel("m", "sure, nobody", '{"person_present": false, "people": 0}')
     e = env(model)
     sid = e.stream_with_frames([grey()])
@@ -126,7 +126,7 @@ async def test_one_repair_round_then_valid(env) -> None:  # noqa: ANN001
     assert "not valid" in repair[-1].text
 
 
-async def test_invalid_after_repair_is_recorded_not_raised(env) -> None:  # noqa: ANN001
+async def test_invalid_after_repair_is_recorded_not_raised(env) -> None:
     model = ScriptedModel("m", '{"person_present": 1, "people": 0}')
     e = env(model)
     sid = e.stream_with_frames([grey()])
@@ -135,7 +135,7 @@ async def test_invalid_after_repair_is_recorded_not_raised(env) -> None:  # noqa
     assert len(model.requests) == 2
 
 
-async def test_fallback_model_after_the_retry_budget(env) -> None:  # noqa: ANN001
+async def test_fallback_model_after_the_retry_budget(env) -> None:
     down = ScriptedModel("big", ChatProblem(503, "loading", type="provider_error",
                                             code="model_unavailable"))
     spare = ScriptedModel("small", '{"person_present": true, "people": 1}')
@@ -146,14 +146,14 @@ async def test_fallback_model_after_the_retry_budget(env) -> None:  # noqa: ANN0
     assert len(down.requests) == 3  # the client's retry budget for 503
 
 
-async def test_all_models_failing(env) -> None:  # noqa: ANN001
+async def test_all_models_failing(env) -> None:
     e = env(ScriptedModel("m", ChatProblem(500, "boom", type="internal_error", code="x")))
     sid = e.stream_with_frames([grey()])
     with pytest.raises(ModelsExhausted):
         await ask(e.client, question("m", fallback_models=("nope",)), [sid], ["x"])
 
 
-async def test_stream_problems_are_not_model_failures(env) -> None:  # noqa: ANN001
+async def test_stream_problems_are_not_model_failures(env) -> None:
     model = ScriptedModel("m", json.dumps({"person_present": False, "people": 0}))
     e = env(model)
     with pytest.raises(StreamNotReady):

@@ -38,8 +38,8 @@ from watcher.errors import (
 )
 from watcher.keeper.health import StreamHealth
 from watcher.keeper.lease import Lease
-from watcher.media.publisher import Publisher, make_publisher
 from watcher.media.changes import ChangeTracker
+from watcher.media.publisher import Publisher, make_publisher
 from watcher.media.sources import FrameCallback, VideoSource, open_source
 from watcher.media.tracks import LatestFrame
 from watcher.overshoot.client import OvershootClient
