@@ -10,7 +10,7 @@ the window and an idle baseline (server up, nothing published) subtracted.
 WebRTC media flows over the machine's non-loopback interface (aioice never
 offers 127.0.0.1 as a candidate); only HTTP signalling uses 127.0.0.1.
 
-    /tmp/venv/bin/python bench/ingest_cpu.py [--streams 1,3] [--seconds 30] [--json]
+    .venv/bin/python bench/ingest_cpu.py [--streams 1,3] [--seconds 30] [--json]
 """
 
 from __future__ import annotations

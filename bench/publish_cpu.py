@@ -10,8 +10,8 @@ BGR -> VideoFrame, -> YUV420, VP8/H264 encode, RTP packetizing, SRTP, the
 event loop and RTCP. This process's CPU time minus an idle baseline, as % of
 one core.
 
-    /tmp/venv/bin/python bench/publish_cpu.py [--seconds 20] [--json]
-    /tmp/venv/bin/python bench/publish_cpu.py --cases 5:VP8:prerendered,5:H264:prerendered
+    .venv/bin/python bench/publish_cpu.py [--seconds 20] [--json]
+    .venv/bin/python bench/publish_cpu.py --cases 5:VP8:prerendered,5:H264:prerendered
 """
 
 from __future__ import annotations

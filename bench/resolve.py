@@ -15,7 +15,7 @@ Cases: a 10 s window at ``max_fps=1`` (``start_offset_ms=-10000``), the
 newest frame (``image_url`` with ``frame_index=-1``) and, as a worst case,
 every retained frame in one window.
 
-    /tmp/venv/bin/python bench/resolve.py [--iterations 1000] [--json]
+    .venv/bin/python bench/resolve.py [--iterations 1000] [--json]
 """
 
 from __future__ import annotations

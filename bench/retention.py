@@ -12,8 +12,8 @@ sleeping: 600 s of 5 fps video takes ~30 s.
 
 Each frame rate runs in a fresh subprocess so its peak RSS is its own.
 
-    /tmp/venv/bin/python bench/retention.py                 # 5 and 15 fps, 600 s
-    /tmp/venv/bin/python bench/retention.py --fps 5 --json
+    .venv/bin/python bench/retention.py                 # 5 and 15 fps, 600 s
+    .venv/bin/python bench/retention.py --fps 5 --json
 """
 
 from __future__ import annotations

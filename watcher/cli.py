@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_run(sub)
     _add_models(sub)
+    _add_test_rule(sub)
+    _add_alerts(sub)
     return parser
 
 
@@ -156,6 +158,50 @@ def _run_models(args: argparse.Namespace) -> int:
         mark = " (default)" if model.id == default else ""
         print(f"{model.id:<40} {model.status:<12} {model.owned_by or ''}{mark}")
     return 0
+
+
+def _add_test_rule(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "test-rule", help="evaluate one rule once against its live stream(s)",
+        description="Start the rule's stream(s), wait for them to go live, ask the rule's "
+        "question once and print the request, the answer and the condition's result. "
+        "Nothing is recorded and no action runs.")
+    _add_config_option(p)
+    p.add_argument("rule", help="the rule's name")
+    p.set_defaults(handler=_run_test_rule)
+
+
+def _run_test_rule(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.tools import test_rule
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(test_rule(config, args.rule))
+
+
+def _add_alerts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("alerts", help="list alert events from the state file",
+                       description="List alert events (newest first) from state.path.")
+    _add_config_option(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    p.add_argument("--rule", help="only this rule's events")
+    p.set_defaults(handler=_run_alerts)
+
+
+def _run_alerts(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.tools import list_alerts
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
+                                   as_json=args.json))
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,14 @@
     WatcherConfig
     ├── overshoot: OvershootConfig        the API (cloud URL, or `embedded`), key, default model
     │   └── embedded: EmbeddedServerConfig    options of the in-process server
-    └── streams: [StreamConfig]           live sources kept published (or pulled by the API)
+    ├── streams: [StreamConfig]           live sources kept published (or pulled by the API)
+    ├── rules: [RuleConfig]               scheduled questions and their alert conditions
+    ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
+    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
+    └── state: StateConfig                the alert state file
+
+The rule-related models live in :mod:`watcher.engine.rules` (they derive from
+:class:`Section`, so that module is imported at the bottom of this one).
 
 Conventions (after Frigate's config): one model per YAML section, deriving
 from :class:`Section` (``extra="forbid"``: a typo is an error, with a "did you
@@ -35,9 +42,16 @@ it names other items, extend :meth:`WatcherConfig.check_references`::
             problems += reference_problems(("rules", i, "stream"), rule.stream, streams)
         return problems
 
-Secrets (the API key, upstream keys, passwords and tokens in source URLs) are
-hidden from ``repr``/``str`` of the models and registered with
-:func:`watcher.logs.register_secret` by :func:`load_config`.
+Rule packs (``include:``) are read by :func:`parse_config` after the main
+file validated: each pack's rules are validated on their own (errors name the
+pack's file:line) and appended to ``rules``; each rule remembers where it was
+written (:attr:`~watcher.engine.rules.RuleConfig.origin`), which is how a
+problem found by :meth:`WatcherConfig.check_references` is reported in the
+right file. A model built in code keeps ``include`` but reads no files.
+
+Secrets (the API key, upstream keys, passwords and tokens in source URLs,
+secret-looking action options) are hidden from ``repr``/``str`` of the models
+and registered with :func:`watcher.logs.register_secret` by :func:`load_config`.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from glob import glob
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -67,15 +82,14 @@ from pydantic import (
 from watcher.configerrors import (
     Problem,
     did_you_mean,
-    problem_messages,
     validation_messages,
 )
-from watcher.duration import Duration
+from watcher.duration import Duration, format_duration
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
 from watcher.server.backends.upstream import UpstreamSettings
 from watcher.server.settings import ServerSettings
-from watcher.yamlfile import Loc, format_loc, read_yaml
+from watcher.yamlfile import Loc, YamlDocument, format_loc, read_yaml
 
 __all__ = [
     "BASE_DIR",
@@ -459,6 +473,19 @@ class WatcherConfig(Section):
         description="The Overshoot API (cloud, or the embedded server).")
     streams: list[StreamConfig] = Field(
         default_factory=list, description="Live video sources to keep published.")
+    rules: list[_rules.RuleConfig] = Field(
+        default_factory=list, description="Scheduled questions about the streams, and when "
+        "an answer is an alert.")
+    include: list[_rules.IncludeEntry] = Field(
+        default_factory=list, description="Rule pack files or globs (rules/*.yaml), relative "
+        "to this file, whose rules join `rules`; an entry {path, stream|streams, actions, "
+        "name_prefix} binds the pack's rules.")
+    actions: dict[str, _rules.ActionConfig] = Field(
+        default_factory=dict, description="Named places alerts are sent (type: webhook, "
+        "slack or email, with its options), referred to by rules' `actions`.")
+    state: _rules.StateConfig = Field(
+        default_factory=dict, validate_default=True,  # type: ignore[arg-type]
+        description="Where alert state is kept across restarts.")
 
     @model_validator(mode="before")
     @classmethod
@@ -485,7 +512,34 @@ class WatcherConfig(Section):
         pair at the line of ``loc``; a model built in code raises them as one
         ``ValueError``. Later sections extend this (call ``super()`` in subclasses).
         """
-        return duplicate_names(self.streams, ("streams",), "stream")
+        problems = duplicate_names(self.streams, ("streams",), "stream")
+        problems += _duplicate_rules(self.rules)
+        streams, actions = self.stream_names, list(self.actions)
+        for index, entry in enumerate(self.include):
+            problems += _binding_problems(("include", index), entry.stream, entry.streams,
+                                          entry.actions, streams, actions)
+        for index, rule in enumerate(self.rules):
+            bound = rule.origin.bound if rule.origin is not None else frozenset()
+            problems += _binding_problems(
+                ("rules", index),
+                None if "stream" in bound or "streams" in bound else rule.stream,
+                None if "stream" in bound or "streams" in bound else rule.streams,
+                None if "actions" in bound else rule.actions, streams, actions)
+            problems += self._window_problems(("rules", index), rule)
+            if rule.confirm is not None:
+                problems += self._window_problems(("rules", index, "confirm"), rule.confirm)
+        return problems
+
+    def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
+                         ) -> list[Problem]:
+        retention = self.overshoot.embedded.retention_seconds
+        if not self.overshoot.is_embedded or question.window is None:
+            return []
+        if question.window <= retention:
+            return []
+        return [((*loc, "window"), f"{format_duration(question.window)} is longer than the "
+                 "embedded server keeps frames (overshoot.embedded.retention_seconds: "
+                 f"{format_duration(retention)})")]
 
     @property
     def stream_names(self) -> list[str]:
@@ -498,12 +552,17 @@ class WatcherConfig(Section):
         raise KeyError(name)
 
     def summary(self) -> str:
-        """A few words on what the config holds, e.g. ``2 streams, embedded server``."""
-        disabled = sum(not stream.enabled for stream in self.streams)
-        streams = _count(len(self.streams), "stream") + (f" ({disabled} disabled)"
-                                                          if disabled else "")
-        api = "embedded server" if self.overshoot.is_embedded else self.overshoot.base_url
-        return f"{streams}, {api}"
+        """A few words on what the config holds, e.g. ``2 streams, 3 rules, embedded server``.
+
+        Rules and actions are counted when there are any.
+        """
+        parts = [_count_enabled(self.streams, "stream")]
+        if self.rules:
+            parts.append(_count_enabled(self.rules, "rule"))
+        if self.actions:
+            parts.append(_count(len(self.actions), "action"))
+        parts.append("embedded server" if self.overshoot.is_embedded else self.overshoot.base_url)
+        return ", ".join(parts)
 
     def register_secrets(self) -> None:
         """Tell the log redactor every secret in this config."""
@@ -518,10 +577,18 @@ class WatcherConfig(Section):
                 register_secret(secret)
             if secrets:
                 register_secret(stream.source)
+        for action in self.actions.values():
+            for secret in action.secrets():
+                register_secret(secret)
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _count_enabled(items: list[Any], noun: str) -> str:
+    disabled = sum(not item.enabled for item in items)
+    return _count(len(items), noun) + (f" ({disabled} disabled)" if disabled else "")
 
 
 # --- cross-reference helpers ---------------------------------------------------------------
@@ -549,6 +616,41 @@ def reference_problems(loc: Loc, name: str, known: Iterable[str], what: str = "s
     return [(loc, f"unknown {what} {name!r}" + did_you_mean(name, known))]
 
 
+def _binding_problems(loc: Loc, stream: str | None, streams: list[str] | None,
+                      actions: list[str] | None, known_streams: list[str],
+                      known_actions: list[str]) -> list[Problem]:
+    """Unknown streams and actions named at ``loc`` (a rule, or an include entry)."""
+    problems: list[Problem] = []
+    if stream is not None:
+        problems += reference_problems((*loc, "stream"), stream, known_streams)
+    for index, name in enumerate(streams or []):
+        problems += reference_problems((*loc, "streams", index), name, known_streams)
+    for index, name in enumerate(actions or []):
+        if not known_actions:
+            problems.append(((*loc, "actions", index), f"unknown action {name!r} (no actions "
+                             "are configured: define them under `actions:`)"))
+        else:
+            problems += reference_problems((*loc, "actions", index), name, known_actions,
+                                           "action")
+    return problems
+
+
+def _duplicate_rules(rules: list[_rules.RuleConfig]) -> list[Problem]:
+    """Rule names given twice, wherever written: the message names the other place."""
+    first: dict[str, int] = {}
+    problems: list[Problem] = []
+    for index, rule in enumerate(rules):
+        if rule.name not in first:
+            first[rule.name] = index
+            continue
+        other = rules[first[rule.name]]
+        where = (other.origin.where if other.origin is not None
+                 else format_loc(("rules", first[rule.name])))
+        problems.append((("rules", index, "name"),
+                         f"duplicate rule name {rule.name!r} (also {where})"))
+    return problems
+
+
 # --- loading -------------------------------------------------------------------------------
 
 def load_config(
@@ -564,18 +666,7 @@ def load_config(
     ``os.environ``; ``model`` lets tests and tools validate with a subclass.
     """
     name = os.fspath(path)
-    try:
-        raw = Path(name).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such file") from None
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"{name}: cannot read: {reason}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{name}:{line}: not UTF-8 text") from None
+    text = _read_text(Path(name), name)
     base_dir = Path(os.path.abspath(name)).parent
     return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model)
 
@@ -588,16 +679,194 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
     model: type[WatcherConfig] = WatcherConfig,
 ) -> WatcherConfig:
-    """:func:`load_config` for text already read; ``name`` is what messages call it."""
-    doc = read_yaml(text, name, os.environ if environ is None else environ)
-    context = {BASE_DIR: Path(base_dir) if base_dir is not None else Path.cwd(),
-               DEFER_CHECKS: True}
+    """:func:`load_config` for text already read; ``name`` is what messages call it.
+
+    Rule packs named by ``include:`` are read relative to ``base_dir`` (default:
+    the working directory).
+    """
+    environ = os.environ if environ is None else environ
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    doc = read_yaml(text, name, environ)
+    context = {BASE_DIR: base, DEFER_CHECKS: True}
     try:
         config = model.model_validate(doc.data, context=context)
     except ValidationError as exc:
         raise ConfigError(validation_messages(exc, doc, model)) from None
-    problems = config.check_references()
-    if problems or doc.problems:
-        raise ConfigError(problem_messages(problems, doc))
+    for index, rule in enumerate(config.rules):
+        rule.set_origin(_rules.RuleOrigin(name, doc.line_of(("rules", index)), ("rules", index)))
+    loader = _PackLoader(config, doc, base, environ, context)
+    for index, entry in enumerate(config.include):
+        loader.include(index, entry)
+    for loc, message in config.check_references():
+        loader.report(loc, message)
+    if loader.found:
+        raise ConfigError(loader.messages())
     config.register_secrets()
     return config
+
+
+# --- rule packs ----------------------------------------------------------------------------
+
+MAX_PACK_FILES = 500
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_PACK_SUFFIXES = (".yaml", ".yml")
+_MAIN_FILE_WORDS = "a mapping of sections such as `overshoot:` and `streams:`"
+_PACK_WORDS = "a rule pack: a mapping with a `rules:` list"
+
+
+class _PackLoader:
+    """Reads the rule packs of one config, merging their rules and keeping every problem
+    with the file (by order of first mention) and line it belongs to."""
+
+    def __init__(self, config: WatcherConfig, doc: YamlDocument, base: Path,
+                 environ: Mapping[str, str], context: dict[str, object]) -> None:
+        self.config = config
+        self.main = doc
+        self.base = base
+        self.environ = environ
+        self.context = {**context, _rules.IN_PACK: True}
+        self.docs: dict[str, YamlDocument | None] = {doc.name: doc}
+        self.found: list[tuple[int, int, str]] = [(0, line, text) for line, text in doc.problems]
+
+    def include(self, index: int, entry: _rules.IncludeConfig) -> None:
+        loc: Loc = ("include", index, "path")
+        try:
+            files = self._files(entry.path)
+        except ValueError as exc:
+            self._add(self.main, loc, str(exc))
+            return
+        for path, shown in files:
+            self._pack(index, entry, path, shown)
+
+    def report(self, loc: Loc, message: str) -> None:
+        """A :meth:`WatcherConfig.check_references` problem, placed in its rule's file."""
+        rules = self.config.rules
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) \
+                and loc[1] < len(rules) and rules[loc[1]].origin is not None:
+            origin = rules[loc[1]].origin
+            assert origin is not None
+            rest = loc[2:]
+            if origin.include is not None and rest and rest[0] in origin.bound:
+                self._add(self.main, ("include", origin.include, *rest), message)
+                return
+            doc = self.docs.get(origin.file)
+            if doc is not None:
+                self._add(doc, (*origin.loc, *rest), message)
+                return
+        self._add(self.main, loc, message)
+
+    def messages(self) -> list[str]:
+        ordered = [text for _, _, text in sorted(self.found, key=lambda item: item[:2])]
+        return list(dict.fromkeys(ordered))
+
+    # --- internals ---
+
+    def _files(self, pattern: str) -> list[tuple[Path, str]]:
+        expanded = os.path.expanduser(pattern)
+        full = Path(os.path.normpath(self.base / expanded))
+        hint = ("" if os.path.isabs(expanded)
+                else " (relative paths are resolved against the config file's directory)")
+        if _GLOB_CHARS.search(expanded):
+            main = os.path.normpath(self.base / Path(self.main.name).name)
+            try:
+                matches = sorted(
+                    Path(match) for match in glob(str(full), recursive=True)
+                    if match.endswith(_PACK_SUFFIXES) and os.path.isfile(match)
+                    and os.path.normpath(match) != main)
+            except (OSError, ValueError):
+                matches = []
+            if not matches:
+                raise ValueError(f"matches no .yaml or .yml file: {_show_path(full)}{hint}")
+            if len(matches) > MAX_PACK_FILES:
+                raise ValueError(f"matches {len(matches)} files (at most {MAX_PACK_FILES})")
+        else:
+            try:
+                is_dir, exists = full.is_dir(), full.exists()
+            except (OSError, ValueError):
+                raise ValueError(f"cannot use {_show_path(full)} as a file path") from None
+            if not exists:
+                raise ValueError(f"file not found: {_show_path(full)}{hint}")
+            if is_dir:
+                raise ValueError(f"{_show_path(full)} is a directory: name a file, or a glob "
+                                 "such as rules/*.yaml")
+            matches = [full]
+        return [(path, self._shown(path, expanded)) for path in matches]
+
+    def _shown(self, path: Path, pattern: str) -> str:
+        """How messages name a pack: as the user would reach it from where they ran us."""
+        if os.path.isabs(pattern):
+            return str(path)
+        relative = os.path.relpath(path, self.base)
+        return os.path.normpath(os.path.join(os.path.dirname(self.main.name), relative))
+
+    def _pack(self, index: int, entry: _rules.IncludeConfig, path: Path, shown: str) -> None:
+        if shown not in self.docs:
+            self.docs[shown] = self._read(path, shown)
+        doc = self.docs[shown]
+        if doc is None:  # unreadable: reported when first read
+            return
+        data = doc.data
+        if isinstance(data, dict) and isinstance(data.get("rules"), list):
+            data = {**data, "rules": [entry.bind(rule) for rule in data["rules"]]}
+        try:
+            pack = _rules.RulePack.model_validate(data, context=self.context)
+        except ValidationError as exc:
+            order = self._order(shown)
+            self.found += [(order, _line(text, shown), text)
+                           for text in validation_messages(exc, doc, _rules.RulePack)]
+            return
+        bound = frozenset(entry.bindings())
+        for number, rule in enumerate(pack.rules):
+            loc = ("rules", number)
+            rule.set_origin(_rules.RuleOrigin(shown, doc.line_of(loc), loc, index, bound))
+            self.config.rules.append(rule)
+
+    def _read(self, path: Path, shown: str) -> YamlDocument | None:
+        order = len(self.docs)
+        try:
+            doc = read_yaml(_read_text(path, shown), shown, self.environ)
+        except ConfigError as exc:
+            self.found += [(order, _line(text, shown), text.replace(_MAIN_FILE_WORDS, _PACK_WORDS))
+                           for text in exc.problems]
+            return None
+        self.found += [(order, line, text) for line, text in doc.problems]
+        return doc
+
+    def _add(self, doc: YamlDocument, loc: Loc, message: str) -> None:
+        self.found.append((self._order(doc.name), doc.line_of(loc), doc.message(loc, message)))
+
+    def _order(self, name: str) -> int:
+        return list(self.docs).index(name) if name in self.docs else len(self.docs)
+
+
+def _line(message: str, name: str) -> int:
+    """The line a ``name:line: ...`` message is at (0 if it names none)."""
+    rest = message[len(name) + 1:] if message.startswith(name + ":") else ""
+    digits = rest.split(":", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _read_text(path: Path, name: str) -> str:
+    """The text of the file at ``path`` (called ``name`` in messages), or a ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"{name}: cannot read: {reason}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{name}:{line}: not UTF-8 text") from None
+
+
+# The rule-related sections derive from Section, so their module imports this one: it is
+# imported last, and WatcherConfig's annotations name its models through it. When that
+# module is the one imported first, it is still incomplete here; pydantic then finishes
+# WatcherConfig on its first use.
+from watcher.engine import rules as _rules  # noqa: E402
+
+if hasattr(_rules, "RulePack"):
+    WatcherConfig.model_rebuild()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import httpx
 
 from watcher.config import WatcherConfig
+from watcher.engine.engine import RuleEngine
+from watcher.engine.store import AlertStore
 from watcher.keeper.keeper import StreamKeeper
 from watcher.overshoot.client import OvershootClient
 from watcher.server.embedded import run_embedded
@@ -63,6 +65,7 @@ class Daemon:
     def __init__(self, config: WatcherConfig) -> None:
         self.config = config
         self.keepers: dict[str, StreamKeeper] = {}
+        self.engine: RuleEngine | None = None
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -81,6 +84,12 @@ class Daemon:
                 stack.push_async_callback(keeper.stop)
                 keeper.start()
             log.info("starting %d stream(s)", len(self.keepers))
+            store = AlertStore(self.config.state.path)
+            stack.push_async_callback(store.close)
+            self.engine = RuleEngine(self.config.rules, client=client, streams=self.keepers,
+                                     store=store, default_model=self.config.overshoot.model)
+            await self.engine.start()
+            stack.push_async_callback(self.engine.stop)
             watch = asyncio.create_task(self._report_first_frames())
             try:
                 await self._stop.wait()
