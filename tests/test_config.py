@@ -172,7 +172,7 @@ def test_check_reports_every_problem_in_file_order(
         "  - name: a\n"
         "    source: ${WATCHER_TEST_SURELY_UNSET}\n"        # 6: only the variable is reported
         "    fps: -1\n"                                     # 7
-        "rules: []\n"))                                     # 8
+        "rulez: []\n"))                                     # 8
     assert code == 2
     lines = err.splitlines()
     assert [line.split(":")[1] for line in lines[:-1]] == ["2", "3", "6", "7", "8"]

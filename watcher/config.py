@@ -495,6 +495,12 @@ class WatcherConfig(Section):
             return {k: v for k, v in data.items() if not str(k).startswith("x-")}
         return data
 
+    @field_validator("include", mode="before")
+    @classmethod
+    def _one_include(cls, value: object) -> object:
+        """``include: rules/*.yaml`` is a list of one."""
+        return [value] if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _references_resolve(self, info: ValidationInfo) -> WatcherConfig:
         context = info.context if isinstance(info.context, Mapping) else {}
@@ -520,10 +526,10 @@ class WatcherConfig(Section):
                                           entry.actions, streams, actions)
         for index, rule in enumerate(self.rules):
             bound = rule.origin.bound if rule.origin is not None else frozenset()
+            own_streams = not bound & {"stream", "streams"}  # else checked at the include
             problems += _binding_problems(
-                ("rules", index),
-                None if "stream" in bound or "streams" in bound else rule.stream,
-                None if "stream" in bound or "streams" in bound else rule.streams,
+                ("rules", index), rule.stream if own_streams else None,
+                rule.streams if own_streams else None,
                 None if "actions" in bound else rule.actions, streams, actions)
             problems += self._window_problems(("rules", index), rule)
             if rule.confirm is not None:
@@ -533,9 +539,8 @@ class WatcherConfig(Section):
     def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
                          ) -> list[Problem]:
         retention = self.overshoot.embedded.retention_seconds
-        if not self.overshoot.is_embedded or question.window is None:
-            return []
-        if question.window <= retention:
+        if not self.overshoot.is_embedded or question.window is None \
+                or question.window <= retention:
             return []
         return [((*loc, "window"), f"{format_duration(question.window)} is longer than the "
                  "embedded server keeps frames (overshoot.embedded.retention_seconds: "
@@ -741,10 +746,9 @@ class _PackLoader:
     def report(self, loc: Loc, message: str) -> None:
         """A :meth:`WatcherConfig.check_references` problem, placed in its rule's file."""
         rules = self.config.rules
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) \
-                and loc[1] < len(rules) and rules[loc[1]].origin is not None:
-            origin = rules[loc[1]].origin
-            assert origin is not None
+        index = loc[1] if len(loc) >= 2 and loc[0] == "rules" else None
+        origin = rules[index].origin if isinstance(index, int) and index < len(rules) else None
+        if origin is not None:
             rest = loc[2:]
             if origin.include is not None and rest and rest[0] in origin.bound:
                 self._add(self.main, ("include", origin.include, *rest), message)

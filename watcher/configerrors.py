@@ -83,7 +83,8 @@ def _describe(error: Mapping[str, Any], loc: Loc, model: type[BaseModel]) -> str
     kind, message, given = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
         owner = model_at(model, loc[:-1])
-        fields = list(owner.model_fields) if owner is not None else []
+        fields = ([info.alias or name for name, info in owner.model_fields.items()]
+                  if owner is not None else [])
         what = "unknown section" if len(loc) == 1 else "unknown key"
         return what + did_you_mean(str(loc[-1]), fields)
     if kind == "missing":

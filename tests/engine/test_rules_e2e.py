@@ -1,0 +1,162 @@
+"""A motion rule end to end: real WebRTC, the embedded server, local/vision, SQLite state.
+
+The camera is a scripted synthetic scene whose clock the test sets, so the
+box is on screen exactly when the test says. Evaluations are driven one by
+one; the engine's clock is a ManualClock advanced 5 s per evaluation, so
+``for``/``keep_firing_for``/``cooldown`` are exact while the video is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.keeper import KEY, Harness, Spec, make_harness
+
+from watcher.clock import ManualClock, SystemClock
+from watcher.engine.rules import RuleConfig
+from watcher.engine.runner import RuleRunner
+from watcher.engine.state import Status
+from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.media.testsrc import SyntheticScene
+from watcher.server.backends.vision import VisionModel
+from watcher.server.settings import ServerSettings
+
+RULE = {
+    "name": "lobby-motion",
+    "stream": "cam",
+    "every": "5s",
+    "window": "1s",
+    "max_fps": 5,
+    "prompt": "Is anything moving?",
+    "schema": {"motion_detected": "boolean", "motion": "number"},
+    "when": "motion_detected",
+    "for": 2,
+    "keep_firing_for": "10s",
+    "cooldown": "1h",
+    "severity": "critical",
+    "labels": {"site": "hq"},
+}
+
+
+class ScriptedCamera:
+    """A source whose scene time the test sets: inside an event the box moves."""
+
+    def __init__(self, sink, on_frame) -> None:
+        self.scene = SyntheticScene(160, 120, fps=10, events=("box",), period=1000,
+                                    duration=5, start=100, noise=2, clock=False)
+        self.sink, self.on_frame = sink, on_frame
+        self.event = False
+        self._stop = threading.Event()
+        self.stats = type("Stats", (), {"state": "live", "reconnects": 0})()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(0.1):
+            n += 1
+            # The box crosses the frame in 5 s of scene time, or the room is empty.
+            t = 100 + (n * 0.1) % 5 if self.event else 10.0
+            frame = np.ascontiguousarray(self.scene.frame_at(t))
+            self.sink.put(frame)
+            self.on_frame(frame, 0.0)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path):
+    h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=30), SystemClock())
+    h.server.backends["local/vision"] = VisionModel()
+    cameras: list[ScriptedCamera] = []
+
+    def factory(spec, sink, on_frame):
+        cameras.append(ScriptedCamera(sink, on_frame))
+        return cameras[0]
+
+    keeper = h.keeper(Spec(name="cam"))
+    keeper._source_factory = factory
+    keeper.start()
+    await keeper.wait_live(15)
+    yield h, keeper, cameras[0], tmp_path / "state.sqlite3"
+    await keeper.stop()
+    await h.server.aclose()
+    await h.http.aclose()
+
+
+def runner_for(h: Harness, keeper, store: AlertStore, clock: ManualClock,
+               sent: list[AlertEventRecord], state=None) -> RuleRunner:
+    async def emit(events: list[AlertEventRecord]) -> None:
+        sent.extend(events)
+
+    return RuleRunner(RuleConfig.model_validate(RULE), default_model="local/vision",
+                      client=h.client, streams={"cam": keeper}, store=store, clock=clock,
+                      emit=emit, state=state)
+
+
+async def settle() -> None:
+    """Let a second of the new scene reach the server (the window is 1 s)."""
+    await asyncio.sleep(1.6)
+
+
+async def test_pending_firing_once_resolved_and_restart(setup) -> None:
+    h, keeper, camera, path = setup
+    clock = ManualClock()
+    sent: list[AlertEventRecord] = []
+    store = AlertStore(path)
+    runner = runner_for(h, keeper, store, clock, sent)
+
+    async def tick() -> Status:
+        clock.advance(5)
+        result = await runner.evaluate()
+        assert result.outcome == "answered", result.detail
+        return runner.state.status
+
+    await settle()
+    assert await tick() == Status.INACTIVE  # an empty room
+    camera.event = True
+    await settle()
+    assert await tick() == Status.PENDING   # first match: for is 2
+    assert sent == []
+    assert await tick() == Status.FIRING    # second match fires
+    assert [(e.status, e.notify) for e in sent] == [("firing", True)]
+    firing = sent[0]
+    assert firing.rule == "lobby-motion" and firing.severity == "critical"
+    assert firing.answer["motion_detected"] is True
+    assert firing.urls[0].startswith(f"ovs://streams/{keeper.stream_id}?start_offset_ms=-1000")
+    assert firing.snapshot and firing.snapshot[:2] == b"\xff\xd8"
+    assert firing.labels == {"site": "hq"} and firing.model == "local/vision"
+    assert await tick() == Status.FIRING    # still matching: no second notification
+    assert len(sent) == 1
+
+    # Restart: a new runner over the reopened state file neither forgets nor re-fires.
+    await store.close()
+    store = AlertStore(path)
+    state = await store.load_state("lobby-motion", "cam")
+    assert state is not None and state.status == Status.FIRING
+    runner = runner_for(h, keeper, store, clock, sent, state=state)
+    assert await tick() == Status.FIRING
+    assert len(sent) == 1
+
+    camera.event = False
+    await settle()
+    assert await tick() == Status.FIRING    # cleared, but keep_firing_for is 10 s
+    assert await tick() == Status.FIRING    # 5 s into the clear
+    assert await tick() == Status.RESOLVED  # 10 s: resolved
+    assert [e.status for e in sent] == ["firing", "resolved"]
+
+    camera.event = True                     # again, within the 1 h cooldown
+    await settle()
+    await tick()
+    assert await tick() == Status.FIRING
+    stored = await store.events(limit=10)
+    assert [(e.status, e.notify) for e in reversed(stored)] == [
+        ("firing", True), ("resolved", True), ("firing", False)]
+    assert len(sent) == 2                   # the suppressed episode was not sent
+    await store.close()

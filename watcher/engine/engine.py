@@ -1,0 +1,156 @@
+"""The rule engine: one APScheduler job per rule, each running its RuleRunner.
+
+Jobs coalesce (a backlog of missed ticks runs once), never overlap
+(``max_instances=1``), and are dropped when later than the misfire grace.
+Interval rules start spread over their first interval (a stable offset per
+rule name) so that hundreds of rules do not tick in the same millisecond.
+Lateness (start of a run minus its scheduled time), misses and overruns are
+recorded per rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from watcher.clock import Clock, SystemClock
+from watcher.engine.rules import RuleConfig
+from watcher.engine.runner import Emit, LiveStream, RuleRunner
+from watcher.engine.store import AlertStore
+from watcher.overshoot.client import OvershootClient
+
+log = logging.getLogger(__name__)
+
+MAX_LATENESS_SAMPLES = 100_000
+
+
+@dataclass(slots=True)
+class TickStats:
+    lateness_s: list[float] = field(default_factory=list)
+    missed: int = 0
+    overruns: int = 0
+    errors: int = 0
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        rules: list[RuleConfig],
+        *,
+        client: OvershootClient,
+        streams: Mapping[str, LiveStream],
+        store: AlertStore,
+        default_model: str,
+        emit: Emit | None = None,
+        clock: Clock | None = None,
+        misfire_grace_s: float | None = None,
+    ) -> None:
+        self.client = client
+        self.streams = streams
+        self.store = store
+        self.default_model = default_model
+        self.emit = emit
+        self.clock = clock or SystemClock()
+        self.misfire_grace_s = misfire_grace_s
+        self.rules = {r.name: r for r in rules if r.enabled}
+        self.runners: dict[str, RuleRunner] = {}
+        self.ticks: dict[str, TickStats] = {}
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        """Load the alert states and start ticking."""
+        states = await self.store.load_all_states()
+        for rule in self.rules.values():
+            runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
+                                streams=self.streams, store=self.store, clock=self.clock,
+                                emit=self.emit)
+            runner.state = states.get((rule.name, runner.stream_key), runner.state)
+            self.runners[rule.name] = runner
+            self.ticks[rule.name] = TickStats()
+        scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED
+                               | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+        for rule in self.rules.values():
+            scheduler.add_job(self._tick, trigger=self._trigger(rule), args=[rule.name],
+                              id=rule.name, name=rule.name, coalesce=True, max_instances=1,
+                              misfire_grace_time=self._grace(rule))
+        scheduler.start()
+        log.info("rule engine started with %d rule(s)", len(self.runners))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop ticking; wait up to ``grace_s`` for evaluations in flight."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        busy = [r._lock for r in self.runners.values() if r._lock.locked()]
+        if busy:
+            async def drained() -> None:
+                for lock in busy:
+                    async with lock:
+                        pass
+            try:
+                await asyncio.wait_for(drained(), grace_s)
+            except TimeoutError:
+                log.warning("%d evaluation(s) still running at shutdown", len(busy))
+
+    async def _tick(self, name: str) -> None:
+        runner = self.runners.get(name)
+        if runner is not None:
+            await runner.evaluate()
+
+    # -- scheduling ----------------------------------------------------------
+    def _trigger(self, rule: RuleConfig) -> BaseTrigger:
+        jitter = rule.jitter or None
+        if rule.cron is not None:
+            trigger = CronTrigger.from_crontab(rule.cron, timezone=UTC)
+            trigger.jitter = jitter
+            return trigger
+        assert rule.every is not None
+        offset = _stable_fraction(rule.name) * rule.every
+        start = datetime.now(UTC) + timedelta(seconds=offset)
+        return IntervalTrigger(seconds=rule.every, start_date=start, timezone=UTC,
+                               jitter=jitter)
+
+    def _grace(self, rule: RuleConfig) -> int:
+        if self.misfire_grace_s is not None:
+            return max(1, round(self.misfire_grace_s))
+        return max(1, round(rule.every / 2)) if rule.every else 30
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        stats = self.ticks.get(event.job_id)
+        if stats is None:
+            return
+        if isinstance(event, JobSubmissionEvent):
+            scheduled = event.scheduled_run_times[-1]
+            if len(stats.lateness_s) < MAX_LATENESS_SAMPLES:
+                stats.lateness_s.append((datetime.now(UTC) - scheduled).total_seconds())
+            stats.missed += len(event.scheduled_run_times) - 1
+        elif event.code == EVENT_JOB_MISSED:
+            stats.missed += 1
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            stats.overruns += 1
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+            stats.errors += 1
+            log.error("rule %s failed: %r", event.job_id, event.exception)
+
+
+def _stable_fraction(name: str) -> float:
+    """A number in [0, 1) that depends only on ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32

@@ -1,0 +1,607 @@
+"""The ``rules:`` section, rule packs (``include:``), and the sections rules name.
+
+::
+
+    RuleConfig            one scheduled question and when its answer is an alert
+    └── confirm: ConfirmConfig    a second question asked before the rule may fire
+    IncludeConfig         one `include:` entry: a rule pack file or glob, maybe bound
+    RulePack              the contents of a rule pack file: `rules:` only
+    StateConfig           `state:`: where alert state is kept
+    ActionConfig          `actions:` entries (a placeholder until actions land)
+
+A rule in full::
+
+    rules:
+      - name: dock-occupied                 # unique slug
+        stream: dock                        # or `streams: [dock, yard]`: one question
+        every: 5s                           # or `cron: "*/5 * * * *"`; `jitter: 1s`
+        window: 10s                         # the last 10 s of video (absent: latest frame)
+        max_fps: 2                          # frames per second sampled from the window
+        prompt: Is anyone at the loading dock?
+        schema: {people: integer, person_present: boolean}     # see engine.schema
+        when: person_present and people > 0                     # see engine.condition
+        for: 3                              # 3 matching answers in a row (or `for: 30s`)
+        cooldown: 5m                        # quiet time after it fired
+        keep_firing_for: 30s                # stay firing through short gaps
+        repeat_every: 1h                    # re-notify while it keeps firing
+        severity: warning                   # info | warning | critical
+        labels: {site: north}
+        actions: [ops-slack]
+        confirm:                            # optional second opinion before firing
+          model: big/model
+          prompt: Is there really a person (not a shadow)?
+          when: answer
+
+``schema`` defaults to ``{answer: boolean}`` (a yes/no question) and ``when``
+defaults to the schema's only boolean field, when it has exactly one;
+otherwise ``when`` is required. ``model`` defaults to ``overshoot.model``.
+
+**Rule packs** are YAML files holding a ``rules:`` list (and ``x-`` keys for
+anchors), included from the main file; paths and globs are relative to the
+main file's directory, and a glob takes the ``.yaml``/``.yml`` files it
+matches (one that matches none is an error)::
+
+    include:
+      - rules/*.yaml                        # as written: the pack names its streams
+      - path: rules/after-hours.yaml        # bound: every rule of the pack asks about
+        stream: lobby                       #   `lobby` (or `streams: [a, b]`) and
+        actions: [ops]                      #   notifies `ops`, whatever the pack says
+      - {path: rules/after-hours.yaml, stream: garage, name_prefix: garage-}
+
+A pack rule may leave ``stream`` out when its include entry binds one. Errors
+inside a pack are reported at the pack's own file:line; loading lives in
+:func:`watcher.config.parse_config`, the checks across sections in
+:meth:`watcher.config.WatcherConfig.check_references`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from watcher.config import BASE_DIR, Section
+from watcher.duration import Duration, format_duration, parse_duration
+from watcher.engine.condition import Condition, default_condition
+from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
+from watcher.yamlfile import Loc
+
+__all__ = [
+    "IN_PACK",
+    "ActionConfig",
+    "ConfirmConfig",
+    "IncludeConfig",
+    "RuleConfig",
+    "RuleOrigin",
+    "RulePack",
+    "StateConfig",
+    "cron_trigger",
+]
+
+IN_PACK = "in_pack"
+"""Validation-context key: the rules being validated come from a rule pack."""
+DEFAULT_STATE_PATH = "watcher-state.sqlite3"
+MEMORY = ":memory:"
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
+_DIGIT = re.compile(r"[0-9]")
+_SECRET_KEY = re.compile(r"(?i).*(token|key|secret|pass|pwd|auth|credential|url|webhook).*")
+_MASK = "***"
+
+Severity = Literal["info", "warning", "critical"]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOrigin:
+    """Where a rule was written: set by :func:`watcher.config.parse_config`."""
+
+    file: str
+    """The file as messages name it (the main config, or a pack)."""
+    line: int
+    """The line of the rule's list item."""
+    loc: Loc
+    """The rule's location in that file, e.g. ``("rules", 2)``."""
+    include: int | None = None
+    """Index of the ``include:`` entry that brought it in (None: the main file)."""
+    bound: frozenset[str] = frozenset()
+    """Keys the include entry set for it (``stream``, ``streams``, ``actions``)."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+# --- shared checks -------------------------------------------------------------------------
+
+def _slug(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError("must be a slug of at most 63 lowercase letters, digits, '-' and '_', "
+                         "starting with a letter or digit")
+    return value
+
+
+def _text(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError(f"is empty: {what}")
+    return value
+
+
+def _condition_for(value: str | None, info: ValidationInfo) -> str | None:
+    """``when`` checked against the (already expanded) ``schema``, or its default."""
+    schema = info.data.get("schema_")
+    if schema is None:  # the schema itself failed; that error is enough
+        return value
+    fields = schema_fields(schema)
+    if value is None:
+        default = default_condition(fields)
+        if default is None:
+            booleans = [name for name, kind in fields.items() if kind == "boolean"]
+            why = (f"it has {len(booleans)}: {', '.join(booleans)}" if booleans
+                   else "it has none")
+            raise ValueError("required unless the schema has exactly one boolean field "
+                             f"({why}); e.g. when: people > 0")
+        return default
+    Condition(value, fields)
+    return value
+
+
+def _max_fps_needs_window(value: float, info: ValidationInfo) -> float:
+    if "window" in info.data and info.data["window"] is None:
+        raise ValueError("only applies with `window` (without it the model sees the latest "
+                         "frame only): add window: 10s, or remove max_fps")
+    return value
+
+
+def _labels(value: object) -> object:
+    """Scalar label values (numbers, booleans) as the strings YAML users mean."""
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[object, object] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif isinstance(item, int | float):
+            item = str(item)
+        out[key] = item
+    return out
+
+
+def _for_value(value: object) -> object:
+    """``for``: a count of answers (``3``) or a duration with a unit (``30s``)."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("should be a count of answers in a row (3) or a duration with a "
+                         "unit (30s)")
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        count = int(value.strip())
+    elif isinstance(value, str):
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError("should be longer than 0s")
+        return timedelta(seconds=seconds)
+    else:
+        raise ValueError("should be a count of answers in a row (3) or a duration (30s)")
+    if not 1 <= count <= 10_000:
+        raise ValueError("should be a count from 1 to 10000 (or a duration such as 30s)")
+    return count
+
+
+def cron_trigger(expr: str, timezone: object = None) -> CronTrigger:
+    """The APScheduler trigger of a 5-field crontab (weekdays given by name)."""
+    fields = expr.split()
+    if len(fields) == 5 and _DIGIT.search(fields[4]):
+        raise ValueError(
+            "name the weekdays in the day-of-week field (mon-fri, sat,sun): numbers mean "
+            "different days to cron (0 = Sunday) and to APScheduler 3 (0 = Monday)")
+    try:
+        return CronTrigger.from_crontab(expr, timezone=timezone)
+    except ValueError as exc:
+        raise ValueError(f"bad cron expression: {exc} (5 fields: minute hour "
+                         "day-of-month month day-of-week, e.g. '*/5 * * * *')") from None
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+class ConfirmConfig(Section):
+    """A second question, asked when a rule's answer matched, before the rule may fire."""
+
+    model: str | None = Field(None, min_length=1, description="Model to ask (default: the "
+                              "rule's model), e.g. a larger one than the rule's.")
+    prompt: str = Field(description="The confirming question.")
+    window: PositiveDuration | None = Field(
+        None, description="How much recent video to show (absent: the latest frame).")
+    max_fps: float = Field(1.0, gt=0, le=30, description="Frames per second sampled from the "
+                           "window (only with window).")
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_SCHEMA), alias="schema", validate_default=True,
+        description="The confirming answer's fields: shorthand or JSON Schema "
+        "(default: {answer: boolean}).")
+    when: str | None = Field(None, validate_default=True, description="Condition on the "
+                             "confirming answer (default: its only boolean field).")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        return _text(value, "ask the confirming question")
+
+    @field_validator("max_fps")
+    @classmethod
+    def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
+        return _max_fps_needs_window(value, info)
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _expand_schema(cls, value: object) -> dict[str, Any]:
+        return expand_schema(value)
+
+    @field_validator("when")
+    @classmethod
+    def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _condition_for(value, info)
+
+    @property
+    def schema(self) -> dict[str, Any]:  # type: ignore[override]
+        """The expanded, strict JSON Schema of the confirming answer."""
+        return self.schema_
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return schema_fields(self.schema_)
+
+    @cached_property
+    def condition(self) -> Condition:
+        assert self.when is not None
+        return Condition(self.when, self.fields)
+
+    @property
+    def window_ms(self) -> int | None:
+        return None if self.window is None else round(self.window * 1000)
+
+
+class RuleConfig(Section):
+    """One scheduled question about one stream (or several), and when it is an alert."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(description="Unique slug naming the rule in alerts and logs.")
+    description: str = Field("", description="What the rule is for, for people.")
+    enabled: bool = Field(True, description="Set false to keep the rule but never run it.")
+    stream: str | None = Field(None, min_length=1, description="The stream asked about.")
+    streams: list[str] | None = Field(
+        None, min_length=1, description="Several streams asked about in one question "
+        "(a cross-camera question); instead of `stream`.")
+    every: PositiveDuration | None = Field(
+        None, description="Ask this often (5s, 1m); or give `cron`.")
+    cron: str | None = Field(
+        None, description="Ask on a 5-field crontab schedule ('*/5 * * * *', '0 9 * * mon-fri'"
+        "; weekdays by name; times in UTC); instead of `every`.")
+    jitter: Duration = Field(0.0, description="Delay each ask by up to this much at random, to "
+                             "spread rules over time.")
+    window: PositiveDuration | None = Field(
+        None, description="How much recent video the model sees (10s); absent: the latest "
+        "frame only.")
+    max_fps: float = Field(1.0, gt=0, le=30, description="Frames per second sampled from the "
+                           "window (only with window).")
+    model: str | None = Field(None, min_length=1,
+                              description="Model to ask (default: overshoot.model).")
+    fallback_models: list[str] = Field(
+        default_factory=list, description="Models to ask, in order, when the model is "
+        "unavailable.")
+    prompt: str = Field(description="The question asked about the video.")
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_SCHEMA), alias="schema", validate_default=True,
+        description="The answer's fields: shorthand ({people: integer, note?: string}) or a "
+        "JSON Schema object (default: {answer: boolean}).")
+    when: str | None = Field(
+        None, validate_default=True, description="Condition on the answer that makes it a "
+        "match (people > 0 and person_present); default: the schema's only boolean field.")
+    for_: int | timedelta | None = Field(
+        None, alias="for", description="Fire only after this many matching answers in a row "
+        "(3), or matching for this long (30s); default: the first match.")
+    cooldown: Duration = Field(0.0, description="After the alert resolves, do not fire again "
+                               "for this long.")
+    keep_firing_for: Duration = Field(
+        0.0, description="Keep firing this long after the answers stop matching "
+        "(rides over a missed detection).")
+    repeat_every: PositiveDuration | None = Field(
+        None, description="Notify again this often while still firing (default: once).")
+    severity: Severity = Field("warning", description="info, warning or critical.")
+    labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(
+        default_factory=dict, description="Extra key: value pairs carried by the alerts.")
+    actions: list[str] = Field(default_factory=list,
+                               description="Names of the actions (from `actions:`) notified.")
+    skip_unchanged: bool = Field(
+        False, description="Skip asking while the video has not changed since the last ask.")
+    max_tokens: int = Field(300, ge=1, le=32_768,
+                            description="Longest answer the model may give, in tokens.")
+    timeout: PositiveDuration | None = Field(
+        None, description="Deadline of one ask (default: overshoot.timeout_seconds).")
+    confirm: ConfirmConfig | None = Field(
+        None, description="A second question asked before the rule may fire.")
+
+    _origin: RuleOrigin | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, value: str) -> str:
+        return _slug(value)
+
+    @field_validator("streams")
+    @classmethod
+    def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
+                                 ) -> list[str] | None:
+        if value is not None and info.data.get("stream") is not None:
+            raise ValueError("give `stream` (one) or `streams` (several), not both")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names a stream twice")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("every") is not None:
+            raise ValueError("give `every` or `cron`, not both")
+        value = " ".join(value.split())
+        cron_trigger(value, timezone="UTC")
+        return value
+
+    @field_validator("max_fps")
+    @classmethod
+    def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
+        return _max_fps_needs_window(value, info)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        return _text(value, "ask a question, e.g. Is anyone at the loading dock?")
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _expand_schema(cls, value: object) -> dict[str, Any]:
+        return expand_schema(value)
+
+    @field_validator("when")
+    @classmethod
+    def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _condition_for(value, info)
+
+    @field_validator("for_", mode="before")
+    @classmethod
+    def _count_or_duration(cls, value: object) -> object:
+        return _for_value(value)
+
+    @model_validator(mode="after")
+    def _needs_streams_and_schedule(self, info: ValidationInfo) -> RuleConfig:
+        if self.stream is None and self.streams is None:
+            context = info.context if isinstance(info.context, Mapping) else {}
+            hint = (" (or bind the pack's rules to streams in the `include:` entry: "
+                    "{path: ..., stream: NAME})" if context.get(IN_PACK) else "")
+            raise ValueError("needs `stream: NAME`, or `streams: [A, B]` for a cross-camera "
+                             f"question{hint}")
+        if self.every is None and self.cron is None:
+            raise ValueError("needs a schedule: `every: 30s`, or `cron: '*/5 * * * *'`")
+        return self
+
+    # --- views ---
+
+    @property
+    def origin(self) -> RuleOrigin | None:
+        """Where the rule was written (set when loaded from a file)."""
+        return self._origin
+
+    def set_origin(self, origin: RuleOrigin) -> None:
+        self._origin = origin
+
+    @property
+    def stream_names(self) -> list[str]:
+        """The streams asked about, in order (one, unless a cross-camera question)."""
+        return list(self.streams) if self.streams is not None else [str(self.stream)]
+
+    @property
+    def trigger(self) -> str:
+        """The schedule in words: ``every 5s``, ``cron '*/5 * * * *'`` (+ jitter)."""
+        text = (f"every {format_duration(self.every)}" if self.every is not None
+                else f"cron {self.cron!r}")
+        return text + (f" (jitter {format_duration(self.jitter)})" if self.jitter else "")
+
+    def cron_trigger(self, timezone: object = None) -> CronTrigger | None:
+        """The APScheduler trigger of ``cron`` (None for an ``every`` rule)."""
+        return None if self.cron is None else cron_trigger(self.cron, timezone)
+
+    @property
+    def for_count(self) -> int | None:
+        """``for`` as a count of matching answers in a row (None if a duration or unset)."""
+        return self.for_ if isinstance(self.for_, int) else None
+
+    @property
+    def for_seconds(self) -> float | None:
+        """``for`` as seconds of matching (None if a count or unset)."""
+        return self.for_.total_seconds() if isinstance(self.for_, timedelta) else None
+
+    @property
+    def for_ms(self) -> int | None:
+        seconds = self.for_seconds
+        return None if seconds is None else round(seconds * 1000)
+
+    @property
+    def window_ms(self) -> int | None:
+        return None if self.window is None else round(self.window * 1000)
+
+    @property
+    def schema(self) -> dict[str, Any]:  # type: ignore[override]
+        """The expanded, strict JSON Schema of the answer (``response_format``)."""
+        return self.schema_
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The answer's fields and their JSON types."""
+        return schema_fields(self.schema_)
+
+    @cached_property
+    def condition(self) -> Condition:
+        """``when``, compiled."""
+        assert self.when is not None  # filled in by validation
+        return Condition(self.when, self.fields)
+
+    def models(self, default: str) -> list[str]:
+        """The models to ask, in order: the rule's (or ``default``), then its fallbacks."""
+        return list(dict.fromkeys([self.model or default, *self.fallback_models]))
+
+
+class RulePack(Section):
+    """A rule pack file: a ``rules:`` list (top-level ``x-`` keys are free for anchors)."""
+
+    rules: list[RuleConfig] = Field(default_factory=list, description="The pack's rules.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        return data
+
+
+# --- include -------------------------------------------------------------------------------
+
+def _include_entry(value: object) -> object:
+    """A plain string entry is ``{path: ...}``."""
+    return {"path": value} if isinstance(value, str) else value
+
+
+class IncludeConfig(Section):
+    """One ``include:`` entry: a rule pack (file or glob), optionally bound to streams."""
+
+    path: str = Field(description="A rule pack file, or a glob of them (rules/*.yaml), "
+                      "relative to the config file's directory.")
+    stream: str | None = Field(None, min_length=1, description="Ask every rule of the pack "
+                               "about this stream (replaces the rules' own stream/streams).")
+    streams: list[str] | None = Field(
+        None, min_length=1, description="Ask every rule of the pack about these streams "
+        "together (a cross-camera question); instead of `stream`.")
+    actions: list[str] | None = Field(
+        None, description="Notify these actions from every rule of the pack (replaces the "
+        "rules' own actions).")
+    name_prefix: str = Field("", description="Put before every rule name of the pack, to "
+                             "include one pack twice (garage-).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_blank(cls, value: str) -> str:
+        return _text(value, "give a file or a glob such as rules/*.yaml")
+
+    @field_validator("streams")
+    @classmethod
+    def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
+                                 ) -> list[str] | None:
+        if value is not None and info.data.get("stream") is not None:
+            raise ValueError("give `stream` (one) or `streams` (several), not both")
+        return value
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix_is_slug(cls, value: str) -> str:
+        if value and not _PREFIX.fullmatch(value):
+            raise ValueError("must be lowercase letters, digits, '-' and '_' (e.g. garage-)")
+        return value
+
+    def bindings(self) -> dict[str, object]:
+        """The rule keys this entry sets on every rule of its pack."""
+        out: dict[str, object] = {}
+        if self.stream is not None:
+            out["stream"] = self.stream
+        if self.streams is not None:
+            out["streams"] = list(self.streams)
+        if self.actions is not None:
+            out["actions"] = list(self.actions)
+        return out
+
+    def bind(self, rule: object) -> object:
+        """A pack rule's raw mapping with this entry's bindings and prefix applied."""
+        if not isinstance(rule, dict):
+            return rule
+        rule = dict(rule)
+        bindings = self.bindings()
+        if "stream" in bindings or "streams" in bindings:
+            rule.pop("stream", None)
+            rule.pop("streams", None)
+        rule.update(bindings)
+        if self.name_prefix and isinstance(rule.get("name"), str):
+            rule["name"] = self.name_prefix + rule["name"]
+        return rule
+
+
+IncludeEntry = Annotated[IncludeConfig, BeforeValidator(_include_entry)]
+
+
+# --- other sections rules refer to ---------------------------------------------------------
+
+class StateConfig(Section):
+    """Where the daemon keeps alert state and the delivery outbox across restarts."""
+
+    path: str = Field(
+        DEFAULT_STATE_PATH, validate_default=True, description="SQLite file, relative to the "
+        "config file's directory (`:memory:` keeps state only while running).")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty: give a file name such as watcher-state.sqlite3")
+        if value == MEMORY:
+            return value
+        if "\x00" in value:
+            raise ValueError("is not a usable file name")
+        context = info.context if isinstance(info.context, Mapping) else {}
+        base = Path(context.get(BASE_DIR) or Path.cwd())
+        return os.path.normpath(base / Path(value).expanduser())
+
+
+class ActionConfig(Section):
+    """An ``actions:`` entry. TEMPORARY: only ``type`` is checked for now; the options of
+    each type are validated when actions land (so any other key is accepted here)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["webhook", "slack", "email"] = Field(
+        description="webhook, slack or email; the other keys are that type's options.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def secrets(self) -> list[str]:
+        """Option values that look secret (URLs, tokens, passwords), for the log redactor."""
+        return [value for key, value in self.options.items()
+                if isinstance(value, str) and value and _SECRET_KEY.fullmatch(key)]
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        hidden = set(self.secrets())
+        for name, value in super().__repr_args__():
+            yield name, (_MASK if isinstance(value, str) and value in hidden else value)

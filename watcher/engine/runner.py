@@ -1,0 +1,319 @@
+"""One rule's evaluation: from "is the stream there?" to a recorded alert event.
+
+::
+
+    streams live?  --no-->  skipped (not ready), counted; the alert state is untouched
+    skip_unchanged and the picture has not changed?  --yes-->  reuse the last answer
+    ask the model (retries, fallbacks, one repair round)
+    invalid answer / model down  -->  counted; verdict None (state untouched)
+    condition on the answer  -->  matched True/False
+    would this match fire?  and confirm:  -->  ask the confirming model; its verdict wins
+    state machine step  -->  transitions
+    transitions  -->  events with evidence, written with the new state in one transaction
+    notifying events  -->  handed to ``emit`` (actions) only after they are stored
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+import cv2
+
+from watcher.clock import Clock
+from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
+from watcher.engine.condition import Condition, ConditionError, default_condition
+from watcher.engine.rules import RuleConfig
+from watcher.engine.schema import schema_fields
+from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
+from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.errors import OvershootError
+from watcher.media.changes import ChangeTracker
+from watcher.media.tracks import LatestFrame
+from watcher.overshoot.client import OvershootClient
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_QUALITY = 85
+MAX_REUSE_S = 300.0
+"""``skip_unchanged`` asks again at least this often, even if nothing changed."""
+
+Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error",
+                  "condition_error"]
+Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
+
+
+class LiveStream(Protocol):
+    """What a rule needs of a kept stream (a :class:`~watcher.keeper.keeper.StreamKeeper`)."""
+
+    stream_id: str | None
+    frames: LatestFrame
+    changes: ChangeTracker
+
+
+@dataclass(slots=True)
+class RuleStats:
+    evaluations: int = 0
+    skipped_not_ready: int = 0
+    skipped_unchanged: int = 0
+    model_calls: int = 0
+    invalid_answers: int = 0
+    model_errors: int = 0
+    condition_errors: int = 0
+    confirmations: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    events: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    """Model latencies since the last read by metrics (bounded)."""
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What one evaluation did (printed by ``watcher test-rule``, logged at DEBUG)."""
+
+    rule: str
+    stream_key: str
+    outcome: Outcome
+    answer: Answer | None = None
+    matched: bool | None = None
+    confirm: Answer | None = None
+    confirmed: bool | None = None
+    state: AlertState | None = None
+    transitions: list[Transition] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    question: Question
+    condition: Condition
+
+
+class RuleRunner:
+    def __init__(
+        self,
+        rule: RuleConfig,
+        *,
+        default_model: str,
+        client: OvershootClient,
+        streams: Mapping[str, LiveStream],
+        store: AlertStore | None,
+        clock: Clock,
+        emit: Emit | None = None,
+        state: AlertState | None = None,
+    ) -> None:
+        self.rule = rule
+        self.client = client
+        self.streams = streams
+        self.store = store
+        self.clock = clock
+        self.emit = emit
+        self.stream_names = list(rule.stream_names)
+        self.stream_key = "+".join(self.stream_names)
+        self.primary = _compile(rule.name, rule, default_model)
+        self.confirm = (_compile(f"{rule.name}-confirm", rule.confirm, rule.model or default_model)
+                        if rule.confirm is not None else None)
+        self.policy = AlertPolicy(
+            for_count=rule.for_count, for_ms=rule.for_ms,
+            keep_firing_for_ms=_ms(rule.keep_firing_for) or 0,
+            cooldown_ms=_ms(rule.cooldown) or 0,
+            repeat_every_ms=_ms(rule.repeat_every))
+        self.state = state or AlertState()
+        self.stats = RuleStats()
+        self._lock = asyncio.Lock()
+        self._last_answer: Answer | None = None
+        self._last_versions: tuple[int, ...] | None = None
+        self._last_asked_s = 0.0
+
+    async def evaluate(self, *, record: bool = True) -> Evaluation:
+        """Evaluate once; with ``record=False`` nothing is stored or sent (``test-rule``)."""
+        async with self._lock:
+            return await self._evaluate(record)
+
+    async def _evaluate(self, record: bool) -> Evaluation:
+        result = Evaluation(self.rule.name, self.stream_key, "not_ready")
+        live = [self.streams.get(name) for name in self.stream_names]
+        stream_ids = [s.stream_id if s is not None else None for s in live]
+        if any(sid is None for sid in stream_ids):
+            self.stats.skipped_not_ready += 1
+            result.detail = "stream not live yet"
+            return result
+        self.stats.evaluations += 1
+        ids: list[str] = stream_ids  # type: ignore[assignment]
+        versions = tuple(s.changes.version for s in live)  # type: ignore[union-attr]
+        if self._unchanged(versions):
+            self.stats.skipped_unchanged += 1
+            result.outcome, result.answer = "unchanged", self._last_answer
+            matched = self._verdict(self.primary, self._last_answer, result)
+        else:
+            answer = await self._ask(self.primary, ids, result)
+            if answer is None:
+                return await self._finish(result, None, live, ids, record)
+            result.answer = answer
+            if answer.valid:
+                self._last_answer, self._last_versions = answer, versions
+                self._last_asked_s = time.monotonic()
+            matched = self._verdict(self.primary, answer, result)
+        if matched and self.confirm is not None and self._would_fire():
+            matched = await self._confirmed(ids, result)
+        return await self._finish(result, matched, live, ids, record)
+
+    # -- asking --------------------------------------------------------------
+    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation) -> Answer | None:
+        try:
+            answer = await ask(self.client, spec.question, ids, self.stream_names)
+        except StreamNotReady as exc:
+            self.stats.skipped_not_ready += 1
+            result.outcome, result.detail = "not_ready", str(exc)
+            return None
+        except (ModelsExhausted, OvershootError) as exc:
+            self.stats.model_errors += 1
+            result.outcome, result.detail = "model_error", str(exc)
+            log.warning("rule %s: no answer: %s", self.rule.name, exc)
+            return None
+        self.stats.model_calls += 1
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        if len(self.stats.latencies_s) < 10_000:
+            self.stats.latencies_s.append(answer.latency_s)
+        if not answer.valid:
+            self.stats.invalid_answers += 1
+            result.outcome, result.detail = "invalid", answer.error
+        else:
+            result.outcome = "answered"
+        return answer
+
+    def _verdict(self, spec: _Ask, answer: Answer | None, result: Evaluation) -> bool | None:
+        if answer is None or answer.data is None:
+            return None
+        try:
+            matched = spec.condition.evaluate(answer.data)
+        except ConditionError as exc:
+            self.stats.condition_errors += 1
+            result.outcome, result.detail = "condition_error", str(exc)
+            log.warning("rule %s: %s", self.rule.name, exc)
+            return None
+        result.matched = matched
+        return matched
+
+    async def _confirmed(self, ids: list[str], result: Evaluation) -> bool | None:
+        """Ask the confirming model; its verdict decides whether the match counts."""
+        assert self.confirm is not None
+        self.stats.confirmations += 1
+        scratch = Evaluation(self.rule.name, self.stream_key, "answered")
+        answer = await self._ask(self.confirm, ids, scratch)
+        result.confirm = answer
+        verdict = self._verdict(self.confirm, answer, scratch)
+        result.confirmed = verdict
+        if verdict is None:
+            result.detail = scratch.detail
+        return verdict
+
+    def _unchanged(self, versions: tuple[int, ...]) -> bool:
+        return (self.rule.skip_unchanged and self._last_answer is not None
+                and self._last_versions == versions
+                and time.monotonic() - self._last_asked_s < MAX_REUSE_S)
+
+    def _would_fire(self) -> bool:
+        """Whether one more match would fire (so confirming it is worth a call)."""
+        _, transitions = self.policy.step(self.state, True, self.clock.now_ms())
+        return any(t.kind == Kind.FIRING for t in transitions)
+
+    # -- recording -----------------------------------------------------------
+    async def _finish(self, result: Evaluation, matched: bool | None,
+                      live: Sequence[LiveStream | None], ids: list[str],
+                      record: bool) -> Evaluation:
+        now = self.clock.now_ms()
+        state, transitions = self.policy.step(self.state, matched, now)
+        result.state, result.transitions = state, transitions
+        if not record or self.store is None:
+            return result
+        events = [await self._event(t, result, live, ids) for t in transitions]
+        if state != self.state or events:
+            result.event_ids = await self.store.record(self.rule.name, self.stream_key, state,
+                                                       events)
+        previous, self.state = self.state, state
+        for event in events:
+            log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
+                     event.kind, "" if event.notify else " (suppressed by cooldown)",
+                     event.episode)
+        if previous.status != state.status and state.status == Status.PENDING:
+            log.info("alert %s on %s: pending", self.rule.name, self.stream_key)
+        self.stats.events += len(events)
+        stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
+        notify = [e for e in stored if e.notify]
+        if notify and self.emit is not None:
+            await self.emit(notify)
+        return result
+
+    async def _event(self, transition: Transition, result: Evaluation,
+                     live: Sequence[LiveStream | None], ids: list[str]) -> AlertEventRecord:
+        answer = result.confirm if result.confirm is not None and result.confirm.valid else (
+            result.answer)
+        snapshot = await _snapshot(live[0].frames) if live and live[0] is not None else None
+        stream_time = await self._stream_time(ids[0]) if ids else None
+        return AlertEventRecord.from_transition(
+            self.rule.name, self.stream_key, transition,
+            severity=self.rule.severity,
+            labels=dict(self.rule.labels),
+            answer=answer.data if answer is not None else None,
+            urls=answer.urls if answer is not None else [],
+            stream_ids=ids,
+            stream_time_ms=stream_time,
+            model=answer.model if answer is not None else None,
+            usage=({"prompt_tokens": answer.prompt_tokens,
+                    "completion_tokens": answer.completion_tokens}
+                   if answer is not None else None),
+            snapshot=snapshot,
+            extra={"streams": self.stream_names, "prompt": self.primary.question.prompt,
+                   "confirmed": result.confirmed},
+        )
+
+    async def _stream_time(self, stream_id: str) -> int | None:
+        try:
+            return (await self.client.get_stream(stream_id)).stream_time_ms
+        except OvershootError:
+            return None
+
+
+async def _snapshot(frames: LatestFrame) -> bytes | None:
+    """The frame being published right now, as JPEG."""
+    frame = frames.get()
+    if frame is None:
+        return None
+
+    def encode() -> bytes | None:
+        image: Any = frame if not hasattr(frame, "to_ndarray") else frame.to_ndarray(
+            format="bgr24")
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
+        return buf.tobytes() if ok else None
+
+    return await asyncio.to_thread(encode)
+
+
+def _compile(name: str, spec: Any, default_model: str) -> _Ask:
+    fields = schema_fields(spec.schema)
+    expr = spec.when or default_condition(fields)
+    if expr is None:
+        raise ValueError(f"rule {name}: no condition")
+    question = Question(
+        prompt=spec.prompt, schema=spec.schema, model=spec.model or default_model,
+        fallback_models=tuple(getattr(spec, "fallback_models", ()) or ()),
+        window_ms=_ms(spec.window), max_fps=spec.max_fps,
+        max_tokens=getattr(spec, "max_tokens", None) or 300,
+        schema_name=_schema_name(name))
+    return _Ask(question, Condition(expr, fields))
+
+
+def _schema_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64] or "answer"
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)

@@ -1,0 +1,111 @@
+"""Operator tools: ``watcher test-rule`` and ``watcher alerts``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from watcher.config import WatcherConfig
+from watcher.daemon import api_client
+from watcher.engine.ask import build_request
+from watcher.engine.runner import RuleRunner
+from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.keeper.keeper import StreamKeeper
+
+LIVE_TIMEOUT_S = 60.0
+
+
+async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO = sys.stdout) -> int:
+    """Evaluate one rule once against its live stream(s); print request, answer, verdict."""
+    rule = next((r for r in config.rules if r.name == rule_name), None)
+    if rule is None:
+        known = ", ".join(r.name for r in config.rules) or "none"
+        print(f"no rule named {rule_name!r} (rules: {known})", file=sys.stderr)
+        return 2
+    async with contextlib.AsyncExitStack() as stack:
+        client, http = await stack.enter_async_context(api_client(config))
+        keepers: dict[str, StreamKeeper] = {}
+        for name in rule.stream_names:
+            keeper = StreamKeeper(config.stream(name), client, http=http)
+            keepers[name] = keeper
+            stack.push_async_callback(keeper.stop)
+            keeper.start()
+        started = time.monotonic()
+        for keeper in keepers.values():
+            print(f"waiting for stream {keeper.name} to go live...", file=sys.stderr)
+            remaining = LIVE_TIMEOUT_S - (time.monotonic() - started)
+            try:
+                await keeper.wait_live(max(1.0, remaining))
+            except TimeoutError:
+                print(f"stream {keeper.name} is not live after {LIVE_TIMEOUT_S:.0f} s "
+                      f"({keeper.state}: {keeper.last_error or 'no error'})", file=sys.stderr)
+                return 1
+        if rule.window:
+            await asyncio.sleep(min(rule.window, 3.0))  # let the window fill a little
+        runner = RuleRunner(rule, default_model=config.overshoot.model, client=client,
+                            streams=keepers, store=None, clock=keeper.clock)
+        ids = [keepers[n].stream_id or "" for n in rule.stream_names]
+        request = build_request(runner.primary.question, ids, rule.stream_names,
+                                runner.primary.question.model)
+        print("request:", file=out)
+        print(json.dumps(request.model_dump(exclude_none=True), indent=2), file=out)
+        result = await runner.evaluate(record=False)
+        print(f"\noutcome: {result.outcome}" + (f" ({result.detail})" if result.detail else ""),
+              file=out)
+        if result.answer is not None:
+            print(f"model: {result.answer.model}  tokens: {result.answer.prompt_tokens}+"
+                  f"{result.answer.completion_tokens}  latency: "
+                  f"{result.answer.latency_s * 1000:.0f} ms", file=out)
+            print(f"answer: {result.answer.raw}", file=out)
+        print(f"when: {runner.primary.condition.expr}  ->  {result.matched}", file=out)
+        if result.confirm is not None:
+            print(f"confirm answer: {result.confirm.raw}  ->  {result.confirmed}", file=out)
+        return 0
+
+
+async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as_json: bool,
+                      out: TextIO = sys.stdout) -> int:
+    store = AlertStore(config.state.path)
+    try:
+        events = await store.events(limit=limit, rule=rule, snapshots=False)
+    finally:
+        await store.close()
+    if as_json:
+        print(json.dumps([event_json(e) for e in events], indent=2), file=out)
+        return 0
+    if not events:
+        print("no alert events", file=out)
+        return 0
+    print(f"{'id':>5}  {'time (UTC)':<19}  {'rule':<24} {'stream':<16} {'status':<9} "
+          f"{'severity':<8} answer", file=out)
+    for e in events:
+        notified = "" if e.notify else " (suppressed)"
+        print(f"{e.id:>5}  {_time(e.created_ms):<19}  {e.rule:<24} {e.stream_key:<16} "
+              f"{e.status + notified:<9} {e.severity:<8} {_short(e.answer)}", file=out)
+    return 0
+
+
+def event_json(event: AlertEventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id, "event_key": event.event_key, "rule": event.rule,
+        "stream": event.stream_key, "status": event.status, "kind": str(event.kind),
+        "episode": event.episode, "notify": event.notify, "severity": event.severity,
+        "labels": event.labels, "answer": event.answer, "urls": event.urls,
+        "stream_ids": event.stream_ids, "stream_time_ms": event.stream_time_ms,
+        "model": event.model, "usage": event.usage, "created_at": _time(event.created_ms),
+        "created_ms": event.created_ms,
+    }
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(answer: Any, limit: int = 60) -> str:
+    text = json.dumps(answer, separators=(",", ":")) if answer is not None else "-"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
