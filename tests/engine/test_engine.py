@@ -1,0 +1,62 @@
+"""The engine's scheduling with APScheduler: ticks run, streams not ready are skipped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from support.models import ScriptedModel
+
+from watcher.clock import SystemClock
+from watcher.engine.engine import RuleEngine
+from watcher.engine.rules import RuleConfig
+from watcher.engine.store import AlertStore
+from watcher.media.changes import ChangeTracker
+from watcher.media.tracks import LatestFrame
+from watcher.overshoot.client import OvershootClient
+from watcher.server.app import create_app
+from watcher.server.settings import ServerSettings
+
+KEY = "ovs_engine_tests"
+
+
+class Stream:
+    """A kept stream as the engine sees it (the keeper's three attributes)."""
+
+    def __init__(self, stream_id: str | None) -> None:
+        self.stream_id = stream_id
+        self.frames = LatestFrame()
+        self.changes = ChangeTracker()
+
+
+def rule(name: str, stream: str, every: str = "200ms") -> RuleConfig:
+    return RuleConfig.model_validate({
+        "name": name, "stream": stream, "every": every, "prompt": "anyone?",
+        "schema": {"person": "boolean"}, "model": "m"})
+
+
+async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> None:
+    model = ScriptedModel("m", '{"person": false}')
+    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
+    server = app.state.server
+    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
+    server.registry.add_frame(live, b"\xff\xd8jpeg")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t/v1beta") as http:
+        client = OvershootClient("http://t/v1beta", KEY, http=http)
+        store = AlertStore(tmp_path / "state.sqlite3")
+        engine = RuleEngine([rule("ready", "a"), rule("waiting", "b")], client=client,
+                            streams={"a": Stream(live.id), "b": Stream(None)}, store=store,
+                            default_model="m", clock=SystemClock())
+        await engine.start()
+        await asyncio.sleep(1.3)
+        await engine.stop()
+        await store.close()
+    ready, waiting = engine.runners["ready"].stats, engine.runners["waiting"].stats
+    assert 4 <= ready.evaluations <= 8 and ready.model_calls == ready.evaluations
+    assert waiting.evaluations == 0 and waiting.skipped_not_ready >= 4
+    assert len(model.requests) == ready.model_calls
+    ticks = engine.ticks["ready"]
+    assert ticks.missed == 0 and ticks.errors == 0
+    assert max(ticks.lateness_s) < 0.5

@@ -1,0 +1,1 @@
+"""Actions: where alert events are delivered (webhook, Slack, email), durably."""
