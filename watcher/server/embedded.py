@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from watcher.logs import register_secret
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 class EmbeddedEndpoint:
     base_url: str
     api_key: str
+    app: FastAPI
 
 
 class _Server(uvicorn.Server):
@@ -58,7 +60,7 @@ async def run_embedded(settings: ServerSettings | None = None, *, host: str = "1
         bound = server.servers[0].sockets[0].getsockname()[1]
         base_url = f"http://{host}:{bound}{API_PREFIX}"
         log.info("embedded server listening at %s", base_url)
-        yield EmbeddedEndpoint(base_url, key)
+        yield EmbeddedEndpoint(base_url, key, app)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
