@@ -183,7 +183,7 @@ def test_check_reports_every_problem_in_file_order(
 def test_check_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"{EXAMPLE}: OK (1 stream, embedded server)"
+    assert out.strip() == f"{EXAMPLE}: OK (1 stream, 1 rule, embedded server)"
     config = load_config(EXAMPLE)
     assert config.overshoot.is_embedded
     assert config.streams[0].kind == "testsrc"

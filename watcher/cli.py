@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     return int(args.handler(args) or 0)
 
 
@@ -32,13 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("WATCHER_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    parser.add_argument("--log-format", default=os.environ.get("WATCHER_LOG_FORMAT", "text"),
+                        choices=["text", "json"], type=str.lower,
+                        help="text for people (default), json for log pipelines: one object "
+                        "per line (also $WATCHER_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
     _add_check(sub)
     _add_run(sub)
     _add_models(sub)
     _add_test_rule(sub)
+    _add_test_action(sub)
     _add_alerts(sub)
+    _add_status(sub)
     return parser
 
 
@@ -99,6 +105,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "overshoot.base_url is `embedded`, keep each configured stream created, published "
         "and leased, and delete the streams it created on the way out.")
     _add_config_option(p)
+    p.add_argument("--watch", action="store_true",
+                   help="reload when the config file or an included rule pack changes "
+                   "(SIGHUP always reloads)")
     p.set_defaults(handler=_run_daemon)
 
 
@@ -107,19 +116,26 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import signal
 
     from watcher.daemon import Daemon
+    from watcher.errors import WatcherError
 
     config = _load(args.config)
     if config is None:
         return 2
-    daemon = Daemon(config)
+    daemon = Daemon(config, args.config)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, daemon.request_stop)
-        await daemon.run()
+        loop.add_signal_handler(signal.SIGHUP,
+                                lambda: loop.create_task(daemon.reload()))
+        await daemon.run(watch=args.watch)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except WatcherError as exc:
+        print(f"watcher run: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -182,13 +198,40 @@ def _run_test_rule(args: argparse.Namespace) -> int:
     return asyncio.run(test_rule(config, args.rule))
 
 
+def _add_test_action(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "test-action", help="send a sample alert through one action now",
+        description="Send a sample alert event (with a generated snapshot) through the named "
+        "action right away, without the outbox, and print whether it was delivered. Exits 0 "
+        "if it was, 1 if the delivery failed, 2 if the config or the name is wrong.")
+    _add_config_option(p)
+    p.add_argument("action", help="the action's name (a key of `actions:`)")
+    p.add_argument("--resolved", action="store_true",
+                   help="send a resolved event instead of a firing one")
+    p.set_defaults(handler=_run_test_action)
+
+
+def _run_test_action(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.actions.testing import send_test_alert
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(send_test_alert(config, args.action, resolved=args.resolved))
+
+
 def _add_alerts(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("alerts", help="list alert events from the state file",
-                       description="List alert events (newest first) from state.path.")
+                       description="List alert events (newest first) from state.path, each "
+                       "with its delivery status per action.")
     _add_config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
     p.add_argument("--rule", help="only this rule's events")
+    p.add_argument("--dead", action="store_true",
+                   help="only events with a dead-lettered delivery")
     p.set_defaults(handler=_run_alerts)
 
 
@@ -201,7 +244,32 @@ def _run_alerts(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
-                                   as_json=args.json))
+                                   as_json=args.json, dead=args.dead))
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status", help="show a running daemon's streams, rules and recent alerts",
+        description="Read /status from a running `watcher run` (it needs status.enabled: "
+        "true) and print its streams, rules, actions and recent alerts. The address is the "
+        "config's status.host and status.port, or --url.")
+    _add_config_option(p)
+    p.add_argument("--url", metavar="URL", help="the status listener, e.g. "
+                   "http://127.0.0.1:9464 (default: from the config)")
+    p.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    p.set_defaults(handler=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from watcher.observe.report import print_status
+
+    if args.url is not None:
+        return print_status(args.url, as_json=args.json)
+    config = _load(args.config)
+    if config is None:
+        return 2
+    hint = None if config.status.enabled else f"{args.config} has status.enabled: false"
+    return print_status(config.status.url, as_json=args.json, hint=hint)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

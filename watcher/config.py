@@ -9,7 +9,8 @@
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
-    └── state: StateConfig                the alert state file
+    ├── state: StateConfig                the alert state file
+    └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -50,8 +51,9 @@ problem found by :meth:`WatcherConfig.check_references` is reported in the
 right file. A model built in code keeps ``include`` but reads no files.
 
 Secrets (the API key, upstream keys, passwords and tokens in source URLs,
-secret-looking action options) are hidden from ``repr``/``str`` of the models
-and registered with :func:`watcher.logs.register_secret` by :func:`load_config`.
+the secret options of actions: see each options model's ``secrets()``) are
+hidden from ``repr``/``str`` of the models and registered with
+:func:`watcher.logs.register_secret` by :func:`load_config`.
 """
 
 from __future__ import annotations
@@ -63,12 +65,10 @@ from collections.abc import Iterable, Mapping
 from glob import glob
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -79,14 +79,25 @@ from pydantic import (
     model_validator,
 )
 
+from watcher.actions.config import ActionConfig
+from watcher.configbase import (
+    _SCHEME,
+    BASE_DIR,
+    DEFER_CHECKS,
+    Section,
+    redact_source,
+    source_secrets,
+)
 from watcher.configerrors import (
     Problem,
     did_you_mean,
     validation_messages,
 )
 from watcher.duration import Duration, format_duration
+from watcher.engine import rules as _rules
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
+from watcher.observe.config import StatusConfig
 from watcher.server.backends.upstream import UpstreamSettings
 from watcher.server.settings import ServerSettings
 from watcher.yamlfile import Loc, YamlDocument, format_loc, read_yaml
@@ -114,29 +125,14 @@ __all__ = [
 EMBEDDED = "embedded"
 """``overshoot.base_url`` value meaning: run the embedded server in-process."""
 DEFAULT_MODEL = "local/vision"
-BASE_DIR = "base_dir"
-"""Validation-context key: the directory relative file sources resolve against."""
-DEFER_CHECKS = "defer_checks"
-"""Validation-context key: leave :meth:`WatcherConfig.check_references` to the caller."""
-
 SourceKind = Literal["file", "rtsp", "http", "device", "testsrc"]
 NETWORK_KINDS: frozenset[str] = frozenset({"rtsp", "http"})
 CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_SECRET_PARAM = re.compile(r"(?i).*(token|key|secret|pass|pwd|auth|sig|credential).*")
 _SCHEME_KINDS: dict[str, SourceKind] = {
     "rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http",
 }
-_MASK = "***"
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
 
 # --- sources -------------------------------------------------------------------------------
 
@@ -160,50 +156,6 @@ def classify_source(source: str) -> SourceKind:
                 "or https:// (a local file is a plain path)")
         return kind
     return "file"
-
-
-def redact_source(source: str) -> str:
-    """``source`` with any URL password, lone user token or secret-looking query value masked."""
-    if _SCHEME.match(source) is None:
-        return source
-    head, sep, rest = source.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{_MASK}@{hostport}" if colon else f"{_MASK}@{hostport}"
-    tail = _redact_query(tail)
-    return f"{head}{sep}{netloc}{slash}{tail}"
-
-
-def source_secrets(source: str) -> list[str]:
-    """The secrets in a source URL (password, lone user token, secret query values)."""
-    if _SCHEME.match(source) is None:
-        return []
-    rest = source.partition("://")[2]
-    netloc, _, tail = rest.partition("/")
-    userinfo, at, _ = netloc.rpartition("@")
-    found = []
-    if at:
-        user, colon, password = userinfo.partition(":")
-        found.append(password if colon else user)
-    query = tail.partition("?")[2].partition("#")[0]
-    found += [value for key, value in parse_qsl(query) if _SECRET_PARAM.fullmatch(key)]
-    found += [unquote(secret) for secret in found]
-    return list(dict.fromkeys(secret for secret in found if secret))
-
-
-def _redact_query(tail: str) -> str:
-    path, question, rest = tail.partition("?")
-    if not question:
-        return tail
-    query, hash_, fragment = rest.partition("#")
-    pairs = []
-    for pair in query.split("&"):
-        key, equals, value = pair.partition("=")
-        pairs.append(f"{key}={_MASK}" if equals and value and _SECRET_PARAM.fullmatch(key)
-                     else pair)
-    return f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
 
 
 def _check_url(source: str) -> None:
@@ -480,12 +432,16 @@ class WatcherConfig(Section):
         default_factory=list, description="Rule pack files or globs (rules/*.yaml), relative "
         "to this file, whose rules join `rules`; an entry {path, stream|streams, actions, "
         "name_prefix} binds the pack's rules.")
-    actions: dict[str, _rules.ActionConfig] = Field(
+    actions: dict[str, ActionConfig] = Field(
         default_factory=dict, description="Named places alerts are sent (type: webhook, "
         "slack or email, with its options), referred to by rules' `actions`.")
     state: _rules.StateConfig = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="Where alert state is kept across restarts.")
+    status: StatusConfig = Field(
+        default_factory=StatusConfig,
+        description="The daemon's HTTP listener for /healthz, /readyz, Prometheus /metrics "
+        "and /status (read by `watcher status`); off unless enabled.")
 
     @model_validator(mode="before")
     @classmethod
@@ -559,7 +515,8 @@ class WatcherConfig(Section):
     def summary(self) -> str:
         """A few words on what the config holds, e.g. ``2 streams, 3 rules, embedded server``.
 
-        Rules and actions are counted when there are any.
+        Rules and actions are counted when there are any; the status listener is named
+        when enabled.
         """
         parts = [_count_enabled(self.streams, "stream")]
         if self.rules:
@@ -567,6 +524,8 @@ class WatcherConfig(Section):
         if self.actions:
             parts.append(_count(len(self.actions), "action"))
         parts.append("embedded server" if self.overshoot.is_embedded else self.overshoot.base_url)
+        if self.status.enabled:
+            parts.append(f"status at {self.status.url}")
         return ", ".join(parts)
 
     def register_secrets(self) -> None:
@@ -864,13 +823,3 @@ def _read_text(path: Path, name: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{name}:{line}: not UTF-8 text") from None
-
-
-# The rule-related sections derive from Section, so their module imports this one: it is
-# imported last, and WatcherConfig's annotations name its models through it. When that
-# module is the one imported first, it is still incomplete here; pydantic then finishes
-# WatcherConfig on its first use.
-from watcher.engine import rules as _rules  # noqa: E402
-
-if hasattr(_rules, "RulePack"):
-    WatcherConfig.model_rebuild()

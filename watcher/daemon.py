@@ -1,8 +1,18 @@
-"""The daemon: connect to the API (or start the embedded server) and keep every stream live.
+"""The daemon: the API (or the embedded server), stream keepers, rules, outbox, status.
 
-Everything it runs is entered on one ``AsyncExitStack`` so that shutdown
-undoes start-up in reverse: keepers stop (deleting their streams) before the
-HTTP client closes, and the embedded server stops last.
+Start-up order, undone in reverse on shutdown by one ``AsyncExitStack``::
+
+    API target (embedded server) -> HTTP client -> keepers -> alert store
+      -> actions + outbox -> rule engine -> status listener
+
+So on SIGTERM the status listener closes first, the engine stops scheduling
+and lets evaluations in flight finish, the outbox stops (undelivered events
+stay in the store for the next start), the keepers delete their streams,
+and the embedded server stops last.
+
+:meth:`Daemon.reload` swaps in a new config while running: streams whose
+config did not change keep their stream id, lease and publisher; rules and
+actions are added, removed or changed without losing alert state.
 """
 
 from __future__ import annotations
@@ -12,19 +22,28 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from watcher.config import WatcherConfig
+from watcher.actions.base import Action
+from watcher.actions.config import build_action
+from watcher.actions.outbox import Outbox
+from watcher.clock import SystemClock
+from watcher.config import WatcherConfig, load_config
 from watcher.engine.engine import RuleEngine
 from watcher.engine.store import AlertStore
+from watcher.errors import ConfigError
 from watcher.keeper.keeper import StreamKeeper
+from watcher.observe.server import status_listener
+from watcher.observe.source import StatusSource
 from watcher.overshoot.client import OvershootClient
 from watcher.server.embedded import run_embedded
 
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_LOG_TIMEOUT = 30.0
+WATCH_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,40 +81,170 @@ async def api_client(config: WatcherConfig) -> AsyncIterator[tuple[OvershootClie
 class Daemon:
     """Runs until :meth:`request_stop`; then cleans up and returns."""
 
-    def __init__(self, config: WatcherConfig) -> None:
+    def __init__(self, config: WatcherConfig, path: str | Path | None = None) -> None:
         self.config = config
+        self.path = Path(path) if path is not None else None
         self.keepers: dict[str, StreamKeeper] = {}
+        self.actions: dict[str, Action] = {}
         self.engine: RuleEngine | None = None
+        self.outbox: Outbox | None = None
+        self.store: AlertStore | None = None
+        self.status: StatusSource | None = None
+        self._client: OvershootClient | None = None
+        self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
+        self._reloading = asyncio.Lock()
+        self.ready = asyncio.Event()
+        """Set once everything has started (for tests and tools)."""
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self, *, watch: bool = False) -> None:
+        config = self.config
         async with contextlib.AsyncExitStack() as stack:
-            client, http = await stack.enter_async_context(api_client(self.config))
+            client, http = await stack.enter_async_context(api_client(config))
+            self._client, self._http = client, http
             log.info("using the Overshoot API at %s", client.base_url)
-            for spec in self.config.streams:
-                if not spec.enabled:
-                    log.info("stream %s is disabled", spec.name)
-                    continue
-                keeper = StreamKeeper(spec, client, http=http)
-                self.keepers[spec.name] = keeper
-                stack.push_async_callback(keeper.stop)
-                keeper.start()
-            log.info("starting %d stream(s)", len(self.keepers))
-            store = AlertStore(self.config.state.path)
+            stack.push_async_callback(self._stop_keepers)
+            await self._apply_streams(config)
+            store = self.store = AlertStore(config.state.path)
             stack.push_async_callback(store.close)
-            self.engine = RuleEngine(self.config.rules, client=client, streams=self.keepers,
-                                     store=store, default_model=self.config.overshoot.model)
+            self.actions.update(self._build_actions(config))
+            stack.push_async_callback(self._close_actions)
+            await self._start_outbox()
+            stack.push_async_callback(self._stop_outbox)
+            self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
+                                     store=store, default_model=config.overshoot.model,
+                                     actions=self.actions, on_recorded=self._wake_outbox)
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
-            watch = asyncio.create_task(self._report_first_frames())
+            self.status = StatusSource(keepers=self.keepers, engine=self.engine,
+                                       outbox=self.outbox, store=store,
+                                       max_frame_age_s=config.status.max_frame_age)
+            if config.status.enabled:
+                await stack.enter_async_context(status_listener(config.status, self.status))
+            else:
+                log.info("status endpoints are off; set status.enabled: true for /healthz, "
+                         "/readyz, /metrics and `watcher status`")
+            tasks = [asyncio.create_task(self._report_first_frames())]
+            if watch and self.path is not None:
+                tasks.append(asyncio.create_task(self._watch_files()))
+            self.ready.set()
             try:
                 await self._stop.wait()
             finally:
-                watch.cancel()
-            log.info("shutting down: deleting this daemon's streams")
+                for task in tasks:
+                    task.cancel()
+            log.info("shutting down: finishing evaluations, keeping undelivered alerts, "
+                     "deleting this daemon's streams")
+
+    # -- reload --------------------------------------------------------------
+    async def reload(self) -> bool:
+        """Re-read the config file; apply it if valid, else keep running the old one."""
+        if self.path is None:
+            log.warning("reload: no config file to re-read")
+            return False
+        async with self._reloading:
+            try:
+                new = await asyncio.to_thread(load_config, self.path)
+            except ConfigError as exc:
+                log.error("reload: %s is invalid; still running the previous config:\n%s",
+                          self.path, "\n".join(exc.problems))
+                return False
+            changes = await self._apply(new)
+            log.info("reload: %s", "; ".join(changes) if changes else "nothing changed")
+            return True
+
+    async def _apply(self, new: WatcherConfig) -> list[str]:
+        old, changes = self.config, []
+        for section in ("overshoot", "state", "status"):
+            if getattr(old, section) != getattr(new, section):
+                changes.append(f"{section} changed: restart to apply it")
+        changes += await self._apply_streams(new)
+        changes += await self._apply_actions(new)
+        if self.engine is not None:
+            changes += await self.engine.apply(new.rules)
+        self.config = new
+        return changes
+
+    async def _apply_streams(self, config: WatcherConfig) -> list[str]:
+        assert self._client is not None
+        wanted = {s.name: s for s in config.streams if s.enabled}
+        changes = []
+        for name in [n for n in self.keepers if n not in wanted]:
+            await self.keepers.pop(name).stop()
+            changes.append(f"stream {name} removed")
+        for name, spec in wanted.items():
+            keeper = self.keepers.get(name)
+            if keeper is not None and keeper.spec.model_dump() == spec.model_dump():
+                continue
+            if keeper is not None:
+                await keeper.stop()
+                changes.append(f"stream {name} changed")
+            else:
+                changes.append(f"stream {name} added")
+            keeper = StreamKeeper(spec, self._client, http=self._http)
+            self.keepers[name] = keeper
+            keeper.start()
+        return changes
+
+    async def _apply_actions(self, config: WatcherConfig) -> list[str]:
+        changed = sorted(set(self.actions) ^ set(config.actions) | {
+            n for n in set(self.actions) & set(config.actions)
+            if self.actions[n].options != config.actions[n]})
+        if not changed:
+            return []
+        await self._stop_outbox()
+        await self._close_actions()
+        self.actions.clear()
+        self.actions.update(self._build_actions(config))
+        await self._start_outbox()
+        if self.status is not None:
+            self.status.outbox = self.outbox
+        return [f"action {n} {'removed' if n not in config.actions else 'updated'}"
+                for n in changed]
+
+    async def _watch_files(self) -> None:
+        """Reload when the config file (or a rule pack) changes on disk."""
+        assert self.path is not None
+        seen = _mtimes(self.path, self.config)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = _mtimes(self.path, self.config)
+            if now != seen:
+                seen = now
+                log.info("config changed on disk; reloading")
+                await self.reload()
+                seen = _mtimes(self.path, self.config)
+
+    # -- parts ---------------------------------------------------------------
+    def _build_actions(self, config: WatcherConfig) -> dict[str, Action]:
+        assert self._http is not None
+        return {name: build_action(name, options, http=self._http)
+                for name, options in config.actions.items()}
+
+    async def _close_actions(self) -> None:
+        for action in self.actions.values():
+            with contextlib.suppress(Exception):
+                await action.aclose()
+
+    async def _start_outbox(self) -> None:
+        assert self.store is not None
+        self.outbox = Outbox(self.store, self.actions, SystemClock())
+        self.outbox.start()
+
+    async def _stop_outbox(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.stop()
+
+    def _wake_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.wake()
+
+    async def _stop_keepers(self) -> None:
+        await asyncio.gather(*(k.stop() for k in self.keepers.values()),
+                             return_exceptions=True)
 
     async def _report_first_frames(self) -> None:
         """Log when each stream is live, or that it is taking long."""
@@ -109,4 +258,14 @@ class Daemon:
                 return
             log.info("stream %s is live (%s)", keeper.name, stream_id)
 
-        await asyncio.gather(*(one(k) for k in self.keepers.values()))
+        await asyncio.gather(*(one(k) for k in list(self.keepers.values())))
+
+
+def _mtimes(path: Path, config: WatcherConfig) -> dict[str, float]:
+    """Modification times of the config file and every rule pack it includes."""
+    files = {path, *(Path(r.origin.file) for r in config.rules if r.origin is not None)}
+    out = {}
+    for file in files:
+        with contextlib.suppress(OSError):
+            out[str(file)] = file.stat().st_mtime
+    return out

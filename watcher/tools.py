@@ -14,7 +14,7 @@ from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
 from watcher.keeper.keeper import StreamKeeper
 
 LIVE_TIMEOUT_S = 60.0
@@ -69,28 +69,40 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO = sys.std
 
 
 async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as_json: bool,
-                      out: TextIO = sys.stdout) -> int:
+                      dead: bool = False, out: TextIO | None = None,
+                      now_ms: int | None = None) -> int:
+    """Print events newest first, each with its delivery status per action.
+
+    ``dead``: only events with a dead-lettered delivery.
+    """
+    out = out or sys.stdout
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     store = AlertStore(config.state.path)
     try:
-        events = await store.events(limit=limit, rule=rule, snapshots=False)
+        events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
+        deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)
     finally:
         await store.close()
     if as_json:
-        print(json.dumps([event_json(e) for e in events], indent=2), file=out)
+        print(json.dumps([event_json(e, deliveries.get(e.id or 0, []), now) for e in events],
+                         indent=2), file=out)
         return 0
     if not events:
-        print("no alert events", file=out)
+        print("no dead letters" if dead else "no alert events", file=out)
         return 0
     print(f"{'id':>5}  {'time (UTC)':<19}  {'rule':<24} {'stream':<16} {'status':<9} "
           f"{'severity':<8} answer", file=out)
     for e in events:
         notified = "" if e.notify else " (suppressed)"
         print(f"{e.id:>5}  {_time(e.created_ms):<19}  {e.rule:<24} {e.stream_key:<16} "
-              f"{e.status + notified:<9} {e.severity:<8} {_short(e.answer)}", file=out)
+              f"{e.status + notified:<9} {e.severity or '-':<8} {_short(e.answer)}", file=out)
+        for d in deliveries.get(e.id or 0, []):
+            print(f"{'':>7}-> {d.action}: {delivery_text(d, now)}", file=out)
     return 0
 
 
-def event_json(event: AlertEventRecord) -> dict[str, Any]:
+def event_json(event: AlertEventRecord, deliveries: list[DeliveryRecord] | None = None,
+               now_ms: int | None = None) -> dict[str, Any]:
     return {
         "id": event.id, "event_key": event.event_key, "rule": event.rule,
         "stream": event.stream_key, "status": event.status, "kind": str(event.kind),
@@ -99,11 +111,45 @@ def event_json(event: AlertEventRecord) -> dict[str, Any]:
         "stream_ids": event.stream_ids, "stream_time_ms": event.stream_time_ms,
         "model": event.model, "usage": event.usage, "created_at": _time(event.created_ms),
         "created_ms": event.created_ms,
+        "deliveries": [delivery_json(d, now_ms) for d in deliveries or []],
     }
+
+
+def delivery_json(d: DeliveryRecord, now_ms: int | None = None) -> dict[str, Any]:
+    return {
+        "action": d.action, "status": str(d.status), "attempts": d.attempts,
+        "idempotency_key": d.idempotency_key,
+        "next_attempt_ms": d.next_attempt_ms if d.status is DeliveryStatus.PENDING else None,
+        "sent_ms": d.sent_ms, "updated_ms": d.updated_ms, "last_error": d.last_error,
+        "summary_id": d.summary_id,
+        "text": delivery_text(d, now_ms) if now_ms is not None else str(d.status),
+    }
+
+
+def delivery_text(d: DeliveryRecord, now_ms: int) -> str:
+    """``sent``, ``dead (550 ...)``, ``pending (attempt 3, next in 40s)``, ..."""
+    if d.status is DeliveryStatus.DEAD:
+        return f"dead ({_one_line(d.last_error or 'no error recorded')})"
+    if d.status is DeliveryStatus.SUMMARIZED:
+        return f"summarized ({d.summary_id})"
+    if d.status is DeliveryStatus.PENDING:
+        if d.attempts == 0:
+            return "pending"
+        wait = max(0, round((d.next_attempt_ms - now_ms) / 1000))
+        error = f": {_one_line(d.last_error)}" if d.last_error else ""
+        return f"pending (attempt {d.attempts + 1}, next in {wait}s){error}"
+    if d.status is DeliveryStatus.DELIVERING:
+        return f"delivering (attempt {d.attempts})"
+    return str(d.status)
 
 
 def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _short(answer: Any, limit: int = 60) -> str:

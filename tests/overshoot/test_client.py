@@ -497,6 +497,8 @@ async def test_httpx_and_httpcore_logs_hold_no_key(caplog: pytest.LogCaptureFixt
     tcp = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = tcp.sockets[0].getsockname()[1]
     caplog.set_level(logging.DEBUG)
+    for noisy in ("httpx", "httpcore"):  # a CLI test may have quietened them
+        caplog.set_level(logging.DEBUG, logger=noisy)
     try:
         async with OvershootClient(f"http://127.0.0.1:{port}/v1beta", api_key) as client:
             assert (await client.list_models()).data == []

@@ -33,7 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
 from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import Emit, LiveStream, RuleRunner
+from watcher.engine.runner import Deliverable, Emit, LiveStream, OnRecorded, RuleRunner
 from watcher.engine.store import AlertStore
 from watcher.overshoot.client import OvershootClient
 
@@ -62,12 +62,19 @@ class RuleEngine:
         emit: Emit | None = None,
         clock: Clock | None = None,
         misfire_grace_s: float | None = None,
+        actions: Mapping[str, Deliverable] | None = None,
+        on_recorded: OnRecorded | None = None,
     ) -> None:
+        """``actions`` (name -> action) makes every notifying event get an outbox
+        delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
+        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored."""
         self.client = client
         self.streams = streams
         self.store = store
         self.default_model = default_model
         self.emit = emit
+        self.actions = actions
+        self.on_recorded = on_recorded
         self.clock = clock or SystemClock()
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
@@ -79,9 +86,7 @@ class RuleEngine:
         """Load the alert states and start ticking."""
         states = await self.store.load_all_states()
         for rule in self.rules.values():
-            runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
-                                streams=self.streams, store=self.store, clock=self.clock,
-                                emit=self.emit)
+            runner = self._runner(rule)
             runner.state = states.get((rule.name, runner.stream_key), runner.state)
             self.runners[rule.name] = runner
             self.ticks[rule.name] = TickStats()
@@ -89,11 +94,61 @@ class RuleEngine:
         scheduler.add_listener(self._on_job_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED
                                | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
         for rule in self.rules.values():
-            scheduler.add_job(self._tick, trigger=self._trigger(rule), args=[rule.name],
-                              id=rule.name, name=rule.name, coalesce=True, max_instances=1,
-                              misfire_grace_time=self._grace(rule))
+            self._schedule(rule)
         scheduler.start()
         log.info("rule engine started with %d rule(s)", len(self.runners))
+
+    async def apply(self, rules: list[RuleConfig]) -> list[str]:
+        """Switch to ``rules`` while running; return what changed, one line each.
+
+        Unchanged rules keep their runner and schedule. A changed rule gets a
+        new runner that inherits the alert state (when it asks about the same
+        streams) and the counters; a removed rule's state stays in the store.
+        """
+        new = {r.name: r for r in rules if r.enabled}
+        changes: list[str] = []
+        for name in [n for n in self.runners if n not in new]:
+            await self._retire(name)
+            del self.runners[name], self.ticks[name]
+            changes.append(f"rule {name} removed")
+        for name, rule in new.items():
+            old = self.runners.get(name)
+            if old is not None and _same(old.rule, rule):
+                continue
+            runner = self._runner(rule)
+            if old is not None:
+                await self._retire(name)
+                if old.stream_key == runner.stream_key:
+                    runner.state = old.state
+                runner.stats = old.stats
+                changes.append(f"rule {name} changed")
+            else:
+                state = await self.store.load_state(name, runner.stream_key)
+                runner.state = state or runner.state
+                self.ticks[name] = TickStats()
+                changes.append(f"rule {name} added")
+            self.runners[name] = runner
+            self._schedule(rule)
+        self.rules = new
+        return changes
+
+    def _runner(self, rule: RuleConfig) -> RuleRunner:
+        return RuleRunner(rule, default_model=self.default_model, client=self.client,
+                          streams=self.streams, store=self.store, clock=self.clock,
+                          emit=self.emit, actions=self.actions, on_recorded=self.on_recorded)
+
+    def _schedule(self, rule: RuleConfig) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add_job(self._tick, trigger=self._trigger(rule), args=[rule.name],
+                                id=rule.name, name=rule.name, coalesce=True, max_instances=1,
+                                misfire_grace_time=self._grace(rule), replace_existing=True)
+
+    async def _retire(self, name: str) -> None:
+        """Unschedule a rule and wait for its evaluation in flight, if any."""
+        if self._scheduler is not None and self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+        async with self.runners[name]._lock:
+            pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop ticking; wait up to ``grace_s`` for evaluations in flight."""
@@ -149,6 +204,11 @@ class RuleEngine:
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             stats.errors += 1
             log.error("rule %s failed: %r", event.job_id, event.exception)
+
+
+def _same(a: RuleConfig, b: RuleConfig) -> bool:
+    """Equal as configured (where in which file they were written does not matter)."""
+    return a.model_dump(by_alias=True) == b.model_dump(by_alias=True)
 
 
 def _stable_fraction(name: str) -> float:

@@ -7,7 +7,6 @@
     IncludeConfig         one `include:` entry: a rule pack file or glob, maybe bound
     RulePack              the contents of a rule pack file: `rules:` only
     StateConfig           `state:`: where alert state is kept
-    ActionConfig          `actions:` entries (a placeholder until actions land)
 
 A rule in full::
 
@@ -58,7 +57,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -76,7 +75,7 @@ from pydantic import (
     model_validator,
 )
 
-from watcher.config import BASE_DIR, Section
+from watcher.configbase import BASE_DIR, Section
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
@@ -84,7 +83,6 @@ from watcher.yamlfile import Loc
 
 __all__ = [
     "IN_PACK",
-    "ActionConfig",
     "ConfirmConfig",
     "IncludeConfig",
     "RuleConfig",
@@ -102,8 +100,6 @@ MEMORY = ":memory:"
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
 _DIGIT = re.compile(r"[0-9]")
-_SECRET_KEY = re.compile(r"(?i).*(token|key|secret|pass|pwd|auth|credential|url|webhook).*")
-_MASK = "***"
 
 Severity = Literal["info", "warning", "critical"]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
@@ -581,27 +577,3 @@ class StateConfig(Section):
         context = info.context if isinstance(info.context, Mapping) else {}
         base = Path(context.get(BASE_DIR) or Path.cwd())
         return os.path.normpath(base / Path(value).expanduser())
-
-
-class ActionConfig(Section):
-    """An ``actions:`` entry. TEMPORARY: only ``type`` is checked for now; the options of
-    each type are validated when actions land (so any other key is accepted here)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["webhook", "slack", "email"] = Field(
-        description="webhook, slack or email; the other keys are that type's options.")
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    def secrets(self) -> list[str]:
-        """Option values that look secret (URLs, tokens, passwords), for the log redactor."""
-        return [value for key, value in self.options.items()
-                if isinstance(value, str) and value and _SECRET_KEY.fullmatch(key)]
-
-    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        hidden = set(self.secrets())
-        for name, value in super().__repr_args__():
-            yield name, (_MASK if isinstance(value, str) and value in hidden else value)

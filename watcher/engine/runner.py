@@ -9,8 +9,15 @@
     condition on the answer  -->  matched True/False
     would this match fire?  and confirm:  -->  ask the confirming model; its verdict wins
     state machine step  -->  transitions
-    transitions  -->  events with evidence, written with the new state in one transaction
-    notifying events  -->  handed to ``emit`` (actions) only after they are stored
+    transitions  -->  events with evidence, written with the new state in one transaction,
+                      each notifying event with one outbox delivery per action it goes to
+    stored  -->  ``on_recorded()`` wakes the outbox; notifying events are handed to ``emit``
+
+Who gets an event (:func:`delivery_targets`): ``firing`` and ``repeat`` go to
+every action of the rule, ``resolved`` only to those with ``send_resolved``,
+and events with ``notify=False`` (suppressed by cooldown) to none. Delivery
+itself is the outbox's job (:mod:`watcher.actions.outbox`); ``emit`` is only
+an in-process observer (tests, live views) and is never needed to deliver.
 """
 
 from __future__ import annotations
@@ -45,6 +52,30 @@ MAX_REUSE_S = 300.0
 Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error",
                   "condition_error"]
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
+OnRecorded = Callable[[], None]
+"""Called after a step stored deliveries (the outbox's ``wake``)."""
+
+
+class Deliverable(Protocol):
+    """What the runner needs to know of an action (an :class:`~watcher.actions.base.Action`)."""
+
+    @property
+    def send_resolved(self) -> bool: ...
+
+
+def delivery_targets(rule_actions: Sequence[str], event: AlertEventRecord,
+                     actions: Mapping[str, Deliverable]) -> list[str]:
+    """The names of the rule's actions ``event`` is delivered to.
+
+    A name missing from ``actions`` still gets firing and repeat events, so
+    the outbox dead-letters them visibly ("unknown action") rather than the
+    alert vanishing; it cannot say ``send_resolved``, so gets no resolved.
+    """
+    if not event.notify:
+        return []
+    if event.kind is Kind.RESOLVED:
+        return [n for n in rule_actions if n in actions and actions[n].send_resolved]
+    return list(rule_actions)
 
 
 class LiveStream(Protocol):
@@ -107,13 +138,19 @@ class RuleRunner:
         clock: Clock,
         emit: Emit | None = None,
         state: AlertState | None = None,
+        actions: Mapping[str, Deliverable] | None = None,
+        on_recorded: OnRecorded | None = None,
     ) -> None:
+        """``actions`` (name -> action) turns on deliveries: without it, events are
+        stored with none (``test-rule``, tests)."""
         self.rule = rule
         self.client = client
         self.streams = streams
         self.store = store
         self.clock = clock
         self.emit = emit
+        self.actions = actions
+        self.on_recorded = on_recorded
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
         self.primary = _compile(rule.name, rule, default_model)
@@ -236,8 +273,8 @@ class RuleRunner:
             return result
         events = [await self._event(t, result, live, ids) for t in transitions]
         if state != self.state or events:
-            result.event_ids = await self.store.record(self.rule.name, self.stream_key, state,
-                                                       events)
+            result.event_ids = await self.store.record(
+                self.rule.name, self.stream_key, state, events, actions_for=self._targets)
         previous, self.state = self.state, state
         for event in events:
             log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
@@ -248,9 +285,16 @@ class RuleRunner:
         self.stats.events += len(events)
         stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
         notify = [e for e in stored if e.notify]
+        if notify and self.on_recorded is not None:
+            self.on_recorded()
         if notify and self.emit is not None:
             await self.emit(notify)
         return result
+
+    def _targets(self, event: AlertEventRecord) -> list[str]:
+        if self.actions is None:
+            return []
+        return delivery_targets(self.rule.actions, event, self.actions)
 
     async def _event(self, transition: Transition, result: Evaluation,
                      live: Sequence[LiveStream | None], ids: list[str]) -> AlertEventRecord:

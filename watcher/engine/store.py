@@ -21,12 +21,24 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`; each entry of
 
 * ``alert_state``: (rule, stream_key) -> status, state JSON, updated_ms.
 * ``alert_events``: one row per transition. ``id`` is AUTOINCREMENT so ids
-  are never reused even if old events are pruned, and ``foreign_keys`` is on:
-  the delivery outbox (a later issue) can be a table
-  ``alert_outbox(event_id INTEGER NOT NULL REFERENCES alert_events(id), action,
-  attempts, next_attempt_ms, delivered_ms, ...)`` whose rows are inserted in
-  the same transaction as their event (extend :meth:`AlertStore.record`), with
-  ``event_key`` (plus the action name) as the delivery Idempotency-Key.
+  are never reused even if old events are pruned, and ``foreign_keys`` is on.
+* ``deliveries`` (the outbox, migration 2): one row per (notifying event,
+  action), inserted by :meth:`AlertStore.record` in the SAME transaction as
+  its event, so an event is committed before any delivery starts and a
+  committed notifying event always has its deliveries. ``idempotency_key`` is
+  ``f"{event_key}:{action}"``, the same on every attempt. Status::
+
+      pending --mark_delivering--> delivering --mark_sent--------> sent
+                                   delivering --mark_retry-------> pending (due later)
+      pending, delivering --mark_dead--------------------------> dead (kept: dead letter)
+      pending, delivering --mark_summarized--------------------> summarized
+      delivering --reset_in_flight (startup)-------------------> pending
+
+  ``reset_in_flight``: a crash mid-delivery means delivering again
+  (at-least-once). ``summarized``: a rate-limit summary message stood for it.
+  ``attempts`` counts started attempts (``mark_delivering``), so an attempt
+  cut short by a crash still counts. ``last_error`` is bounded to
+  :data:`MAX_ERROR_CHARS`; actions must keep secrets out of their errors.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,14 +93,41 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX alert_events_by_time ON alert_events (created_ms, id)",
         "CREATE INDEX alert_events_by_rule ON alert_events (rule, created_ms)",
     ),
+    (
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id INTEGER NOT NULL REFERENCES alert_events(id),
+            action TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL CHECK (status IN
+                ('pending', 'delivering', 'sent', 'dead', 'summarized')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            sent_ms INTEGER,
+            last_error TEXT,
+            summary_id TEXT
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_ms, id)",
+        "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
+        "CREATE INDEX deliveries_by_action ON deliveries (action, status)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+MAX_ERROR_CHARS = 500
+"""``last_error`` is cut to this many characters."""
 
 _EVENT_COLUMNS = (
     "id", "event_key", "rule", "stream_key", "episode", "kind", "notify", "created_ms",
     "severity", "labels", "answer", "urls", "stream_ids", "stream_time_ms", "model", "usage",
     "snapshot", "snapshot_type", "extra",
 )
+_DELIVERY_COLUMNS = (
+    "id", "event_id", "action", "idempotency_key", "status", "attempts", "next_attempt_ms",
+    "created_ms", "updated_ms", "sent_ms", "last_error", "summary_id",
+)
+ActionsFor = Callable[["AlertEventRecord"], Iterable[str]]
 
 
 class StoreError(WatcherError):
@@ -153,8 +193,40 @@ class AlertEventRecord:
         )
 
 
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    SENT = "sent"
+    DEAD = "dead"
+    SUMMARIZED = "summarized"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One (event, action) delivery in the outbox."""
+
+    id: int
+    event_id: int
+    action: str
+    idempotency_key: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_ms: int
+    created_ms: int
+    updated_ms: int
+    sent_ms: int | None = None
+    last_error: str | None = None
+    summary_id: str | None = None
+    """The idempotency key of the summary message that stood for this delivery."""
+
+
+def delivery_key(event_key: str, action: str) -> str:
+    """The Idempotency-Key of delivering one event to one action."""
+    return f"{event_key}:{action}"
+
+
 class AlertStore:
-    """Alert states and events in SQLite (WAL); async methods, one worker thread."""
+    """Alert states, events and their deliveries in SQLite (WAL); async methods, one thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -182,35 +254,115 @@ class AlertStore:
 
     async def record(
         self, rule: str, stream_key: str, state: AlertState,
-        events: Iterable[AlertEventRecord] = (),
+        events: Iterable[AlertEventRecord] = (), *, actions_for: ActionsFor | None = None,
     ) -> list[int]:
-        """Write ``state`` and ``events`` atomically; return the new event ids in order.
+        """Write ``state``, ``events`` and their deliveries atomically; return the event ids.
 
-        Raises :class:`DuplicateEventError` (and writes nothing) if an
+        ``actions_for(event)`` names the actions a notifying event goes to (it
+        is not asked about events with ``notify=False``, which go nowhere);
+        one ``pending`` delivery per name is written with the event, due at
+        once. Raises :class:`DuplicateEventError` (and writes nothing) if an
         ``event_key`` is already stored.
         """
         events = list(events)
+        targets: list[list[str]] = []
         for e in events:
             if (e.rule, e.stream_key) != (rule, stream_key):
                 raise ValueError(f"event {e.event_key} is not for {rule}/{stream_key}")
-        return await self._call(self._record, rule, stream_key, state, events)
+            names = list(actions_for(e)) if actions_for is not None and e.notify else []
+            if not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"event {e.event_key}: action names must be non-empty strings")
+            targets.append(list(dict.fromkeys(names)))
+        return await self._call(self._record, rule, stream_key, state, events, targets)
 
     async def events(
         self, limit: int = 50, rule: str | None = None, status: str | None = None,
         since_ms: int | None = None, stream_key: str | None = None, snapshots: bool = True,
+        dead_only: bool = False,
     ) -> list[AlertEventRecord]:
         """Events newest first (by ``created_ms``, then id), filtered.
 
         ``snapshots=False`` leaves ``snapshot`` None (``snapshot_type`` still
         says whether one is stored), for listings that do not show images.
+        ``dead_only`` keeps the events with at least one dead delivery.
         """
         if limit < 0:
             raise ValueError("limit must be >= 0")
         return await self._call(self._events, limit, rule, status, since_ms, stream_key,
-                                snapshots)
+                                snapshots, dead_only)
 
     async def event(self, event_id: int) -> AlertEventRecord | None:
         return await self._call(self._event, event_id)
+
+    async def events_by_ids(self, event_ids: Iterable[int]) -> list[AlertEventRecord]:
+        """The stored events among ``event_ids``, in the order given."""
+        return await self._call(self._events_by_ids, list(event_ids))
+
+    # -- the delivery outbox ---------------------------------------------------
+
+    async def due_deliveries(
+        self, now_ms: int, limit: int = 100, exclude_actions: Iterable[str] = (),
+        action: str | None = None,
+    ) -> list[DeliveryRecord]:
+        """Pending deliveries due at ``now_ms``, oldest due first (then by id)."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        return await self._call(self._due, now_ms, limit, tuple(exclude_actions), action)
+
+    async def next_due_ms(self, exclude_actions: Iterable[str] = ()) -> int | None:
+        """When the next pending delivery (of an action not excluded) is due; None if none."""
+        return await self._call(self._next_due, tuple(exclude_actions))
+
+    async def mark_delivering(self, delivery_id: int, now_ms: int) -> bool:
+        """pending -> delivering, counting one attempt; False if it was not pending."""
+        return await self._call(
+            self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
+            "status = 'delivering', attempts = attempts + 1", ())
+
+    async def mark_sent(self, delivery_id: int, now_ms: int) -> bool:
+        return await self._call(
+            self._update, delivery_id, now_ms, (DeliveryStatus.DELIVERING,),
+            "status = 'sent', sent_ms = ?", (now_ms,))
+
+    async def mark_retry(self, delivery_id: int, next_attempt_ms: int, error: str,
+                         now_ms: int) -> bool:
+        """Back to pending, due again at ``next_attempt_ms``."""
+        return await self._call(
+            self._update, delivery_id, now_ms, (DeliveryStatus.DELIVERING,),
+            "status = 'pending', next_attempt_ms = ?, last_error = ?",
+            (next_attempt_ms, _bounded(error)))
+
+    async def mark_dead(self, delivery_id: int, error: str, now_ms: int) -> bool:
+        """Dead-letter a pending or in-flight delivery; it is kept for ``watcher alerts``."""
+        return await self._call(
+            self._update, delivery_id, now_ms,
+            (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING),
+            "status = 'dead', last_error = ?", (_bounded(error),))
+
+    async def mark_summarized(self, delivery_ids: Iterable[int], summary_id: str,
+                              now_ms: int) -> int:
+        """Mark deliveries a sent summary stood for; returns how many changed."""
+        return await self._call(self._summarized, list(delivery_ids), summary_id, now_ms)
+
+    async def reset_in_flight(self, now_ms: int) -> int:
+        """delivering -> pending, for startup: a crash mid-delivery means deliver again.
+
+        Only one outbox may work on a store: this takes back every in-flight row.
+        """
+        return await self._call(self._reset_in_flight, now_ms)
+
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """``{action: {status: count}}`` over all deliveries (for metrics and status)."""
+        return await self._call(self._delivery_counts)
+
+    async def deliveries_for_event(self, event_id: int) -> list[DeliveryRecord]:
+        return (await self.deliveries_for_events([event_id])).get(event_id, [])
+
+    async def deliveries_for_events(
+        self, event_ids: Iterable[int]
+    ) -> dict[int, list[DeliveryRecord]]:
+        """The deliveries of each event (by id, then in insertion order)."""
+        return await self._call(self._deliveries_for, list(event_ids))
 
     async def forget(self, rule: str) -> int:
         """Drop the states of a removed rule; its events stay as history. Returns the count."""
@@ -284,7 +436,8 @@ class AlertStore:
         return {(r, k): AlertState.from_dict(json.loads(s)) for r, k, s in rows}
 
     def _record(
-        self, rule: str, stream_key: str, state: AlertState, events: list[AlertEventRecord]
+        self, rule: str, stream_key: str, state: AlertState, events: list[AlertEventRecord],
+        targets: list[list[str]],
     ) -> list[int]:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
@@ -297,6 +450,14 @@ class AlertStore:
                 (rule, stream_key, str(state.status), _dumps(state.to_dict()), state.updated_ms),
             )
             ids = [_insert_event(db, e) for e in events]
+            db.executemany(
+                "INSERT INTO deliveries (event_id, action, idempotency_key, status,"
+                " next_attempt_ms, created_ms, updated_ms)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                [(i, name, delivery_key(e.event_key, name), e.created_ms, e.created_ms,
+                  e.created_ms)
+                 for e, i, names in zip(events, ids, targets, strict=True) for name in names],
+            )
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
@@ -313,7 +474,7 @@ class AlertStore:
 
     def _events(
         self, limit: int, rule: str | None, status: str | None, since_ms: int | None,
-        stream_key: str | None, snapshots: bool,
+        stream_key: str | None, snapshots: bool, dead_only: bool,
     ) -> list[AlertEventRecord]:
         where: list[str] = []
         params: list[Any] = []
@@ -323,6 +484,8 @@ class AlertStore:
             if value is not None:
                 where.append(f"{column} {op} ?")
                 params.append(value)
+        if dead_only:
+            where.append("id IN (SELECT event_id FROM deliveries WHERE status = 'dead')")
         columns = ", ".join(c if c != "snapshot" or snapshots else "NULL" for c in _EVENT_COLUMNS)
         sql = f"SELECT {columns} FROM alert_events"
         if where:
@@ -336,8 +499,86 @@ class AlertStore:
         ).fetchone()
         return None if row is None else _event_from_row(row)
 
+    def _events_by_ids(self, event_ids: list[int]) -> list[AlertEventRecord]:
+        found: dict[int, AlertEventRecord] = {}
+        for chunk in _chunks(event_ids):
+            rows = self._db().execute(
+                f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events"
+                f" WHERE id IN ({_marks(chunk)})", chunk)
+            found.update((row[0], _event_from_row(row)) for row in rows)
+        return [found[i] for i in event_ids if i in found]
+
     def _forget(self, rule: str) -> int:
         return self._db().execute("DELETE FROM alert_state WHERE rule = ?", (rule,)).rowcount
+
+    def _due(self, now_ms: int, limit: int, exclude: tuple[str, ...],
+             action: str | None) -> list[DeliveryRecord]:
+        sql = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries"
+               " WHERE status = 'pending' AND next_attempt_ms <= ?")
+        params: list[Any] = [now_ms]
+        if exclude:
+            sql += f" AND action NOT IN ({_marks(exclude)})"
+            params += exclude
+        if action is not None:
+            sql += " AND action = ?"
+            params.append(action)
+        sql += " ORDER BY next_attempt_ms, id LIMIT ?"
+        return [_delivery_from_row(r) for r in self._db().execute(sql, (*params, limit))]
+
+    def _next_due(self, exclude: tuple[str, ...]) -> int | None:
+        sql = "SELECT MIN(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
+        if exclude:
+            sql += f" AND action NOT IN ({_marks(exclude)})"
+        return self._db().execute(sql, exclude).fetchone()[0]
+
+    def _update(self, delivery_id: int, now_ms: int, from_status: tuple[DeliveryStatus, ...],
+                assignments: str, params: tuple[Any, ...]) -> bool:
+        cursor = self._db().execute(
+            f"UPDATE deliveries SET {assignments}, updated_ms = ?"
+            f" WHERE id = ? AND status IN ({_marks(from_status)})",
+            (*params, now_ms, delivery_id, *map(str, from_status)))
+        return cursor.rowcount == 1
+
+    def _summarized(self, delivery_ids: list[int], summary_id: str, now_ms: int) -> int:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            changed = sum(db.execute(
+                "UPDATE deliveries SET status = 'summarized', summary_id = ?, sent_ms = ?,"
+                " updated_ms = ? WHERE status IN ('pending', 'delivering')"
+                f" AND id IN ({_marks(chunk)})", (summary_id, now_ms, now_ms, *chunk)).rowcount
+                for chunk in _chunks(delivery_ids))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return changed
+
+    def _reset_in_flight(self, now_ms: int) -> int:
+        return self._db().execute(
+            "UPDATE deliveries SET status = 'pending', updated_ms = ?"
+            " WHERE status = 'delivering'", (now_ms,)).rowcount
+
+    def _delivery_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        rows = self._db().execute(
+            "SELECT action, status, COUNT(*) FROM deliveries GROUP BY action, status"
+            " ORDER BY action, status")
+        for action, status, n in rows:
+            counts.setdefault(action, {})[status] = n
+        return counts
+
+    def _deliveries_for(self, event_ids: list[int]) -> dict[int, list[DeliveryRecord]]:
+        out: dict[int, list[DeliveryRecord]] = {}
+        for chunk in _chunks(event_ids):
+            rows = self._db().execute(
+                f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries"
+                f" WHERE event_id IN ({_marks(chunk)}) ORDER BY event_id, id", chunk)
+            for row in rows:
+                d = _delivery_from_row(row)
+                out.setdefault(d.event_id, []).append(d)
+        return out
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -394,6 +635,25 @@ def _event_from_row(row: tuple[Any, ...]) -> AlertEventRecord:
         snapshot=None if r["snapshot"] is None else bytes(r["snapshot"]),
         snapshot_type=r["snapshot_type"], extra=json.loads(r["extra"]),
     )
+
+
+def _delivery_from_row(row: tuple[Any, ...]) -> DeliveryRecord:
+    r = dict(zip(_DELIVERY_COLUMNS, row, strict=True))
+    r["status"] = DeliveryStatus(r["status"])
+    return DeliveryRecord(**r)
+
+
+def _bounded(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _marks(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _chunks(values: list[T], size: int = 500) -> list[list[T]]:
+    """Pieces small enough for SQLite's limit on ``?`` parameters."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def _dumps(value: Any) -> str:

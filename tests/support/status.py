@@ -1,0 +1,104 @@
+"""A small daemon for status and metrics tests, built from the real parts.
+
+A StreamKeeper publishing over real WebRTC to the embedded server, a RuleEngine
+asking a scripted model about it every 300 ms, the SQLite alert store, the
+Outbox delivering the rule's alerts to an in-memory action, and the status
+listener on a free loopback port: what ``Daemon.run`` wires together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from support.keeper import KEY, Harness, make_harness
+from support.models import ScriptedModel
+
+# watcher.config before watcher.engine: when watcher.engine.rules is the first module to
+# import watcher.config, WatcherConfig stays unfinished until first use, and a subclass
+# defined elsewhere (tests/test_config.py's _WithWatchList) cannot resolve `_rules`.
+# A pre-existing import cycle (it fails at HEAD with tests/engine run first); not ours to fix.
+import watcher.config  # noqa: F401
+from watcher.actions.base import Action
+from watcher.actions.outbox import Outbox
+from watcher.clock import SystemClock
+from watcher.engine.engine import RuleEngine
+from watcher.engine.rules import RuleConfig
+from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.keeper.keeper import KeeperTimings, StreamKeeper
+from watcher.observe.server import serve_status
+from watcher.observe.source import StatusSource
+from watcher.server.settings import ServerSettings
+
+MODEL = "scripted"
+RULE = {"name": "door-open", "stream": "cam", "every": "300ms", "model": MODEL,
+        "prompt": "Is the door open?", "actions": ["ops"], "severity": "warning"}
+
+
+class Recorder(Action):
+    """An action that keeps what it was sent."""
+
+    type = "recorder"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, {})
+        self.keys: list[str] = []
+
+    async def send(self, event: AlertEventRecord, idempotency_key: str) -> None:
+        self.keys.append(idempotency_key)
+
+    async def send_summary(self, events: list[AlertEventRecord], idempotency_key: str) -> None:
+        self.keys.append(idempotency_key)
+
+
+@dataclass
+class Running:
+    harness: Harness
+    keeper: StreamKeeper
+    engine: RuleEngine
+    store: AlertStore
+    outbox: Outbox
+    action: Recorder
+    model: ScriptedModel
+    source: StatusSource
+    url: str
+
+    @property
+    def runner(self):  # type: ignore[no-untyped-def]
+        return self.engine.runners[RULE["name"]]
+
+    async def get(self, path: str, **kwargs) -> httpx.Response:  # type: ignore[no-untyped-def]
+        async with httpx.AsyncClient(timeout=5) as http:
+            return await http.get(self.url + path, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(tmp_path: Path, *, timings: KeeperTimings | None = None,
+                         reply: str = '{"answer": true}') -> AsyncIterator[Running]:
+    harness = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=6), SystemClock())
+    model = ScriptedModel(MODEL, reply)
+    harness.server.backends[MODEL] = model
+    keeper = harness.keeper(timings=timings)
+    store = AlertStore(tmp_path / "state.sqlite3")
+    action = Recorder("ops")
+    outbox = Outbox(store, {"ops": action}, SystemClock())
+    engine = RuleEngine([RuleConfig.model_validate(RULE)], client=harness.client,
+                        streams={"cam": keeper}, store=store, default_model=MODEL,
+                        actions={"ops": action}, on_recorded=outbox.wake)
+    source = StatusSource(keepers={"cam": keeper}, engine=engine, outbox=outbox, store=store)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(harness.http.aclose)
+        stack.push_async_callback(harness.server.aclose)
+        stack.push_async_callback(store.close)
+        keeper.start()
+        stack.push_async_callback(keeper.stop)
+        outbox.start()
+        stack.push_async_callback(outbox.stop)
+        await engine.start()
+        stack.push_async_callback(engine.stop)
+        endpoint = await stack.enter_async_context(serve_status(source, port=0))
+        yield Running(harness, keeper, engine, store, outbox, action, model, source,
+                      endpoint.url)

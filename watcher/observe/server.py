@@ -1,0 +1,171 @@
+"""The status listener: health checks, Prometheus metrics and status, served in-process.
+
+::
+
+    GET /healthz   200 {"status": "ok"} while the daemon's event loop runs (liveness)
+    GET /readyz    200 when every stream is ready (live, leased, a recent frame), else
+                   503 with each stream that is not and why (readiness)
+    GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
+    GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
+
+Like the embedded API server (:mod:`watcher.server.embedded`), it is a
+Starlette app served by uvicorn on the daemon's own event loop, leaving
+signal handling to the daemon. The socket is bound before uvicorn starts, so
+a port in use is a clear :class:`StatusError` at start-up rather than an exit.
+Every JSON body has the registered secrets redacted. There is no
+authentication: keep ``status.host`` on a trusted network.
+
+The daemon enters :func:`status_listener` on its exit stack once its parts exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from watcher.errors import WatcherError
+from watcher.logs import redact, redact_data
+from watcher.observe.config import DEFAULT_PORT, StatusConfig
+from watcher.observe.metrics import build_registry
+from watcher.observe.snapshot import status_document
+from watcher.observe.source import StatusSource
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/status")
+SHUTDOWN_GRACE_S = 2
+
+
+class StatusError(WatcherError):
+    """The status listener could not start."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEndpoint:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def create_status_app(source: StatusSource, registry: CollectorRegistry | None = None,
+                      ) -> Starlette:
+    """The listener's ASGI app; ``registry`` defaults to :func:`build_registry` of ``source``."""
+    registry = registry if registry is not None else build_registry(source)
+
+    async def index(request: Request) -> Response:
+        return _json({"service": "watcher", "endpoints": list(ENDPOINTS)})
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok", "uptime_s": round(source.uptime_s, 3)})
+
+    async def readyz(request: Request) -> Response:
+        streams = [source.readiness(health) for health in source.healths()]
+        not_ready = [{"stream": s.name, "reason": s.reason} for s in streams if not s.ready]
+        return _json({"status": "not ready" if not_ready else "ready",
+                      "streams": {s.name: s.ready for s in streams},
+                      "not_ready": not_ready}, 503 if not_ready else 200)
+
+    async def metrics(request: Request) -> Response:
+        await source.refresh()
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    async def status(request: Request) -> Response:
+        return _json(await status_document(source))
+
+    routes = [Route("/", index), Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/metrics", metrics), Route("/status", status)]
+    app = Starlette(routes=routes)
+    app.state.registry = registry
+    return app
+
+
+def _json(doc: Any, status_code: int = 200) -> Response:
+    body = redact(json.dumps(redact_data(doc), ensure_ascii=False))
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the daemon."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_status(source: StatusSource, *, host: str = "127.0.0.1",
+                       port: int = DEFAULT_PORT) -> AsyncIterator[StatusEndpoint]:
+    """Serve the status app on ``host:port`` until the block exits (port 0: a free one)."""
+    sock = _bind(host, port)
+    bound = StatusEndpoint(host, sock.getsockname()[1])
+    config = uvicorn.Config(create_status_app(source), host=host, port=bound.port,
+                            log_config=None, access_log=False, lifespan="off",
+                            server_header=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="status-server")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise StatusError(f"the status listener at {bound.url} stopped while starting")
+            await asyncio.sleep(0.02)
+        log.info("status listening at %s (%s)", bound.url, ", ".join(ENDPOINTS))
+        yield bound
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def status_listener(config: StatusConfig, source: StatusSource,
+                          ) -> AsyncIterator[StatusEndpoint | None]:
+    """:func:`serve_status` as ``config`` says; when disabled, log how to enable it, yield None."""
+    if not config.enabled:
+        log.info("status listener off: set `status: {enabled: true}` in the config to serve "
+                 "/healthz, /readyz, /metrics and /status on %s (for `watcher status` and "
+                 "Prometheus)", config.url)
+        yield None
+        return
+    async with serve_status(source, host=config.host, port=config.port) as endpoint:
+        yield endpoint
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StatusError(f"status listener: cannot resolve status.host {host!r} "
+                          f"({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StatusError(f"status listener cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc} (change status.port or stop what uses it)"
+                          ) from None
+    return sock
