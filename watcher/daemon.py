@@ -247,7 +247,9 @@ class Daemon:
                              return_exceptions=True)
 
     async def _report_first_frames(self) -> None:
-        """Log when each stream is live, or that it is taking long."""
+        """Log when each stream is live, or that it is taking long, and when all are."""
+        started = asyncio.get_running_loop().time()
+
         async def one(keeper: StreamKeeper) -> None:
             try:
                 stream_id = await keeper.wait_live(FIRST_FRAME_LOG_TIMEOUT)
@@ -258,7 +260,11 @@ class Daemon:
                 return
             log.info("stream %s is live (%s)", keeper.name, stream_id)
 
-        await asyncio.gather(*(one(k) for k in list(self.keepers.values())))
+        keepers = list(self.keepers.values())
+        await asyncio.gather(*(one(k) for k in keepers))
+        live = sum(1 for k in keepers if k.stream_id is not None)
+        log.info("%d of %d stream(s) live after %.1f s", live, len(keepers),
+                 asyncio.get_running_loop().time() - started)
 
 
 def _mtimes(path: Path, config: WatcherConfig) -> dict[str, float]:

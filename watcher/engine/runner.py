@@ -204,7 +204,14 @@ class RuleRunner:
     # -- asking --------------------------------------------------------------
     async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation) -> Answer | None:
         try:
-            answer = await ask(self.client, spec.question, ids, self.stream_names)
+            async with asyncio.timeout(self.rule.timeout):
+                answer = await ask(self.client, spec.question, ids, self.stream_names)
+        except TimeoutError:
+            self.stats.model_errors += 1
+            result.outcome = "model_error"
+            result.detail = f"no answer within the rule's timeout ({self.rule.timeout:g} s)"
+            log.warning("rule %s: %s", self.rule.name, result.detail)
+            return None
         except StreamNotReady as exc:
             self.stats.skipped_not_ready += 1
             result.outcome, result.detail = "not_ready", str(exc)

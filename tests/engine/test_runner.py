@@ -1,0 +1,151 @@
+"""RuleRunner: confirmation by a second model, skipping unchanged video, bad answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from support.models import ScriptedModel
+
+from watcher.clock import ManualClock
+from watcher.engine.rules import RuleConfig
+from watcher.engine.runner import RuleRunner
+from watcher.engine.state import Status
+from watcher.engine.store import AlertStore
+from watcher.media.changes import ChangeTracker
+from watcher.media.tracks import LatestFrame
+from watcher.overshoot.client import OvershootClient
+from watcher.server.app import create_app
+from watcher.server.settings import ServerSettings
+
+KEY = "ovs_runner_tests"
+
+
+class Stream:
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.frames = LatestFrame()
+        self.changes = ChangeTracker()
+        self.show(np.full((48, 64, 3), 80, np.uint8))
+
+    def show(self, frame: np.ndarray) -> None:
+        """Publish ``frame`` as the keeper does: into the mailbox and the change tracker."""
+        self.frames.put(frame)
+        self.changes(frame)
+
+
+class Env:
+    def __init__(self, state: Path, *models: ScriptedModel) -> None:
+        self.app = create_app(ServerSettings(api_keys=[KEY]), backends=list(models))
+        server = self.app.state.server
+        live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
+        server.registry.add_frame(live, b"\xff\xd8jpeg")
+        self.stream = Stream(live.id)
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                      base_url="http://t/v1beta")
+        self.client = OvershootClient("http://t/v1beta", KEY, http=self.http)
+        self.store = AlertStore(state)
+        self.clock = ManualClock()
+
+    def runner(self, **rule: object) -> RuleRunner:
+        spec = {"name": "r", "stream": "cam", "every": "5s", "prompt": "anyone?",
+                "schema": {"person": "boolean"}, "model": "triage", **rule}
+        return RuleRunner(RuleConfig.model_validate(spec), default_model="triage",
+                          client=self.client, streams={"cam": self.stream}, store=self.store,
+                          clock=self.clock)
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator:
+    envs: list[Env] = []
+
+    def factory(*models: ScriptedModel) -> Env:
+        envs.append(Env(tmp_path / f"state{len(envs)}.sqlite3", *models))
+        return envs[-1]
+
+    yield factory
+    for env in envs:
+        await env.store.close()
+        await env.http.aclose()
+
+
+CONFIRM = {"confirm": {"model": "big", "prompt": "Really a person?",
+                       "schema": {"confirmed": "boolean"}}}
+
+
+async def test_confirm_rejects_a_triage_false_positive(make) -> None:
+    triage = ScriptedModel("triage", '{"person": true}')
+    big = ScriptedModel("big", '{"confirmed": false}')
+    env = make(triage, big)
+    runner = env.runner(**CONFIRM)
+    for _ in range(3):
+        env.clock.advance(5)
+        result = await runner.evaluate()
+        assert result.matched is True and result.confirmed is False
+    assert runner.state.status == Status.INACTIVE
+    assert len(big.requests) == 3 and runner.stats.confirmations == 3
+    assert "Really a person?" in big.requests[0].messages[-1].text
+
+
+async def test_confirm_lets_a_true_positive_fire_and_is_not_asked_while_firing(make) -> None:
+    triage = ScriptedModel("triage", '{"person": true}')
+    big = ScriptedModel("big", '{"confirmed": true}')
+    env = make(triage, big)
+    runner = env.runner(**CONFIRM)
+    await runner.evaluate()
+    assert runner.state.status == Status.FIRING
+    events = await env.store.events()
+    assert events[0].answer == {"confirmed": True} and events[0].extra["confirmed"] is True
+    await runner.evaluate()
+    await runner.evaluate()
+    assert len(big.requests) == 1 and len(triage.requests) == 3
+
+
+async def test_skip_unchanged_reuses_the_answer_until_the_picture_changes(make) -> None:
+    triage = ScriptedModel("triage", '{"person": false}', '{"person": true}')
+    env = make(triage)
+    runner = env.runner(skip_unchanged=True)
+    for _ in range(5):
+        result = await runner.evaluate()
+    assert len(triage.requests) == 1 and runner.stats.skipped_unchanged == 4
+    assert result.outcome == "unchanged" and result.matched is False
+    scene = np.full((48, 64, 3), 80, np.uint8)
+    scene[10:40, 20:50] = 250  # something walked in
+    env.stream.show(scene)
+    result = await runner.evaluate()
+    assert result.outcome == "answered" and result.matched is True
+    assert runner.state.status == Status.FIRING and len(triage.requests) == 2
+
+
+async def test_sensor_noise_is_not_a_change(make) -> None:
+    triage = ScriptedModel("triage", '{"person": false}')
+    env = make(triage)
+    runner = env.runner(skip_unchanged=True)
+    rng = np.random.default_rng(1)
+    base = rng.integers(60, 200, (48, 64, 3)).astype(np.int16)
+    for _ in range(20):
+        noisy = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+        env.stream.show(noisy)
+        await runner.evaluate()
+    assert len(triage.requests) == 1
+
+
+async def test_invalid_answers_are_counted_and_never_fire(make) -> None:
+    triage = ScriptedModel("triage", "yes, a person")
+    env = make(triage)
+    runner = env.runner()
+    result = await runner.evaluate()
+    assert result.outcome == "invalid" and result.matched is None
+    assert runner.stats.invalid_answers == 1 and runner.state.status == Status.INACTIVE
+    assert await env.store.events() == []
+
+
+async def test_a_slow_model_hits_the_rules_timeout(make) -> None:
+    env = make(ScriptedModel("triage", '{"person": true}', delay=2.0))
+    runner = env.runner(timeout="200ms")
+    result = await runner.evaluate()
+    assert result.outcome == "model_error" and "timeout" in (result.detail or "")
+    assert runner.stats.model_errors == 1 and runner.state.status == Status.INACTIVE
