@@ -1,0 +1,66 @@
+"""`watcher test-rule` and `watcher alerts` end to end (embedded server, real WebRTC)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support.logstate import kept_logging
+
+from watcher.cli import main
+
+CONFIG = """\
+overshoot:
+  base_url: embedded
+state:
+  path: {state}
+rules:
+  - name: lobby-motion
+    stream: lobby
+    every: 2s
+    window: 1s
+    max_fps: 4
+    prompt: Is anything moving?
+    schema: {{motion_detected: boolean, motion: number}}
+    when: motion_detected
+streams:
+  - name: lobby
+    source: testsrc:events=box,period=4,duration=3,start=0,size=320x240
+    fps: 8
+    width: 320
+    height: 240
+"""
+
+
+def test_test_rule_prints_request_answer_and_verdict(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "watcher.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state.sqlite3"))
+    with kept_logging():
+        assert main(["test-rule", "-c", str(config), "lobby-motion"]) == 0
+    out = capsys.readouterr().out
+    request = json.loads(out[out.index("{"): out.index("\noutcome:")])
+    assert request["model"] == "local/vision"
+    assert request["response_format"]["json_schema"]["strict"] is True
+    video = request["messages"][-1]["content"][1]["video_url"]["url"]
+    assert video.startswith("ovs://streams/") and "start_offset_ms=-1000" in video
+    assert "outcome: answered" in out
+    answer = json.loads(out.split("answer: ", 1)[1].splitlines()[0])
+    assert set(answer) == {"motion_detected", "motion"}
+    assert f"when: motion_detected  ->  {answer['motion_detected']}" in out
+    assert not (tmp_path / "state.sqlite3").exists()  # test-rule records nothing
+
+
+def test_unknown_rule_and_empty_alert_list(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "watcher.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state.sqlite3"))
+    with kept_logging():
+        assert main(["test-rule", "-c", str(config), "lobby-motoin"]) == 2
+        assert "no rule named 'lobby-motoin'" in capsys.readouterr().err
+        assert main(["alerts", "-c", str(config)]) == 0
+        assert "no alert events" in capsys.readouterr().out
+        assert main(["alerts", "-c", str(config), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+
