@@ -18,16 +18,38 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 from watcher import __version__
-from watcher.actions.base import DeliveryError
+from watcher.actions.base import Action, DeliveryError
+from watcher.actions.templates import DEFAULT_BODY, SUMMARY_TITLE, Flavor, compile_template
 from watcher.logs import redact
 
 USER_AGENT = f"watcher/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 429})
 MAX_DETAIL = 200
+
+
+class HttpAction(Action):
+    """An action that POSTs over the daemon's shared HTTP client, with a title and a body."""
+
+    body_flavor: Flavor = "text"
+    """How the body template escapes its output (``compile_template``'s flavour)."""
+
+    def __init__(self, name: str, options: Any, *,
+                 http: httpx.AsyncClient | None = None) -> None:
+        super().__init__(name, options)
+        if http is None:
+            raise ValueError(f"the {self.type} action needs an httpx.AsyncClient (http=...)")
+        options.register_secrets()
+        self.http = http
+        self.label = f"action {name!r} ({self.type})"
+        self._title = compile_template(options.title)
+        self._body = compile_template(options.body, self.body_flavor)
+        self._summary_title = compile_template(SUMMARY_TITLE)
+        self._summary_body = compile_template(DEFAULT_BODY, self.body_flavor)
 
 
 async def post(http: httpx.AsyncClient, label: str, url: str, *, timeout: float,

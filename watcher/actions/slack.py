@@ -37,17 +37,13 @@ import json
 import logging
 from typing import Any, Literal
 
-import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from watcher.actions.base import Action, DeliveryError, register
-from watcher.actions.http import USER_AGENT, post
+from watcher.actions.base import DeliveryError, register
+from watcher.actions.http import USER_AGENT, HttpAction, post
 from watcher.actions.options import ActionOptionsBase, secret_value
 from watcher.actions.templates import (
-    DEFAULT_BODY,
-    SUMMARY_TITLE,
     check_template,
-    compile_template,
     event_context,
     render,
     summary_context,
@@ -139,24 +135,12 @@ class SlackOptions(ActionOptionsBase):
 
 
 @register
-class SlackAction(Action):
+class SlackAction(HttpAction):
     """Delivers events to a Slack channel."""
 
     type = "slack"
     options: SlackOptions
-
-    def __init__(self, name: str, options: SlackOptions, *,
-                 http: httpx.AsyncClient | None = None) -> None:
-        super().__init__(name, options)
-        if http is None:
-            raise ValueError("the slack action needs an httpx.AsyncClient (http=...)")
-        options.register_secrets()
-        self.http = http
-        self.label = f"action {name!r} (slack)"
-        self._title = compile_template(options.title)
-        self._body = compile_template(options.body, "slack")
-        self._summary_title = compile_template(SUMMARY_TITLE)
-        self._summary_body = compile_template(DEFAULT_BODY, "slack")
+    body_flavor = "slack"
 
     async def send(self, event: AlertEventRecord, idempotency_key: str) -> None:
         context = event_context(event, self.name)

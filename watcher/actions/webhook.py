@@ -43,8 +43,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from watcher.actions.base import Action, register
-from watcher.actions.http import USER_AGENT, post
+from watcher.actions.base import register
+from watcher.actions.http import USER_AGENT, HttpAction, post
 from watcher.actions.options import (
     ActionOptionsBase,
     check_headers,
@@ -54,7 +54,6 @@ from watcher.actions.options import (
 from watcher.actions.templates import (
     DEFAULT_BODY,
     DEFAULT_TITLE,
-    SUMMARY_TITLE,
     check_template,
     compile_template,
     event_context,
@@ -161,7 +160,7 @@ class WebhookOptions(ActionOptionsBase):
 
 
 @register
-class WebhookAction(Action):
+class WebhookAction(HttpAction):
     """Delivers events to :attr:`WebhookOptions.url`."""
 
     type = "webhook"
@@ -169,16 +168,7 @@ class WebhookAction(Action):
 
     def __init__(self, name: str, options: WebhookOptions, *,
                  http: httpx.AsyncClient | None = None) -> None:
-        super().__init__(name, options)
-        if http is None:
-            raise ValueError("the webhook action needs an httpx.AsyncClient (http=...)")
-        options.register_secrets()
-        self.http = http
-        self.label = f"action {name!r} (webhook)"
-        self._title = compile_template(options.title)
-        self._body = compile_template(options.body)
-        self._summary_title = compile_template(SUMMARY_TITLE)
-        self._summary_body = compile_template(DEFAULT_BODY)
+        super().__init__(name, options, http=http)
         self._template = None if options.template is None else compile_template(options.template)
 
     async def send(self, event: AlertEventRecord, idempotency_key: str) -> None:

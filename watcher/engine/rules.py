@@ -220,7 +220,51 @@ def cron_trigger(expr: str, timezone: object = None) -> CronTrigger:
 
 # --- rules ---------------------------------------------------------------------------------
 
-class ConfirmConfig(Section):
+class _Question(Section):
+    """What a rule and its confirm block share: a question, its answer's schema, a condition.
+
+    Subclasses declare the fields (``prompt``, ``window``, ``max_fps``, ``schema``,
+    ``when``) with their own descriptions; the checks and views are here.
+    """
+
+    @field_validator("max_fps", check_fields=False)
+    @classmethod
+    def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
+        return _max_fps_needs_window(value, info)
+
+    @field_validator("schema_", mode="before", check_fields=False)
+    @classmethod
+    def _expand_schema(cls, value: object) -> dict[str, Any]:
+        return expand_schema(value)
+
+    @field_validator("when", check_fields=False)
+    @classmethod
+    def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _condition_for(value, info)
+
+    @property
+    def schema(self) -> dict[str, Any]:  # type: ignore[override]
+        """The expanded, strict JSON Schema of the answer (``response_format``)."""
+        return self.schema_  # type: ignore[attr-defined]
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The answer's fields and their JSON types."""
+        return schema_fields(self.schema_)  # type: ignore[attr-defined]
+
+    @cached_property
+    def condition(self) -> Condition:
+        """``when``, compiled."""
+        assert self.when is not None  # type: ignore[attr-defined]  # filled in by validation
+        return Condition(self.when, self.fields)  # type: ignore[attr-defined]
+
+    @property
+    def window_ms(self) -> int | None:
+        window = self.window  # type: ignore[attr-defined]
+        return None if window is None else round(window * 1000)
+
+
+class ConfirmConfig(_Question):
     """A second question, asked when a rule's answer matched, before the rule may fire."""
 
     model: str | None = Field(None, min_length=1, description="Model to ask (default: the "
@@ -244,41 +288,8 @@ class ConfirmConfig(Section):
     def _prompt_not_blank(cls, value: str) -> str:
         return _text(value, "ask the confirming question")
 
-    @field_validator("max_fps")
-    @classmethod
-    def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
-        return _max_fps_needs_window(value, info)
 
-    @field_validator("schema_", mode="before")
-    @classmethod
-    def _expand_schema(cls, value: object) -> dict[str, Any]:
-        return expand_schema(value)
-
-    @field_validator("when")
-    @classmethod
-    def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _condition_for(value, info)
-
-    @property
-    def schema(self) -> dict[str, Any]:  # type: ignore[override]
-        """The expanded, strict JSON Schema of the confirming answer."""
-        return self.schema_
-
-    @property
-    def fields(self) -> dict[str, str]:
-        return schema_fields(self.schema_)
-
-    @cached_property
-    def condition(self) -> Condition:
-        assert self.when is not None
-        return Condition(self.when, self.fields)
-
-    @property
-    def window_ms(self) -> int | None:
-        return None if self.window is None else round(self.window * 1000)
-
-
-class RuleConfig(Section):
+class RuleConfig(_Question):
     """One scheduled question about one stream (or several), and when it is an alert."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -367,25 +378,10 @@ class RuleConfig(Section):
         cron_trigger(value, timezone="UTC")
         return value
 
-    @field_validator("max_fps")
-    @classmethod
-    def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
-        return _max_fps_needs_window(value, info)
-
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
         return _text(value, "ask a question, e.g. Is anyone at the loading dock?")
-
-    @field_validator("schema_", mode="before")
-    @classmethod
-    def _expand_schema(cls, value: object) -> dict[str, Any]:
-        return expand_schema(value)
-
-    @field_validator("when")
-    @classmethod
-    def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _condition_for(value, info)
 
     @field_validator("for_", mode="before")
     @classmethod
@@ -444,26 +440,6 @@ class RuleConfig(Section):
     def for_ms(self) -> int | None:
         seconds = self.for_seconds
         return None if seconds is None else round(seconds * 1000)
-
-    @property
-    def window_ms(self) -> int | None:
-        return None if self.window is None else round(self.window * 1000)
-
-    @property
-    def schema(self) -> dict[str, Any]:  # type: ignore[override]
-        """The expanded, strict JSON Schema of the answer (``response_format``)."""
-        return self.schema_
-
-    @property
-    def fields(self) -> dict[str, str]:
-        """The answer's fields and their JSON types."""
-        return schema_fields(self.schema_)
-
-    @cached_property
-    def condition(self) -> Condition:
-        """``when``, compiled."""
-        assert self.when is not None  # filled in by validation
-        return Condition(self.when, self.fields)
 
     def models(self, default: str) -> list[str]:
         """The models to ask, in order: the rule's (or ``default``), then its fallbacks."""

@@ -35,6 +35,7 @@ import numpy as np
 from av import VideoFrame as AVFrame
 
 from watcher.errors import AuthenticationError, OvershootError, TransportError
+from watcher.media.session import wait_connected
 from watcher.media.tracks import Frame, FrameProducer, LatestFrame
 
 log = logging.getLogger(__name__)
@@ -137,16 +138,8 @@ class LiveKitPublisher:
 
         Raises TimeoutError, or ConnectionError when the session closed first.
         """
-        async with asyncio.timeout(self.timeout):
-            connected = asyncio.ensure_future(self.connected_event.wait())
-            closed = asyncio.ensure_future(self.closed.wait())
-            try:
-                await asyncio.wait({connected, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                connected.cancel()
-                closed.cancel()
-        if not self.connected_event.is_set() or self.closed.is_set():
-            raise ConnectionError(f"LiveKit session {self.state}")
+        await wait_connected(self.connected_event, self.closed, self.timeout,
+                             f"LiveKit session {self.state}")
 
     def __repr__(self) -> str:
         return (f"LiveKitPublisher(url={redact_url(self.url)!r}, state={self._state!r}, "

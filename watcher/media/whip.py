@@ -42,6 +42,7 @@ from watcher.errors import (
     UnprocessableError,
 )
 from watcher.media.ice import ensure_ice_candidates
+from watcher.media.session import wait_connected
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +104,8 @@ class WhipPublisher:
 
         Raises TimeoutError, or ConnectionError when the connection failed first.
         """
-        async with asyncio.timeout(self.timeout):
-            connected = asyncio.ensure_future(self.connected_event.wait())
-            closed = asyncio.ensure_future(self.closed.wait())
-            try:
-                await asyncio.wait({connected, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                connected.cancel()
-                closed.cancel()
-        if not self.connected_event.is_set() or self.closed.is_set():
-            raise ConnectionError(f"WebRTC connection {self.state}")
+        await wait_connected(self.connected_event, self.closed, self.timeout,
+                             f"WebRTC connection {self.state}")
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
