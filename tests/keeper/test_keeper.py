@@ -81,6 +81,21 @@ async def test_reconnects_a_dropped_publisher(harness: Harness) -> None:
     assert keeper.stream_id == stream_id
 
 
+async def test_failed_publisher_reconnects_keep_the_stream(harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    fault = harness.server.faults.add(r"/whip$", method="POST", status=503, times=3)
+    session = harness.server.ingest.session_stats(stream_id)
+    assert session is not None
+    await harness.server.ingest.unpublish(stream_id, session.session_id)
+    await eventually(lambda: fault.spent, timeout=10)
+    mark = (await harness.client.get_stream(stream_id)).last_frame_index
+    await eventually(lambda: frames_flowing(harness, stream_id, mark + 3), timeout=10)
+    assert keeper.stream_id == stream_id and keeper.health().streams_created == 1
+    assert keeper.publisher_reconnects >= 4
+
+
 async def test_lease_lost_while_server_unreachable_is_recreated(harness: Harness) -> None:
     keeper = harness.keeper()
     keeper.start()

@@ -273,20 +273,27 @@ class StreamKeeper:
             status = await self._read_status(stream_id)
             if self.spec.pull:
                 continue
-            assert self._publisher is not None
-            frames_stopped = status is not None and stale.stopped(
-                status.last_frame_index, self._source_live(), now)
-            if self._publisher.closed.is_set() or frames_stopped:
-                reason = "connection closed" if self._publisher.closed.is_set() else (
-                    "frames stopped arriving")
+            publisher = self._publisher
+            if publisher is not None:
+                frames_stopped = status is not None and stale.stopped(
+                    status.last_frame_index, self._source_live(), now)
+                if not (publisher.closed.is_set() or frames_stopped):
+                    if publisher.connected:
+                        publisher_backoff.reset()
+                    continue
+                reason = ("connection closed" if publisher.closed.is_set()
+                          else "frames stopped arriving")
                 self._note(f"publisher {reason}; reconnecting", warn=True)
                 await self._stop_publisher()
-                await self._sleep(publisher_backoff.next())
-                self.publisher_reconnects += 1
+            await self._sleep(publisher_backoff.next())
+            self.publisher_reconnects += 1
+            try:
                 await self._connect_publisher(stream_id)
-                stale.reset()
-            elif self._publisher.connected:
-                publisher_backoff.reset()
+            except (OvershootError, ConnectionError, TimeoutError) as exc:
+                # The stream is fine (StreamLost would have propagated): keep the lease
+                # and try the publisher again on the next round.
+                self._note(f"publisher reconnect failed ({exc}); retrying", warn=True)
+            stale.reset()
 
     async def _renew(self, stream_id: str) -> int:
         """Renew the lease; return when to renew next. Raises StreamLost when it is gone."""
