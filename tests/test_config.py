@@ -628,3 +628,15 @@ def test_fuzz_structured_documents(data: dict[str, object]) -> None:
 def test_valid_fuzz_seed_loads() -> None:
     config = parse_config(VALID, name="w.yaml", base_dir=REPO, environ={})
     assert [s.name for s in config.streams] == ["lobby", "cam", "clip"]
+
+
+def test_check_rejects_a_bad_synthetic_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = check(tmp_path, monkeypatch, capsys, (
+        "streams:\n"
+        "  - name: a\n"
+        "    source: testsrc:evnts=box\n"))
+    assert code == 2
+    assert err.splitlines()[0].startswith("watcher.yaml:3: streams[0].source: ")
+    assert "evnts" in err

@@ -27,11 +27,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.handler(args) or 0)
 
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _env_choice(name: str, choices: list[str]) -> str:
+    """The environment's value for an option if it is a valid one, else the default."""
+    value = os.environ.get(name, "").upper()
+    if value and value not in choices:
+        print(f"watcher: ignoring {name}={value!r} (expected one of {', '.join(choices)})",
+              file=sys.stderr)
+    return value if value in choices else "INFO"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcher", description=__doc__)
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("WATCHER_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    parser.add_argument("--log-level", default=_env_choice("WATCHER_LOG_LEVEL", LOG_LEVELS),
+                        choices=LOG_LEVELS, type=str.upper)
     parser.add_argument("--log-format", default=os.environ.get("WATCHER_LOG_FORMAT", "text"),
                         choices=["text", "json"], type=str.lower,
                         help="text for people (default), json for log pipelines: one object "

@@ -97,6 +97,7 @@ from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
+from watcher.media.testsrc import parse_spec
 from watcher.observe.config import StatusConfig
 from watcher.server.backends.upstream import UpstreamSettings
 from watcher.server.settings import ServerSettings
@@ -227,7 +228,8 @@ class StreamConfig(Section):
     codec: Literal["vp8", "h264"] = Field(
         "vp8", description="Video codec when publishing over WebRTC: vp8 costs about half "
         "the CPU of h264.")
-    description: str = Field("", description="What the camera looks at, for people and prompts.")
+    description: str = Field("", description="What the camera looks at, for the people "
+                             "reading the config and `watcher status`.")
 
     @field_validator("name")
     @classmethod
@@ -252,6 +254,8 @@ class StreamConfig(Section):
             _check_device(value)
         elif kind == "file":
             return _existing_file(value, _base_dir(info))
+        elif kind == "testsrc":
+            parse_spec(value)  # a ValueError names the bad option
         return value
 
     @field_validator("pull")

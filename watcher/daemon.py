@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_LOG_TIMEOUT = 30.0
 WATCH_INTERVAL_S = 2.0
+RESTART_SECTIONS = ("overshoot", "state", "status")
+"""Sections a reload cannot apply: the running values stay until a restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +160,16 @@ class Daemon:
 
     async def _apply(self, new: WatcherConfig) -> list[str]:
         old, changes = self.config, []
-        for section in ("overshoot", "state", "status"):
+        kept = {}
+        for section in RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 changes.append(f"{section} changed: restart to apply it")
+                kept[section] = getattr(old, section)  # what still runs
         changes += await self._apply_streams(new)
         changes += await self._apply_actions(new)
         if self.engine is not None:
             changes += await self.engine.apply(new.rules)
-        self.config = new
+        self.config = new.model_copy(update=kept)
         return changes
 
     async def _apply_streams(self, config: WatcherConfig) -> list[str]:

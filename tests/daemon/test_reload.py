@@ -92,3 +92,18 @@ async def test_removing_a_stream_stops_only_that_one(running) -> None:
     path.write_text(text[: text.index("  - name: back")])
     assert await daemon.reload()
     assert set(daemon.keepers) == {"front"} and daemon.keepers["front"].stream_id == front
+
+
+async def test_sections_that_need_a_restart_are_reported_until_restarted(
+        running, caplog) -> None:
+    daemon, path = running
+    model = daemon.config.overshoot.model
+    text = BASE.format(state=path.parent / "state.sqlite3", extra="")
+    path.write_text(text.replace("  base_url: embedded\n",
+                                 "  base_url: embedded\n  model: other/model\n"))
+    with caplog.at_level(logging.INFO, logger="watcher.daemon"):
+        assert await daemon.reload()
+        assert await daemon.reload()
+    restarts = [r for r in caplog.records if "overshoot changed: restart" in r.getMessage()]
+    assert len(restarts) == 2
+    assert daemon.config.overshoot.model == model

@@ -60,3 +60,25 @@ async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> Non
     ticks = engine.ticks["ready"]
     assert ticks.missed == 0 and ticks.errors == 0
     assert max(ticks.lateness_s) < 0.5
+
+
+async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
+    model = ScriptedModel("m", '{"person": true}', delay=0.5)
+    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
+    server = app.state.server
+    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
+    server.registry.add_frame(live, b"\xff\xd8jpeg")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t/v1beta") as http:
+        store = AlertStore(tmp_path / "state.sqlite3")
+        engine = RuleEngine([rule("slow", "a", every="100ms")],
+                            client=OvershootClient("http://t/v1beta", KEY, http=http),
+                            streams={"a": Stream(live.id)}, store=store, default_model="m")
+        await engine.start()
+        while not model.requests:
+            await asyncio.sleep(0.02)
+        await engine.stop()
+        stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
+        assert stats.model_calls == 1 and stats.events == 1 and ticks.errors == 0
+        assert (await store.events())[0].status == "firing"
+        await store.close()

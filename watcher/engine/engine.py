@@ -151,19 +151,28 @@ class RuleEngine:
             pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop ticking; wait up to ``grace_s`` for evaluations in flight."""
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        """Stop ticking; let evaluations in flight finish for up to ``grace_s``.
+
+        The scheduler is paused first and shut down only afterwards, because
+        its shutdown cancels the jobs still running.
+        """
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return
+        scheduler.pause()
         busy = [r._lock for r in self.runners.values() if r._lock.locked()]
-        if busy:
-            async def drained() -> None:
-                for lock in busy:
-                    async with lock:
-                        pass
-            try:
-                await asyncio.wait_for(drained(), grace_s)
-            except TimeoutError:
-                log.warning("%d evaluation(s) still running at shutdown", len(busy))
+
+        async def drained() -> None:
+            for lock in busy:
+                async with lock:
+                    pass
+
+        try:
+            await asyncio.wait_for(drained(), grace_s)
+        except TimeoutError:
+            log.warning("%d evaluation(s) still running at shutdown; cancelling them",
+                        sum(lock.locked() for lock in busy))
+        scheduler.shutdown(wait=False)
 
     async def _tick(self, name: str) -> None:
         runner = self.runners.get(name)

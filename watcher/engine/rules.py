@@ -346,7 +346,8 @@ class RuleConfig(_Question):
     max_tokens: int = Field(300, ge=1, le=32_768,
                             description="Longest answer the model may give, in tokens.")
     timeout: PositiveDuration | None = Field(
-        None, description="Deadline of one ask (default: overshoot.timeout_seconds).")
+        None, description="Deadline of one evaluation, model retries and fallbacks included "
+        "(default: none; each request still has overshoot.timeout_seconds).")
     confirm: ConfirmConfig | None = Field(
         None, description="A second question asked before the rule may fire.")
 

@@ -42,6 +42,7 @@ from watcher.media.changes import ChangeTracker
 from watcher.media.publisher import Publisher, make_publisher
 from watcher.media.sources import FrameCallback, VideoSource, open_source
 from watcher.media.tracks import LatestFrame
+from watcher.media.whip import DEFAULT_CODEC
 from watcher.overshoot.client import OvershootClient
 from watcher.overshoot.models import Publish, StreamSource
 
@@ -338,7 +339,7 @@ class StreamKeeper:
             publisher = self._publisher_factory(
                 self._publish.type, self._publish.url, self._publish.token, self.frames,
                 fps=self.spec.fps, width=self.spec.width, height=self.spec.height,
-                http=self._http)
+                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC))
             try:
                 await publisher.start()
             except AuthenticationError:

@@ -14,7 +14,7 @@ import httpx
 
 from watcher.media.livekit import LiveKitPublisher
 from watcher.media.tracks import FrameTrack, LatestFrame
-from watcher.media.whip import WhipPublisher
+from watcher.media.whip import DEFAULT_CODEC, WhipPublisher
 
 PUBLISH_TYPES = ("whip", "livekit")
 
@@ -53,11 +53,16 @@ def make_publisher(
     width: int,
     height: int,
     http: httpx.AsyncClient | None = None,
+    codec: str = DEFAULT_CODEC,
 ) -> Publisher:
-    """The publisher for the API's ``publish.type``; ValueError names an unknown type."""
+    """The publisher for the API's ``publish.type``; ValueError names an unknown type.
+
+    ``codec`` is a MIME type such as ``video/VP8`` or ``video/H264``.
+    """
     if publish_type == "whip":
-        return WhipPublisher(url, token, FrameTrack(source, fps), http=http)
+        return WhipPublisher(url, token, FrameTrack(source, fps), http=http, codec=codec)
     if publish_type == "livekit":
-        return LiveKitPublisher(url, token, source, width=width, height=height, fps=fps)
+        return LiveKitPublisher(url, token, source, width=width, height=height, fps=fps,
+                                codec=codec.rpartition("/")[2])
     raise ValueError(f"unknown publish type {publish_type!r}: expected one of "
                      f"{', '.join(PUBLISH_TYPES)}")

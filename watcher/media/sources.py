@@ -7,7 +7,7 @@ decimated to ``fps``, into a one-slot mailbox (only the newest frame is kept).
 Spec grammar::
 
     spec := "testsrc" [ ":" options ]          synthetic scene (watcher.media.testsrc)
-          | "device:" N | "/dev/video" N       local camera, v4l2
+          | "device:" N | "/dev/..."            local camera (v4l2)
           | ("rtsp" | "rtsps") "://" ...       RTSP over TCP
           | ("http" | "https") "://" ... ".m3u8" [ "?" ... ]   HLS
           | ("http" | "https") "://" ...       progressive stream (MPEG-TS, MP4, MJPEG, ...)
@@ -78,7 +78,7 @@ def source_kind(spec: str) -> SourceKind:
     """Which kind of source a spec names; ValueError for unsupported schemes."""
     if is_spec(spec):
         return "testsrc"
-    if spec.startswith("device:") or re.fullmatch(r"/dev/video\d+", spec):
+    if spec.startswith(("device:", "/dev/")):
         return "device"
     scheme = urlsplit(spec).scheme.lower() if "://" in spec else ""
     if scheme in {"rtsp", "rtsps"}:
