@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+from support.keeper import eventually
 from support.models import ScriptedModel
 
 from watcher.clock import SystemClock
@@ -75,8 +76,7 @@ async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
                             client=OvershootClient("http://t/v1beta", KEY, http=http),
                             streams={"a": Stream(live.id)}, store=store, default_model="m")
         await engine.start()
-        while not model.requests:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: model.requests, timeout=5, interval=0.02)
         await engine.stop()
         stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
         assert stats.model_calls == 1 and stats.events == 1 and ticks.errors == 0
