@@ -31,9 +31,10 @@ from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig, load_config
+from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.store import AlertStore
-from watcher.errors import ConfigError
+from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_LOG_TIMEOUT = 30.0
 WATCH_INTERVAL_S = 2.0
+PRUNE_INTERVAL_S = 3600.0
 RESTART_SECTIONS = ("overshoot", "state", "status")
 """Sections a reload cannot apply: the running values stay until a restart."""
 
@@ -129,7 +131,8 @@ class Daemon:
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
-            tasks = [asyncio.create_task(self._report_first_frames())]
+            tasks = [asyncio.create_task(self._report_first_frames()),
+                     asyncio.create_task(self._prune_forever())]
             if watch and self.path is not None:
                 tasks.append(asyncio.create_task(self._watch_files()))
             self.ready.set()
@@ -208,6 +211,21 @@ class Daemon:
             self.status.outbox = self.outbox
         return [f"action {n} {'removed' if n not in config.actions else 'updated'}"
                 for n in changed]
+
+    async def _prune_forever(self) -> None:
+        """Keep the state file from growing without bound (events carry JPEG snapshots)."""
+        while True:
+            assert self.store is not None
+            keep_ms = round(self.config.state.keep_events_for * 1000)
+            try:
+                pruned = await self.store.prune(SystemClock().now_ms() - keep_ms)
+            except WatcherError as exc:
+                log.warning("could not prune old alert events: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d alert event(s) older than %s", pruned,
+                             format_duration(self.config.state.keep_events_for))
+            await asyncio.sleep(PRUNE_INTERVAL_S)
 
     async def _watch_files(self) -> None:
         """Reload when the config file (or a rule pack) changes on disk."""

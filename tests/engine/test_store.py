@@ -244,3 +244,25 @@ async def test_async_context_manager_closes(path: Path) -> None:
         await store.record("r", "s", AlertState(updated_ms=1))
     with pytest.raises(StoreError):
         await store.load_state("r", "s")
+
+
+async def test_prune_drops_old_finished_events_only(store: AlertStore) -> None:
+    policy = AlertPolicy()
+    state = AlertState()
+    ids = []
+    for at_ms, matched in ((1_000, True), (2_000, False), (3_000, True)):
+        state, transitions = policy.step(state, matched, at_ms)
+        events = [evidence_for("r", "cam", t, snapshot=JPEG) for t in transitions]
+        ids += await store.record("r", "cam", state, events,
+                                  actions_for=lambda e: ["hook"])
+    first, second, third = ids
+    deliveries = {e: ds[0] for e, ds in (await store.deliveries_for_events(ids)).items()}
+    await store.mark_delivering(deliveries[first].id, 5_000)
+    await store.mark_sent(deliveries[first].id, 5_000)
+    await store.mark_delivering(deliveries[second].id, 5_000)
+    await store.mark_dead(deliveries[second].id, "gone", 5_000)
+    # The third is still pending: kept however old; the first two are finished.
+    assert await store.prune(before_ms=10_000) == 2
+    assert [e.id for e in await store.events()] == [third]
+    assert list(await store.deliveries_for_events(ids)) == [third]
+    assert await store.prune(before_ms=10_000) == 0

@@ -540,6 +540,9 @@ class StateConfig(Section):
     path: str = Field(
         DEFAULT_STATE_PATH, validate_default=True, description="SQLite file, relative to the "
         "config file's directory (`:memory:` keeps state only while running).")
+    keep_events_for: PositiveDuration = Field(
+        30 * 86400.0, description="Alert events (with their snapshots) older than this are "
+        "pruned, once none of their deliveries is still pending.")
 
     @field_validator("path")
     @classmethod

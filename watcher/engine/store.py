@@ -368,6 +368,11 @@ class AlertStore:
         """Drop the states of a removed rule; its events stay as history. Returns the count."""
         return await self._call(self._forget, rule)
 
+    async def prune(self, before_ms: int) -> int:
+        """Delete events created before ``before_ms`` whose deliveries are all finished
+        (sent, dead or summarized), with those deliveries. Returns how many events went."""
+        return await self._call(self._prune, before_ms)
+
     async def close(self) -> None:
         """Finish queued work and close the file. Idempotent."""
         if self._closed:
@@ -507,6 +512,23 @@ class AlertStore:
                 f" WHERE id IN ({_marks(chunk)})", chunk)
             found.update((row[0], _event_from_row(row)) for row in rows)
         return [found[i] for i in event_ids if i in found]
+
+    def _prune(self, before_ms: int) -> int:
+        db = self._db()
+        old = ("SELECT id FROM alert_events WHERE created_ms < ? AND NOT EXISTS ("
+               "SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id"
+               " AND d.status IN ('pending', 'delivering'))")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"DELETE FROM deliveries WHERE event_id IN ({old})", (before_ms,))
+            count = db.execute(f"DELETE FROM alert_events WHERE id IN ({old})",
+                               (before_ms,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return count
 
     def _forget(self, rule: str) -> int:
         return self._db().execute("DELETE FROM alert_state WHERE rule = ?", (rule,)).rowcount
