@@ -115,7 +115,7 @@ class Mail:
 class _SmtpHandler:
     mails: list[Mail] = field(default_factory=list)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.original_content or envelope.content,
                                      policy=policy.default)
         self.mails.append(Mail(time.time(), str(message.get("X-Watcher-Idempotency-Key", "")),

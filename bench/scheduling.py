@@ -338,6 +338,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 gc_before = {g: len(v) for g, v in gcp.durations.items()}
                 tracked_at_start = len(gc.get_objects())
                 await engine.start()
+                engine_started = datetime.now(UTC)
                 assert engine._scheduler is not None
                 engine._scheduler.add_listener(on_submit, EVENT_JOB_SUBMITTED)
                 starts = {job.id: job.trigger.start_date
@@ -366,12 +367,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cutoff = stopped_at - timedelta(seconds=1)
     expected = ran = 0
     missing: list[str] = []
+    skipped_at_start: list[str] = []
     for rule in rules:
         due = expected_ticks(starts[rule.name], args.every, cutoff)
         got = {t for t in submitted[rule.name] if t <= cutoff}
         expected += len(due)
         ran += len(got)
-        missing += [f"{rule.name}@{t.isoformat()}" for t in due if t not in got]
+        for t in due:
+            if t not in got:
+                # A first tick due before engine.start() returned: APScheduler skips it
+                # silently (no EVENT_JOB_MISSED): the rule's offset was shorter than startup.
+                (skipped_at_start if t < engine_started else missing).append(
+                    f"{rule.name}@{t.isoformat()}")
     lateness_ms = [x * 1000 for t in engine.ticks.values() for x in t.lateness_s]
     runners = list(engine.runners.values())
     stats = [r.stats for r in runners]
@@ -391,6 +398,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "gc_freeze": args.gc_freeze, "started_at": started_at.isoformat()},
         "ticks": {"expected": expected, "ran": ran, "missing": len(missing),
                   "missing_examples": missing[:10],
+                  "skipped_at_start": len(skipped_at_start),
+                  "skipped_at_start_examples": skipped_at_start[:10],
                   "engine_missed": sum(t.missed for t in engine.ticks.values()),
                   "overruns": sum(t.overruns for t in engine.ticks.values()),
                   "late_over_goal": sum(x > GOAL_P99_MS for x in lateness_ms),
@@ -431,10 +440,12 @@ def report(r: dict[str, Any]) -> None:
     print(f"{c['rules']} rules over {c['streams']} streams, every {c['every_s']:g} s, model "
           f"{c['model_delay_s'] * 1000:.0f} ms, {c['transport']}, {c['seconds']:g} s real time"
           f"{', gc.freeze()' if c['gc_freeze'] else ''}")
-    _common.print_table("Ticks", ["expected", "ran", "missing", "engine missed", "overruns",
-                                  "errors", f"> {GOAL_P99_MS:g} ms late"],
-                        [[t["expected"], t["ran"], t["missing"], t["engine_missed"],
-                          t["overruns"], t["errors"], t.get("late_over_goal", "-")]])
+    _common.print_table("Ticks", ["expected", "ran", "missing", "first tick skipped at start",
+                                  "engine missed", "overruns", "errors",
+                                  f"> {GOAL_P99_MS:g} ms late"],
+                        [[t["expected"], t["ran"], t["missing"], t["skipped_at_start"],
+                          t["engine_missed"], t["overruns"], t["errors"],
+                          t["late_over_goal"]]])
     rows = []
     for name, key in (("tick lateness (engine.ticks)", "lateness_ms"),
                       ("event-loop lag (50 ms sleep)", "loop_lag_ms"),
@@ -462,7 +473,8 @@ def report(r: dict[str, Any]) -> None:
     p99 = r["lateness_ms"].get("p99", float("inf"))
     ok = t["missing"] == 0 and t["engine_missed"] == 0 and p99 <= GOAL_P99_MS
     print(f"\nGoal {'met' if ok else 'MISSED'}: {t['missing']} tick(s) missing of "
-          f"{t['expected']}, p99 lateness {p99:.1f} ms (goal <= {GOAL_P99_MS:g} ms)")
+          f"{t['expected']} (+{t['skipped_at_start']} first tick(s) due before the engine "
+          f"had started), p99 lateness {p99:.1f} ms (goal <= {GOAL_P99_MS:g} ms)")
 
 
 def main() -> int:

@@ -64,7 +64,7 @@ def test_default_title_and_body() -> None:
     body = _render(DEFAULT_BODY, event_context(event(), "ops"))
     assert body == ("dock-occupied is firing on dock: Two people at the dock door\n"
                     "Firing since 2024-05-01T12:00:00.000Z.\n"
-                    "people: 2\nperson_present: True\n")
+                    "people: 2\nperson_present: yes\n")
     resolved = _render(DEFAULT_BODY, event_context(event("resolved"), "ops"))
     assert resolved.startswith("dock-occupied is resolved on dock: Two people")
     assert "Resolved at 2024-05-01 12:02:00 UTC." in resolved

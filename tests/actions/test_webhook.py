@@ -58,7 +58,7 @@ async def test_default_payload(receiver: HttpReceiver, http: httpx.AsyncClient) 
         "stream": "dock", "severity": "critical",
         "title": "[CRITICAL] dock-occupied on dock: firing",
         "text": "dock-occupied is firing on dock: Two people at the dock door\n"
-                "Firing since 2024-05-01T12:00:00.000Z.\npeople: 2\nperson_present: True\n",
+                "Firing since 2024-05-01T12:00:00.000Z.\npeople: 2\nperson_present: yes\n",
         "description": "Two people at the dock door",
         "answer": {"people": 2, "person_present": True,
                    "description": "Two people at the dock door"},

@@ -66,7 +66,7 @@ Resolved at {{ time }}.
 Firing since {{ started_at or created_at }}.
 {% endif %}
 {% for key, value in answer.items() if key != 'description' %}
-{{ key }}: {{ value }}
+{{ key }}: {{ value|plain }}
 {% endfor %}
 {% endif %}
 """
@@ -90,7 +90,7 @@ DEFAULT_HTML = """\
 <tr><th align="left">Severity</th><td>{{ severity }}</td></tr>
 <tr><th align="left">Time</th><td>{{ time }}</td></tr>
 {% for key, value in answer.items() if key != 'description' %}
-<tr><th align="left">{{ key }}</th><td>{{ value }}</td></tr>
+<tr><th align="left">{{ key }}</th><td>{{ value|plain }}</td></tr>
 {% endfor %}
 </table>
 {% if snapshot_cid %}<p><img src="cid:{{ snapshot_cid }}" alt="snapshot" \
@@ -132,9 +132,22 @@ def _slack_escape(value: Any) -> Any:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def plain(value: Any) -> Any:
+    """An answer value as people write it: yes/no, not True/False; a dash for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(plain(v)) for v in value) or "-"
+    return value
+
+
 def _env(**kwargs: Any) -> _Sandbox:
-    return _Sandbox(undefined=StrictUndefined, trim_blocks=True, keep_trailing_newline=False,
-                    **kwargs)
+    env = _Sandbox(undefined=StrictUndefined, trim_blocks=True, keep_trailing_newline=False,
+                   **kwargs)
+    env.filters["plain"] = plain
+    return env
 
 
 _ENVS: dict[str, _Sandbox] = {
