@@ -64,17 +64,14 @@ import re
 from collections.abc import Iterable, Mapping
 from glob import glob
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import (
     Field,
     SecretStr,
     ValidationError,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -314,14 +311,6 @@ def _kind_of(source: object) -> SourceKind | None:
         return None
 
 
-def _upstream_url_guard(value: object, handler: ValidatorFunctionWrapHandler) -> object:
-    """UpstreamSettings' own check lets httpx.InvalidURL escape; make it a ValueError."""
-    try:
-        return handler(value)
-    except httpx.InvalidURL:
-        raise ValueError("base_url is not a valid URL") from None
-
-
 class EmbeddedServerConfig(Section):
     """Options of the Overshoot-compatible server started in-process (`base_url: embedded`)."""
 
@@ -339,7 +328,7 @@ class EmbeddedServerConfig(Section):
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
-    upstreams: list[Annotated[UpstreamSettings, WrapValidator(_upstream_url_guard)]] = Field(
+    upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
         "server lists: {base_url, api_key, models: {listed-name: upstream-name}, ...}.")

@@ -88,7 +88,10 @@ class UpstreamSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        url = httpx.URL(value)
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("base_url is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an http(s) URL with a host")
         if url.userinfo:
