@@ -74,8 +74,9 @@ class Tick:
     fired: bool
     """A ``firing`` transition (a new episode) happened at this evaluation."""
     status: str
-    shown: tuple[float, float]
-    """Scene time span of the frames the model was shown (or would have been)."""
+    shown: frozenset[int]
+    """The scripted events (numbered from 0) visible in the frames the model was (or,
+    for a skipped evaluation, would have been) shown."""
 
 
 @dataclass
@@ -213,7 +214,12 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
     live = Live()
     placeholder = cv2.imencode(".jpg", scene.background[::8, ::8])[1].tobytes()
     cases = [Case(kind, model, v) for v in variants]
-    window_s = 1.0 if model == "vision" else 0.0
+    window_frames = round(args.fps) if model == "vision" else 0  # 1 s window
+
+    def events_in(frames: range) -> frozenset[int]:
+        times = (scene.time_of(m) for m in frames)
+        return frozenset(int((t - scene.start) // scene.period) for t in times
+                         if scene.event_active(t))
 
     saved_time = runner_module.time
     runner_module.time = sim_time  # type: ignore[assignment]
@@ -230,7 +236,7 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
                 total = round(args.minutes * 60 * args.fps)
                 every_n = round(args.every * args.fps)
                 phase_n = round(args.phase * args.fps) % every_n
-                bumps: list[tuple[float, bool]] = []  # (t, changed) per frame after the first
+                bumps: list[tuple[int, bool]] = []  # (n, changed) per frame after the first
                 timings = {"render": 0.0, "tracker": 0.0, "jpeg": 0.0, "evaluate": 0.0}
                 for n in range(total):
                     t = n / args.fps
@@ -242,7 +248,7 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
                     live.changes(frame)
                     t2 = time.perf_counter()
                     if n:
-                        bumps.append((t, live.changes.version != before))
+                        bumps.append((n, live.changes.version != before))
                     live.frames.put(frame)
                     jpeg = (placeholder if model == "truth" else
                             cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 30])[1]
@@ -262,7 +268,8 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
                         case.ticks.append(Tick(
                             t, result.outcome, result.matched,
                             any(tr.kind == Kind.FIRING for tr in result.transitions),
-                            str(runner.state.status), (t - window_s, t)))
+                            str(runner.state.status),
+                            events_in(range(max(0, n - window_frames), n + 1))))
                     timings["evaluate"] += time.perf_counter() - t4
             await store.close()
     finally:
@@ -281,27 +288,23 @@ def event_spans(scene: Any, seconds: float) -> list[tuple[float, float]]:
     return spans
 
 
-def score(scene: Any, cases: list[Case], bumps: list[tuple[float, bool]],
+def score(scene: Any, cases: list[Case], bumps: list[tuple[int, bool]],
           args: argparse.Namespace, timings: dict[str, float], frames: int) -> dict[str, Any]:
     seconds = frames / args.fps
     spans = event_spans(scene, seconds)
-    dt = 1 / args.fps
     # A frame pair is static when neither frame shows the event.
-    static = [changed for t, changed in bumps
-              if not scene.event_active(t) and not scene.event_active(t - dt)]
+    static = [changed for n, changed in bumps if not scene.event_active(scene.time_of(n))
+              and not scene.event_active(scene.time_of(n - 1))]
     results = []
     for case in cases:
         per_event = []
-        for begin, end in spans:
-            seen = [k for k in case.ticks if k.outcome == "answered"
-                    and k.shown[1] >= begin and k.shown[0] < end]
-            fired = [k for k in case.ticks if k.fired and begin <= k.t <= end + (
-                k.shown[1] - k.shown[0])]
+        for k, (begin, _end) in enumerate(spans):
+            seen = [x for x in case.ticks if x.outcome == "answered" and k in x.shown]
+            fired = [x for x in case.ticks if x.fired and k in x.shown]
             per_event.append({"begin": begin, "real_calls": len(seen),
                               "fired": bool(fired),
                               "delay_s": fired[0].t - begin if fired else None})
-        in_event = [any(b <= k.t <= e + (k.shown[1] - k.shown[0]) for b, e in spans)
-                    for k in case.ticks]
+        in_event = [bool(x.shown) for x in case.ticks]
         s = case.stats
         delays = [e["delay_s"] for e in per_event if e["delay_s"] is not None]
         every = args.every
@@ -330,7 +333,7 @@ def score(scene: Any, cases: list[Case], bumps: list[tuple[float, bool]],
         })
     return {"scene": scene.events[0], "model": cases[0].model, "seconds": seconds,
             "frames": frames, "static_frames": len(static), "static_changed": sum(static),
-        "timings_s": timings, "cases": results}
+            "timings_s": timings, "cases": results}
 
 
 def tracker_noise(noises: list[float], clock_overlay: list[bool], frames: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,10 +32,10 @@ class Stream:
         self.changes = ChangeTracker()
         self.show(np.full((48, 64, 3), 80, np.uint8))
 
-    def show(self, frame: np.ndarray) -> None:
+    def show(self, frame: np.ndarray, at: float | None = None) -> None:
         """Publish ``frame`` as the keeper does: into the mailbox and the change tracker."""
         self.frames.put(frame)
-        self.changes(frame)
+        self.changes(frame, at)
 
 
 class Env:
@@ -149,3 +150,19 @@ async def test_a_slow_model_hits_the_rules_timeout(make) -> None:
     result = await runner.evaluate()
     assert result.outcome == "model_error" and "timeout" in (result.detail or "")
     assert runner.stats.model_errors == 1 and runner.state.status == Status.INACTIVE
+
+
+async def test_a_window_answer_is_reused_only_once_its_window_saw_no_change(make) -> None:
+    triage = ScriptedModel("triage", '{"person": false}')
+    env = make(triage)
+    runner = env.runner(skip_unchanged=True, window="2s")
+    scene = np.full((48, 64, 3), 80, np.uint8)
+    scene[5:30, 5:30] = 240
+    env.stream.show(scene, at=time.monotonic() - 10)  # changed long before the ask
+    await runner.evaluate()
+    await runner.evaluate()
+    assert len(triage.requests) == 1 and runner.stats.skipped_unchanged == 1
+    env.stream.show(np.full((48, 64, 3), 80, np.uint8))  # changed just now
+    await runner.evaluate()
+    await runner.evaluate()  # the window of the last answer still holds the change
+    assert len(triage.requests) == 3 and runner.stats.skipped_unchanged == 1

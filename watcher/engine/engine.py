@@ -40,6 +40,7 @@ from watcher.overshoot.client import OvershootClient
 log = logging.getLogger(__name__)
 
 MAX_LATENESS_SAMPLES = 100_000
+START_MARGIN_S = 0.5
 
 
 @dataclass(slots=True)
@@ -187,7 +188,9 @@ class RuleEngine:
             trigger.jitter = jitter
             return trigger
         assert rule.every is not None
-        offset = _stable_fraction(rule.name) * rule.every
+        # A stable offset spreads rules over their interval; the margin keeps the first
+        # tick after the scheduler has started (an earlier one would be lost silently).
+        offset = START_MARGIN_S + _stable_fraction(rule.name) * rule.every
         start = datetime.now(UTC) + timedelta(seconds=offset)
         return IntervalTrigger(seconds=rule.every, start_date=start, timezone=UTC,
                                jitter=jitter)

@@ -184,18 +184,19 @@ class RuleRunner:
         self.stats.evaluations += 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
         versions = tuple(s.changes.version for s in live)  # type: ignore[union-attr]
-        if self._unchanged(versions):
+        if self._unchanged(versions, live):  # type: ignore[arg-type]
             self.stats.skipped_unchanged += 1
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
+            asked_at = time.monotonic()
             answer = await self._ask(self.primary, ids, result)
             if answer is None:
                 return await self._finish(result, None, live, ids, record)
             result.answer = answer
             if answer.valid:
                 self._last_answer, self._last_versions = answer, versions
-                self._last_asked_s = time.monotonic()
+                self._last_asked_s = asked_at
             matched = self._verdict(self.primary, answer, result)
         if matched and self.confirm is not None and self._would_fire():
             matched = await self._confirmed(ids, result)
@@ -259,10 +260,21 @@ class RuleRunner:
             result.detail = scratch.detail
         return verdict
 
-    def _unchanged(self, versions: tuple[int, ...]) -> bool:
-        return (self.rule.skip_unchanged and self._last_answer is not None
+    def _unchanged(self, versions: tuple[int, ...], live: Sequence[LiveStream]) -> bool:
+        """Whether the last answer still holds: nothing changed since it was asked.
+
+        A window answer ("motion in the last 10 s") describes the window, not the
+        picture: it is reused only if the window it saw held no change either.
+        """
+        if not (self.rule.skip_unchanged and self._last_answer is not None
                 and self._last_versions == versions
-                and time.monotonic() - self._last_asked_s < MAX_REUSE_S)
+                and time.monotonic() - self._last_asked_s < MAX_REUSE_S):
+            return False
+        window_ms = self.primary.question.window_ms
+        if not window_ms:
+            return True
+        last_change = max(s.changes.changed_at for s in live)
+        return last_change <= self._last_asked_s - window_ms / 1000
 
     def _would_fire(self) -> bool:
         """Whether one more match would fire (so confirming it is worth a call)."""

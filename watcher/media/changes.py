@@ -10,7 +10,9 @@ changed since, without looking at a single frame itself.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -33,6 +35,8 @@ class ChangeTracker:
         self._reference: np.ndarray | None = None
         self.version = 0
         self.frames = 0
+        self.changed_at = -math.inf
+        """``time.monotonic()`` of the frame that last changed the picture."""
 
     def __call__(self, frame: np.ndarray, at: float | None = None) -> None:
         thumb = thumbnail(frame)
@@ -42,6 +46,7 @@ class ChangeTracker:
                                                   self.changed_pixels):
                 self._reference = thumb
                 self.version += 1
+                self.changed_at = time.monotonic() if at is None else at
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
