@@ -294,11 +294,12 @@ class Daemon:
                  asyncio.get_running_loop().time() - started)
 
 
-def _mtimes(path: Path, config: WatcherConfig) -> dict[str, float]:
-    """Modification times of the config file and every rule pack it includes."""
+def _mtimes(path: Path, config: WatcherConfig) -> dict[str, tuple[int, int]]:
+    """Modification time and size of the config file and of every rule pack it includes."""
     files = {path, *(Path(r.origin.file) for r in config.rules if r.origin is not None)}
     out = {}
     for file in files:
         with contextlib.suppress(OSError):
-            out[str(file)] = file.stat().st_mtime
+            stat = file.stat()
+            out[str(file)] = (stat.st_mtime_ns, stat.st_size)
     return out

@@ -107,3 +107,20 @@ async def test_sections_that_need_a_restart_are_reported_until_restarted(
     restarts = [r for r in caplog.records if "overshoot changed: restart" in r.getMessage()]
     assert len(restarts) == 2
     assert daemon.config.overshoot.model == model
+
+
+async def test_watch_reloads_when_the_file_changes(tmp_path: Path,  # noqa: ANN001
+                                                   monkeypatch) -> None:
+    monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
+    path = tmp_path / "watcher.yaml"
+    path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=""))
+    daemon = Daemon(load_config(path), path)
+    task = asyncio.create_task(daemon.run(watch=True))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)
+        await asyncio.sleep(0.3)
+        path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=EXTRA_RULE))
+        await eventually(lambda: "people" in daemon.engine.runners, 10)
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
