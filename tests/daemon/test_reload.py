@@ -109,7 +109,7 @@ async def test_sections_that_need_a_restart_are_reported_until_restarted(
     assert daemon.config.overshoot.model == model
 
 
-async def test_watch_reloads_when_the_file_changes(tmp_path: Path,  # noqa: ANN001
+async def test_watch_reloads_when_the_file_changes(tmp_path: Path,
                                                    monkeypatch) -> None:
     monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
     path = tmp_path / "watcher.yaml"
