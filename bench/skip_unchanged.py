@@ -22,11 +22,9 @@ Two models:
   ``skip_unchanged: false`` asks the same question about the same stream as the baseline.
 * ``vision``: ``local/vision`` on a motion rule (``window: 1s``, ``max_fps: 5``,
   ``{motion_detected: boolean}``) over the real frames, JPEG-encoded at q30 as the
-  ingest settles at 5 fps (see benchmark 1). Its second runner is ``skip_unchanged`` with
-  a bench-only subclass of ``RuleRunner`` that reuses a window answer only when that
-  window held no change (see :func:`window_aware_runner`): the plain runner reuses a
-  "motion" answer whose window still showed the object leaving, for as long as the
-  picture then stays still.
+  ingest settles at 5 fps (see benchmark 1); its second runner is the baseline. A
+  window answer is reused only when the window it saw held no change, so a "motion"
+  answer whose window still showed the object leaving is asked again.
 
 The runner's "ask again at least every 300 s" (``MAX_REUSE_S``) reads ``time.monotonic()``,
 not the runner's clock; the bench points the runner module's ``time`` at the simulated
@@ -62,7 +60,6 @@ TRUTH_MODEL = "bench/truth"
 VARIANTS = {
     "skip": "on",
     "baseline": "off (baseline)",
-    "window-aware": "on + window-aware reuse (bench-only patch)",
 }
 
 
@@ -104,7 +101,7 @@ def make_tracker(now: Any) -> Any:
     from watcher.media.changes import ChangeTracker
 
     class TimedTracker(ChangeTracker):
-        """A ChangeTracker that also remembers when its version last went up."""
+        """A ChangeTracker whose ``changed_at`` is on the simulated clock."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -117,29 +114,6 @@ def make_tracker(now: Any) -> Any:
                 self.changed_at = now()
 
     return TimedTracker()
-
-
-def window_aware_runner() -> type:
-    """What ``RuleRunner._unchanged`` could do for window rules (not in watcher/ yet).
-
-    A window answer (motion, "what happened in the last 10 s") describes the window, not
-    the picture: an answer whose window still held the last change must not be reused,
-    or "motion" is repeated for as long as the picture then stays still. Reuse only an
-    answer asked at least ``window`` after the last change.
-    """
-    from watcher.engine.runner import RuleRunner
-
-    class WindowAwareRunner(RuleRunner):
-        def _unchanged(self, versions: tuple[int, ...]) -> bool:
-            if not super()._unchanged(versions):
-                return False
-            window_ms = self.primary.question.window_ms
-            if not window_ms:
-                return True
-            changed_at = max(self.streams[n].changes.changed_at for n in self.stream_names)
-            return changed_at <= self._last_asked_s - window_ms / 1000
-
-    return WindowAwareRunner
 
 
 def make_truth_model(scene: Any) -> Any:
@@ -228,7 +202,7 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
             store = AlertStore(Path(tmp) / "state.sqlite3")
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
                 client = OvershootClient("http://bench/v1beta", _common.API_KEY, http=http)
-                runners = [(window_aware_runner() if c.variant == "window-aware" else RuleRunner)(
+                runners = [RuleRunner(
                     RuleConfig.model_validate(rule(f"{c.variant}-{kind}", model,
                                                    c.variant != "baseline", args.every)),
                     default_model=TRUTH_MODEL, client=client, streams={"cam": live},
@@ -360,7 +334,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sims = []
     for item in args.cases:
         kind, model = item.split(":")
-        variants = ["skip", "baseline"] if model == "truth" else ["skip", "window-aware"]
+        variants = ["skip", "baseline"]
         t0 = time.monotonic()
         sim = await simulate(kind, model, variants, args)
         sim["wall_s"] = time.monotonic() - t0
