@@ -20,8 +20,9 @@ from watcher.keeper.keeper import StreamKeeper
 LIVE_TIMEOUT_S = 60.0
 
 
-async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO = sys.stdout) -> int:
+async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = None) -> int:
     """Evaluate one rule once against its live stream(s); print request, answer, verdict."""
+    out = out or sys.stdout
     rule = next((r for r in config.rules if r.name == rule_name), None)
     if rule is None:
         known = ", ".join(r.name for r in config.rules) or "none"
