@@ -381,7 +381,9 @@ class OvershootConfig(Section):
     model: str = Field(DEFAULT_MODEL, min_length=1,
                        description="Model rules use when they do not name one.")
     timeout_seconds: Duration = Field(
-        30.0, gt=0, description="Deadline of one API request (a chat completion included).")
+        30.0, gt=0, description="Deadline of one chat completion request; stream calls "
+        "(create 15 s, keepalive and reads 10 s) keep their shorter deadlines unless this "
+        "is shorter still.")
     embedded: EmbeddedServerConfig = Field(
         default_factory=EmbeddedServerConfig,
         description="Options of the embedded server; ignored unless base_url is embedded.")

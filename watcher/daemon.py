@@ -22,7 +22,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -39,7 +39,7 @@ from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
-from watcher.overshoot.client import OvershootClient
+from watcher.overshoot.client import OvershootClient, Policies
 from watcher.server.embedded import run_embedded
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,23 @@ async def api_client(config: WatcherConfig) -> AsyncIterator[tuple[OvershootClie
                                                                    httpx.AsyncClient]]:
     """One shared HTTP client and the Overshoot client on top of it."""
     async with api_target(config) as target:
-        timeout = httpx.Timeout(config.overshoot.timeout_seconds, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            yield OvershootClient(target.base_url, target.api_key, http=http), http
+        seconds = config.overshoot.timeout_seconds
+        async with httpx.AsyncClient(timeout=httpx.Timeout(seconds, connect=10.0)) as http:
+            yield OvershootClient(target.base_url, target.api_key, http=http,
+                                  policies=request_policies(seconds)), http
+
+
+def request_policies(timeout_s: float) -> Policies:
+    """The retry budget, with ``overshoot.timeout_seconds`` as the deadline of a chat
+    completion and as the upper bound for the (shorter) stream calls."""
+    defaults = Policies()
+    return Policies(
+        create=replace(defaults.create, timeout=min(defaults.create.timeout, timeout_s)),
+        keepalive=replace(defaults.keepalive,
+                          timeout=min(defaults.keepalive.timeout, timeout_s)),
+        read=replace(defaults.read, timeout=min(defaults.read.timeout, timeout_s)),
+        chat=replace(defaults.chat, timeout=timeout_s),
+    )
 
 
 class Daemon:

@@ -64,3 +64,12 @@ def test_unknown_rule_and_empty_alert_list(tmp_path: Path,
         assert main(["alerts", "-c", str(config), "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
 
+
+
+def test_the_configured_timeout_bounds_every_request() -> None:
+    from watcher.daemon import request_policies
+
+    short, long = request_policies(5.0), request_policies(90.0)
+    assert (short.chat.timeout, short.keepalive.timeout, short.create.timeout) == (5, 5, 5)
+    assert long.chat.timeout == 90 and long.keepalive.timeout == 10
+    assert long.create.timeout == 15 and long.read.timeout == 10

@@ -6,7 +6,7 @@ import asyncio
 
 from support.keeper import KEY, Harness, Spec, eventually, make_harness
 
-from watcher.clock import ManualClock
+from watcher.clock import ManualClock, SystemClock
 from watcher.keeper.keeper import KeeperTimings
 from watcher.server.settings import ServerSettings
 
@@ -161,6 +161,27 @@ async def test_a_simulated_hour_of_keepalives_holds_the_lease() -> None:
         assert keeper.health().lease_remaining_s > 25
     finally:
         instant = False
+        await keeper.stop()
+        await h.server.aclose()
+        await h.http.aclose()
+
+
+async def test_the_lease_is_renewed_while_the_publisher_backs_off() -> None:
+    h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=2), SystemClock())
+    keeper = h.keeper(timings=KeeperTimings(check_interval=0.1, stale_after=1.0,
+                                            publisher_backoff=(3.0, 3.0)))
+    try:
+        keeper.start()
+        stream_id = await keeper.wait_live(10)
+        session = h.server.ingest.session_stats(stream_id)
+        assert session is not None
+        await h.server.ingest.unpublish(stream_id, session.session_id)
+        # The reconnect waits 3 s, longer than the 2 s lease: keepalives must go on.
+        await eventually(lambda: keeper.publisher_reconnects >= 1, timeout=10)
+        mark = (await h.client.get_stream(stream_id)).last_frame_index
+        await eventually(lambda: frames_flowing(h, stream_id, mark + 3), timeout=10)
+        assert keeper.stream_id == stream_id and keeper.health().streams_created == 1
+    finally:
         await keeper.stop()
         await h.server.aclose()
         await h.http.aclose()

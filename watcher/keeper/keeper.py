@@ -259,15 +259,21 @@ class StreamKeeper:
         log.info("stream %s: live as %s", self.name, created.id)
 
     async def _maintain(self) -> None:
+        """Renew the lease and keep the publisher up until the stream is lost.
+
+        A publisher reconnect is scheduled, not slept on, so the lease keeps being
+        renewed while the publisher backs off.
+        """
         assert self._lease is not None and self.stream_id is not None
         stream_id = self.stream_id
         renew_at = self._lease.next_renewal_ms(self._rng)
+        reconnect_at: int | None = None
         stale = _StaleWatch(self.timings.stale_after)
-        publisher_backoff = Backoff(*self.timings.publisher_backoff, rng=self._rng)
+        backoff = Backoff(*self.timings.publisher_backoff, rng=self._rng)
         while True:
             now = self.clock.now_ms()
-            wait_s = min(self.timings.check_interval, max(0, renew_at - now) / 1000)
-            await self._wait(wait_s)
+            due = renew_at if reconnect_at is None else min(renew_at, reconnect_at)
+            await self._wait(min(self.timings.check_interval, max(0, due - now) / 1000))
             now = self.clock.now_ms()
             if now >= renew_at:
                 renew_at = await self._renew(stream_id)
@@ -280,20 +286,24 @@ class StreamKeeper:
                     status.last_frame_index, self._source_live(), now)
                 if not (publisher.closed.is_set() or frames_stopped):
                     if publisher.connected:
-                        publisher_backoff.reset()
+                        backoff.reset()
                     continue
                 reason = ("connection closed" if publisher.closed.is_set()
                           else "frames stopped arriving")
                 self._note(f"publisher {reason}; reconnecting", warn=True)
                 await self._stop_publisher()
-            await self._sleep(publisher_backoff.next())
+                reconnect_at = now + round(backoff.next() * 1000)
+            if reconnect_at is not None and now < reconnect_at:
+                continue
+            reconnect_at = None
             self.publisher_reconnects += 1
             try:
                 await self._connect_publisher(stream_id)
             except (OvershootError, ConnectionError, TimeoutError) as exc:
                 # The stream is fine (StreamLost would have propagated): keep the lease
-                # and try the publisher again on the next round.
+                # and try the publisher again after a pause.
                 self._note(f"publisher reconnect failed ({exc}); retrying", warn=True)
+                reconnect_at = self.clock.now_ms() + round(backoff.next() * 1000)
             stale.reset()
 
     async def _renew(self, stream_id: str) -> int:
