@@ -12,7 +12,7 @@ SMTP outages and `kill -9` of the daemon (restarted on the same state file).
 Compression: the API's real lease is 45 s; with ``--ttl T`` every lease-driven
 cadence runs 45/T times faster, so the run stands for ``wall * 45/T`` of lease time.
 
-    /tmp/venv/bin/python bench/soak.py --minutes 25 --ttl 1 --streams 2 --seed 1
+    .venv/bin/python bench/soak.py --minutes 25 --ttl 1 --streams 2 --seed 1
 """
 
 from __future__ import annotations
