@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import cv2
 import httpx
-import numpy as np
 import pytest
 from fastapi import FastAPI
+from support.frames import frame_pusher
 
 from watcher.clock import ManualClock
 from watcher.server.app import EmbeddedServer, create_app
@@ -51,15 +50,4 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def push_frames(server: EmbeddedServer, clock: ManualClock) -> Callable[..., None]:
-    """Store ``count`` small JPEG frames ``interval_ms`` apart, advancing the clock."""
-    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 127, np.uint8))[1].tobytes()
-
-    def push(stream_id: str, count: int, interval_ms: int = 200) -> None:
-        stream = server.registry.get_active(stream_id)
-        assert stream is not None
-        for i in range(count):
-            if i or stream.frames.next_index:
-                clock.advance(interval_ms / 1000)
-            server.registry.add_frame(stream, jpeg)
-
-    return push
+    return frame_pusher(server, clock)

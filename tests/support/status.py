@@ -17,11 +17,6 @@ import httpx
 from support.keeper import KEY, Harness, make_harness
 from support.models import ScriptedModel
 
-# watcher.config before watcher.engine: when watcher.engine.rules is the first module to
-# import watcher.config, WatcherConfig stays unfinished until first use, and a subclass
-# defined elsewhere (tests/test_config.py's _WithWatchList) cannot resolve `_rules`.
-# A pre-existing import cycle (it fails at HEAD with tests/engine run first); not ours to fix.
-import watcher.config  # noqa: F401
 from watcher.actions.base import Action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
