@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import string
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,18 +34,6 @@ EXAMPLE = REPO / "watcher.example.yaml"
 
 PASSWORD = "hunter2-camera-secret"
 API_KEY = "ovs_super_secret_key_123"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally (root handlers, quiet httpx...); undo it after."""
-    root = logging.getLogger()
-    names = ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access")
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

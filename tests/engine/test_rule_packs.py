@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,18 +20,6 @@ PACKS = sorted(RULES.glob("*.yaml"))
 EXPECTED = {"after-hours-person", "loading-dock-blocked", "smoke-or-fire", "ppe",
             "package-at-door", "motion-local"}
 HUMAN_FIELDS = {"description", "evidence"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; undo it after."""
-    root = logging.getLogger()
-    names = ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access")
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def write_config(tmp_path: Path, includes: list[str]) -> Path:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,18 +50,6 @@ RULE = (
     "    every: 5s\n"
     "    prompt: Is anyone at the loading dock?\n"
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; undo it after."""
-    root = logging.getLogger()
-    names = ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access")
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
