@@ -440,9 +440,9 @@ async def test_complete_rejects_unknown_required_property() -> None:
 async def test_analysis_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
 
-    def spy(parts: Any) -> Measurements:
+    def spy(parts: Any, **detectors: bool) -> Measurements:
         threads.append(threading.current_thread())
-        return measure_parts(parts)
+        return measure_parts(parts, **detectors)
 
     monkeypatch.setattr(vision, "measure_parts", spy)
     loop_thread = threading.current_thread()
@@ -469,3 +469,22 @@ async def test_status_and_stream() -> None:
     assert await model.status() == "ready"
     pieces = [p async for p in model.stream(chat(media(static_video(2))))]
     assert pieces == ["No motion; no people or faces visible; scene is well lit."]
+
+
+async def test_detectors_run_only_for_what_the_schema_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(vision, "count_people", lambda image: calls.append("people") or 0)
+    monkeypatch.setattr(vision, "count_faces", lambda image: calls.append("faces") or 0)
+
+    def ask(properties: dict[str, Any]) -> ChatInput:
+        return chat(media(walking_video(3)),
+                    response_format=schema_format(properties, list(properties)))
+
+    await VisionModel().complete(ask({"motion_detected": {"type": "boolean"}}))
+    assert calls == []
+    await VisionModel().complete(ask({"person_count": {"type": "integer"}}))
+    assert set(calls) == {"people"}
+    calls.clear()
+    await VisionModel().complete(ask({"summary": {"type": "string"}}))
+    assert set(calls) == {"people", "faces"}

@@ -235,12 +235,14 @@ def measure(frames: Sequence[np.ndarray]) -> Measurements:
     return measure_parts([frames])
 
 
-def measure_parts(parts: Sequence[Sequence[np.ndarray]]) -> Measurements:
+def measure_parts(parts: Sequence[Sequence[np.ndarray]], *, people: bool = True,
+                  faces: bool = True) -> Measurements:
     """Measure the frames of several media parts, each oldest first.
 
     Motion is compared only between consecutive frames of the same part. The
     inner sequences are read once in order plus a few indexed reads, so they
-    may decode lazily.
+    may decode lazily. ``people``/``faces`` False skip those (costly)
+    detectors; their counts are then 0 and must not be reported.
     """
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -248,12 +250,15 @@ def measure_parts(parts: Sequence[Sequence[np.ndarray]]) -> Measurements:
     total = sum(len(p) for p in parts)
     motion = max(motion_score(p) for p in parts)
     positions = [(i, j) for i, p in enumerate(parts) for j in range(len(p))]
-    people = faces = 0
-    for i, j in (positions[k] for k in _sample_indices(total, MAX_DETECTION_FRAMES)):
-        image = _analysis_size(parts[i][j])
-        people = max(people, count_people(image))
-        faces = max(faces, count_faces(image))
-    return Measurements(frames=total, motion=motion, people=people, faces=faces,
+    people_seen = faces_seen = 0
+    if people or faces:
+        for i, j in (positions[k] for k in _sample_indices(total, MAX_DETECTION_FRAMES)):
+            image = _analysis_size(parts[i][j])
+            if people:
+                people_seen = max(people_seen, count_people(image))
+            if faces:
+                faces_seen = max(faces_seen, count_faces(image))
+    return Measurements(frames=total, motion=motion, people=people_seen, faces=faces_seen,
                         brightness=mean_brightness(parts[-1][-1]),
                         pairs=sum(len(p) - 1 for p in parts))
 
@@ -398,6 +403,21 @@ def _detectors() -> _Detectors:
 # -- schema filling ----------------------------------------------------------
 class _Unsuitable(Exception):
     """The measurement cannot be expressed in the property's type."""
+
+
+_NEEDS_PEOPLE = frozenset({"people", "people_present", "description"})
+_NEEDS_FACES = frozenset({"faces", "faces_present", "description"})
+
+
+def wanted_measurements(request: ChatInput) -> set[str] | None:
+    """The measurements a json_schema answer names (None: all of them are answered)."""
+    schema = request.json_schema()
+    properties = schema.get("properties") if schema is not None else None
+    if not isinstance(properties, dict) or not properties:
+        return None
+    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    names = [*properties, *(n for n in required if isinstance(n, str))]
+    return {SYNONYMS[key] for key in map(_normalise, names) if key in SYNONYMS}
 
 
 def fill_schema(measurements: Measurements, schema: dict[str, Any]) -> dict[str, Any]:
@@ -593,7 +613,11 @@ class VisionModel(ModelBackend):
             raise ChatProblem(
                 422, "local/vision needs image_url or video_url parts with frames to look at",
                 type="validation_error", code="no_frames")
-        measurements = await asyncio.to_thread(measure_parts, parts)
+        wanted = wanted_measurements(request)
+        measurements = await asyncio.to_thread(
+            measure_parts, parts,
+            people=wanted is None or bool(wanted & _NEEDS_PEOPLE),
+            faces=wanted is None or bool(wanted & _NEEDS_FACES))
         content = self.answer(measurements, request)
         return Completion(content=content, usage=estimate_usage(request, content))
 
