@@ -29,6 +29,8 @@ class Stream:
         self.stream_id = stream_id
         self.frames = LatestFrame()
         self.changes = ChangeTracker()
+        self.source_live = True
+        self.source_resumed_at: float | None = None
 
 
 def rule(name: str, stream: str, every: str = "200ms") -> RuleConfig:

@@ -50,6 +50,8 @@ class Stream:
         self.stream_id = stream_id
         self.frames = LatestFrame()
         self.changes = ChangeTracker()
+        self.source_live = True
+        self.source_resumed_at: float | None = None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

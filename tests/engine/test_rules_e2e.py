@@ -21,6 +21,7 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import RuleRunner
 from watcher.engine.state import Status
 from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.media.sources import SourceStats
 from watcher.media.testsrc import SyntheticScene
 from watcher.server.backends.vision import VisionModel
 from watcher.server.settings import ServerSettings
@@ -51,7 +52,7 @@ class ScriptedCamera:
         self.sink, self.on_frame = sink, on_frame
         self.event = False
         self._stop = threading.Event()
-        self.stats = type("Stats", (), {"state": "live", "reconnects": 0})()
+        self.stats = SourceStats(state="live")
 
     def start(self) -> None:
         threading.Thread(target=self._run, daemon=True).start()

@@ -30,6 +30,8 @@ class Stream:
         self.stream_id = stream_id
         self.frames = LatestFrame()
         self.changes = ChangeTracker()
+        self.source_live = True
+        self.source_resumed_at: float | None = None
         self.show(np.full((48, 64, 3), 80, np.uint8))
 
     def show(self, frame: np.ndarray, at: float | None = None) -> None:
@@ -166,3 +168,28 @@ async def test_a_window_answer_is_reused_only_once_its_window_saw_no_change(make
     await runner.evaluate()
     await runner.evaluate()  # the window of the last answer still holds the change
     assert len(triage.requests) == 3 and runner.stats.skipped_unchanged == 1
+
+
+async def test_a_rule_waits_while_its_camera_is_down_instead_of_judging_a_frozen_picture(
+        make) -> None:
+    triage = ScriptedModel("triage", '{"person": true}', '{"person": false}')
+    env = make(triage)
+    runner = env.runner(window="2s", **{"for": 1, "keep_firing_for": "0s"})
+    await runner.evaluate()
+    assert runner.state.status == Status.FIRING
+
+    env.stream.source_live = False  # the camera went away; its last frame is repeated
+    result = await runner.evaluate()
+    assert result.outcome == "not_ready" and result.detail == "source cam is down"
+    assert runner.state.status == Status.FIRING and len(triage.requests) == 1
+
+    env.stream.source_live = True
+    env.stream.source_resumed_at = time.monotonic() - 0.5  # back, but the window still
+    result = await runner.evaluate()                       # reaches into the outage
+    assert result.outcome == "not_ready" and "waiting for a full 2 s window" in result.detail
+    assert runner.stats.skipped_not_ready == 2 and len(triage.requests) == 1
+
+    env.stream.source_resumed_at = time.monotonic() - 2.5
+    result = await runner.evaluate()
+    assert result.outcome == "answered" and result.matched is False
+    assert runner.state.status != Status.FIRING

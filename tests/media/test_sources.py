@@ -11,7 +11,6 @@ import base64
 import functools
 import itertools
 import logging
-import socket
 import statistics
 import threading
 import time
@@ -24,6 +23,8 @@ from typing import Any
 
 import av
 import pytest
+from support.camera import MjpegCamera
+from support.receivers import free_port
 
 from watcher.backoff import Backoff
 from watcher.media.sources import (
@@ -66,12 +67,6 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_clip(root / "live.m3u8", seconds=2, fmt="hls",
                options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"})
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -254,6 +249,33 @@ async def test_http_source_is_picked_up_after_reconnect_backoff(file_server: Fil
     frames = source.stats.frames
     file_server.start()
     await until(lambda: source.stats.frames > frames, within=5)
+
+
+async def test_mjpeg_camera_is_timed_by_arrival_and_resumes_after_a_power_cut(
+        sources: Any) -> None:
+    # MJPEG over HTTP has no timestamps (the demuxer invents 25 fps ones): every frame of a
+    # 5 fps camera must get through, not one in five.
+    camera = MjpegCamera(SyntheticScene(width=160, height=120, fps=5, noise=0))
+    camera.start()
+    try:
+        source, sink = sources(camera.url, fps=5, backoff=FAST)
+        await until(lambda: source.stats.frames >= 3, within=5)
+        first, started = source.stats.frames, time.monotonic()
+        await asyncio.sleep(1.0)
+        rate = (source.stats.frames - first) / (time.monotonic() - started)
+        assert 3.5 <= rate <= 6.5
+        assert sink.get().shape == (120, 160, 3)
+        assert source.stats.resumed_at is None
+
+        camera.stop()
+        await until(lambda: source.stats.state == "reconnecting", within=5)
+        camera.start()
+        await until(lambda: source.stats.state == "live", within=5)
+        assert source.stats.resumed_at is not None
+        assert source.stats.resumed_at <= time.monotonic()
+        assert camera.connections >= 2
+    finally:
+        camera.stop()
 
 
 async def test_hls_source_plays_with_credentials(file_server: FileServer, sources: Any,

@@ -84,6 +84,8 @@ class LiveStream(Protocol):
     stream_id: str | None
     frames: LatestFrame
     changes: ChangeTracker
+    source_live: bool
+    source_resumed_at: float | None
 
 
 @dataclass(slots=True)
@@ -181,6 +183,10 @@ class RuleRunner:
             self.stats.skipped_not_ready += 1
             result.detail = "stream not live yet"
             return result
+        if blind := self._blind(live):  # type: ignore[arg-type]
+            self.stats.skipped_not_ready += 1
+            result.detail = blind
+            return result
         self.stats.evaluations += 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
         versions = tuple(s.changes.version for s in live)  # type: ignore[union-attr]
@@ -259,6 +265,24 @@ class RuleRunner:
         if verdict is None:
             result.detail = scratch.detail
         return verdict
+
+    def _blind(self, live: Sequence[LiveStream]) -> str | None:
+        """Why the streams cannot answer now: a camera is down, or back for less than a window.
+
+        While a source is down its stream repeats the last frame; an answer about that
+        frozen picture ("no motion") would be wrong, so the rule waits (state unchanged).
+        A window reaching back before the camera came back would mix both pictures.
+        """
+        window_s = (self.primary.question.window_ms or 0) / 1000
+        now = time.monotonic()
+        for name, stream in zip(self.stream_names, live, strict=True):
+            if not stream.source_live:
+                return f"source {name} is down"
+            resumed = stream.source_resumed_at
+            if resumed is not None and now - resumed < window_s:
+                return (f"source {name} came back {now - resumed:.1f} s ago; waiting for a "
+                        f"full {window_s:g} s window")
+        return None
 
     def _unchanged(self, versions: tuple[int, ...], live: Sequence[LiveStream]) -> bool:
         """Whether the last answer still holds: nothing changed since it was asked.

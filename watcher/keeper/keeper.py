@@ -283,7 +283,7 @@ class StreamKeeper:
             publisher = self._publisher
             if publisher is not None:
                 frames_stopped = status is not None and stale.stopped(
-                    status.last_frame_index, self._source_live(), now)
+                    status.last_frame_index, self.source_live, now)
                 if not (publisher.closed.is_set() or frames_stopped):
                     if publisher.connected:
                         backoff.reset()
@@ -405,8 +405,15 @@ class StreamKeeper:
             return
         self._owned.discard(stream_id)
 
-    def _source_live(self) -> bool:
+    @property
+    def source_live(self) -> bool:
+        """Whether the camera delivers frames now (while it is down the picture is frozen)."""
         return self._source is not None and self._source.stats.state == "live"
+
+    @property
+    def source_resumed_at(self) -> float | None:
+        """``time.monotonic()`` when the source last came back after a drop, if it ever did."""
+        return self._source.stats.resumed_at if self._source is not None else None
 
     def _set_state(self, state: str) -> None:
         self.state = state

@@ -62,6 +62,8 @@ MAX_LAG = 1.0
 MAX_AHEAD = 2.0
 """Pacing: a timestamp jump further ahead than this re-anchors instead of sleeping."""
 STOP_GRACE = 2.0
+AVFMT_NOTIMESTAMPS = 0x0080
+"""FFmpeg's input-format flag for containers without timestamps (MJPEG over HTTP, raw H.264)."""
 
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s'\"]*@")
 _SECRET_QUERY = re.compile(
@@ -106,6 +108,8 @@ class SourceStats:
     last_error: str | None = None
     width: int | None = None
     height: int | None = None
+    resumed_at: float | None = None
+    """``time.monotonic()`` when frames flowed again after a drop; None if it never dropped."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -289,6 +293,8 @@ class VideoSource:
         stats.height, stats.width = bgr.shape[:2]
         self._was_live = True
         if stats.state != "live":
+            if stats.state == "reconnecting":
+                stats.resumed_at = now
             stats.state = "live"
             log.info("source %s is live (%dx%d)", self.name, stats.width, stats.height)
         if self.on_frame is not None:
@@ -367,6 +373,7 @@ class AvSource(VideoSource):
         self._reset_timeline()
 
     def _reset_timeline(self) -> None:
+        self._arrival_timed = False
         self._offset = 0.0
         self._rebase: float | None = None
         self._last_t = 0.0
@@ -387,6 +394,10 @@ class AvSource(VideoSource):
             rate = stream.average_rate or stream.guessed_rate
             frame_time = 1 / float(rate) if rate else 1 / self.fps
             self._reset_timeline()
+            # MJPEG-over-HTTP cameras and raw H.264 streams carry no timestamps: the
+            # demuxer invents 25 fps ones. A live one is timed by arrival instead.
+            self._arrival_timed = not args.finite and bool(
+                container.format.flags & AVFMT_NOTIMESTAMPS)
             while True:
                 for packet in container.demux(stream):
                     if self._stop.is_set():
@@ -424,7 +435,7 @@ class AvSource(VideoSource):
         if due is None or t < due - 2.0 or t - due >= interval:
             due = t  # first frame, a jump back, or a gap: restart the schedule here
         self._next_due = due + interval
-        if self._args.paced and not self._pace(t):
+        if self._args.paced and not self._arrival_timed and not self._pace(t):
             return False
         width, height = self._size(frame.width, frame.height)
         bgr = self._reformatter.reformat(frame, width, height, "bgr24").to_ndarray()
@@ -433,7 +444,7 @@ class AvSource(VideoSource):
 
     def _media_time(self, frame: av.VideoFrame) -> float:
         """Seconds on a timeline that continues across loops of a file."""
-        raw = frame.time
+        raw = None if self._arrival_timed else frame.time
         if raw is None:
             raw = time.monotonic() - self._session_start
         if self._rebase is not None:

@@ -263,8 +263,10 @@ class SyntheticScene:
         _draw_person(image, x, y, w, h, stride=(n % 4) / 4)
 
     def _draw_clock(self, image: np.ndarray, n: int, t: float) -> None:
+        # Zero-padded, so every string has the same glyphs' widths: the overlay never
+        # shifts as the numbers grow, and only the digits that change differ between frames.
         scale = max(0.3, self.height / 960)
-        text = f"{t:8.2f}s #{n}"
+        text = f"{t:09.2f}s #{n:08d}"
         thickness = max(1, round(scale * 2))
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         x, y = self.width - tw - 6, th + 6
