@@ -6,13 +6,14 @@ fault-injecting model backend ``soak/vision`` (local/vision underneath). The dae
 is a subprocess (``watcher --log-format json run -c soak.yaml``) publishing synthetic
 streams whose box events have a known schedule (ground truth). On a seeded random
 schedule it injects keepalive 503 bursts and timeouts, server-side reaps, dropped
-publisher sessions, model 503/429/timeouts/malformed answers, webhook 5xx windows,
+publisher sessions, camera outages (an HTTP MJPEG camera served by this process is
+switched off and on), model 503/429/timeouts/malformed answers, webhook 5xx windows,
 SMTP outages and `kill -9` of the daemon (restarted on the same state file).
 
 Compression: the API's real lease is 45 s; with ``--ttl T`` every lease-driven
 cadence runs 45/T times faster, so the run stands for ``wall * 45/T`` of lease time.
 
-    .venv/bin/python bench/soak.py --minutes 25 --ttl 1 --streams 2 --seed 1
+    .venv/bin/python bench/soak.py --minutes 34 --ttl 1 --streams 2 --cameras 1 --seed 3
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 from _common import (
     BENCH_DIR,
+    REPO_ROOT,
     describe_machine,
     machine_info,
     percentiles,
@@ -43,6 +45,11 @@ from _common import (
     process_cpu_seconds,
 )
 from _soak_receivers import MODEL_FAULTS, SmtpSink, SoakModel, WebhookReceiver
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from support.camera import MjpegCamera  # shared with the test suite
+
+from watcher.media.testsrc import SyntheticScene
 
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 REAL_TTL_S = 45.0
@@ -52,8 +59,9 @@ WINDOW_S = 1.5
 RULE_TIMEOUT_S = 3.0
 KEEPALIVE_CLIENT_TIMEOUT_S = 10.0  # watcher.overshoot.client.KEEPALIVE_POLICY.timeout
 STREAM_FAULTS = ("keepalive_503", "keepalive_timeout", "reap", "unpublish")
+SOURCE_FAULTS = ("source_down",)
 OTHER_FAULTS = (*MODEL_FAULTS, "webhook_5xx", "smtp_down")
-ALL_FAULTS = (*STREAM_FAULTS, *OTHER_FAULTS)
+ALL_FAULTS = (*STREAM_FAULTS, *SOURCE_FAULTS, *OTHER_FAULTS)
 
 
 def stamp(t: float | None = None) -> str:
@@ -74,15 +82,27 @@ def stream_start_s(index: int) -> float:
     return 3.0 + (index * 10.0) % PERIOD_S  # streams staggered by 10 s
 
 
-def write_config(tmp: Path, base_url: str, hook_url: str, smtp_port: int, streams: int) -> Path:
+def scene_spec(index: int) -> str:
+    return (f"testsrc:events=box,period={PERIOD_S:g},duration={DURATION_S:g},"
+            f"start={stream_start_s(index):g},size=320x240,seed={index}")
+
+
+def camera_names(args: argparse.Namespace) -> list[str]:
+    return [f"ipcam{i + 1}" for i in range(args.cameras)]
+
+
+def all_names(args: argparse.Namespace) -> list[str]:
+    return [f"cam{i + 1}" for i in range(args.streams)] + camera_names(args)
+
+
+def write_config(tmp: Path, base_url: str, hook_url: str, smtp_port: int,
+                 names: list[str], cameras: dict[str, MjpegCamera]) -> Path:
     rules, cams = [], []
-    for i in range(streams):
-        name = f"cam{i + 1}"
-        spec = (f"testsrc:events=box,period={PERIOD_S:g},duration={DURATION_S:g},"
-                f"start={stream_start_s(i):g},size=320x240,seed={i}")
+    for i, name in enumerate(names):
+        source = cameras[name].url if name in cameras else scene_spec(i)
         cams.append(f"""\
   - name: {name}
-    source: {spec}
+    source: {source}
     fps: 5
     width: 320
     height: 240
@@ -144,6 +164,9 @@ class Instance:
     end_kind: str | None = None  # killed | crashed | stopped
     exit_code: int | None = None
     source_live: dict[str, float] = field(default_factory=dict)
+    """When each source first delivered frames (t0 of a testsrc schedule)."""
+    source_lives: list[tuple[float, str]] = field(default_factory=list)
+    """Every "source X is live" line: the first one and each return after a drop."""
     lives: list[tuple[float, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cpu_s: float = 0.0
@@ -195,6 +218,7 @@ class Daemon:
                 msg, ts = str(doc.get("message", "")), parse_ts(doc["timestamp"])
                 if msg.startswith("source ") and " is live" in msg:
                     inst.source_live.setdefault(msg.split()[1], ts)
+                    inst.source_lives.append((ts, msg.split()[1]))
                 elif msg.startswith("stream ") and ": live as " in msg:
                     name, sid = msg.split()[1].rstrip(":"), msg.rsplit(" ", 1)[1]
                     inst.lives.append((ts, name, sid))
@@ -291,9 +315,12 @@ class FaultRecord:
 
 class Faults:
     def __init__(self, server: Any, model: SoakModel, hook: WebhookReceiver, smtp: SmtpSink,
-                 daemon: Daemon, rng: random.Random, ttl: int, names: list[str]) -> None:
+                 daemon: Daemon, rng: random.Random, ttl: int, names: list[str],
+                 cameras: dict[str, MjpegCamera]) -> None:
         self.server, self.model, self.hook, self.smtp = server, model, hook, smtp
         self.daemon, self.rng, self.ttl, self.names = daemon, rng, ttl, names
+        self.cameras = cameras
+        self.kinds = [k for k in ALL_FAULTS if cameras or k not in SOURCE_FAULTS]
         self.log: list[FaultRecord] = []
         self.tasks: list[asyncio.Task] = []
 
@@ -316,6 +343,13 @@ class Faults:
                 say(f"fault {kind} skipped: {name} not live")
                 return
             await self._stream_fault(kind, name, sid)
+        elif kind == "source_down":
+            name = rng.choice(sorted(self.cameras))
+            seconds = round(rng.uniform(5, 20), 1)
+            rec = self._record(FaultRecord(time.time(), kind, name,
+                                           params={"seconds": seconds}))
+            await asyncio.to_thread(self.cameras[name].stop)
+            self.tasks.append(asyncio.create_task(self._camera_back(rec, seconds)))
         elif kind in MODEL_FAULTS:
             n = rng.randint(1, 2) if kind == "model_timeout" else rng.randint(1, 3)
             self.model.arm(kind, n)
@@ -341,6 +375,31 @@ class Faults:
                 say(f"smtp restart failed ({exc}); retrying")
                 await asyncio.sleep(0.5)
         rec.end = time.time()
+
+    async def _camera_back(self, rec: FaultRecord, seconds: float) -> None:
+        """Switch the camera on again, then wait for the daemon's source to be live again."""
+        await asyncio.sleep(seconds)
+        camera, name = self.cameras[rec.stream or ""], rec.stream or ""
+        for _ in range(20):
+            try:
+                await asyncio.to_thread(camera.start)
+                break
+            except OSError as exc:  # the port may linger briefly
+                say(f"camera restart failed ({exc}); retrying")
+                await asyncio.sleep(0.5)
+        back = time.time()
+        rec.params["back_at"] = stamp(back)
+        inst = self.daemon.inst
+        while time.time() < back + 90:
+            await asyncio.sleep(0.25)
+            if self.daemon.inst is not inst:
+                rec.end, rec.outcome = time.time(), "daemon restarted meanwhile"
+                return
+            lives = [t for t, n in inst.source_lives if n == name and t > rec.t] if inst else []
+            if lives:
+                rec.end, rec.outcome = lives[0], "source reconnected"
+                return
+        rec.end, rec.outcome = time.time(), "NOT RECOVERED within 90 s"
 
     async def _stream_fault(self, kind: str, name: str, sid: str) -> None:
         server, rng = self.server, self.rng
@@ -402,7 +461,7 @@ class Faults:
 
     async def schedule(self, until: float, gap: tuple[float, float]) -> None:
         while True:
-            order = list(ALL_FAULTS)
+            order = list(self.kinds)
             self.rng.shuffle(order)
             for kind in order:
                 await asyncio.sleep(self.rng.uniform(*gap))
@@ -454,7 +513,8 @@ def outage_windows(faults: list[FaultRecord], daemon: Daemon, names: list[str]
     out: dict[str, list[tuple[float, float, str]]] = {n: [] for n in names}
     for rec in faults:
         end = (rec.end or time.time()) + WINDOW_S + 1.0
-        if rec.kind in STREAM_FAULTS and rec.stream and rec.outcome != "absorbed (lease kept)":
+        if rec.kind in (*STREAM_FAULTS, *SOURCE_FAULTS) and rec.stream and (
+                rec.outcome != "absorbed (lease kept)"):
             out[rec.stream].append((rec.t, end, rec.kind))
     for i, inst in enumerate(daemon.instances):
         if inst.end_kind in ("killed", "crashed") and i + 1 < len(daemon.instances):
@@ -466,11 +526,42 @@ def outage_windows(faults: list[FaultRecord], daemon: Daemon, names: list[str]
     return out
 
 
+def camera_slots(name: str, idx: int, t0: float, daemon: Daemon,
+                 windows: list[tuple[float, float, str]], t_start: float, t_stop: float,
+                 ) -> list[dict[str, Any]]:
+    """The events of a camera served by the harness; its schedule runs from ``t0``
+    whatever the daemon does (kills restart the daemon, not the camera)."""
+    first_live = min((t for i in daemon.instances for t, n, _ in i.lives if n == name),
+                     default=None)
+    slots = []
+    for k in range(10**6):
+        s = t0 + stream_start_s(idx) + k * PERIOD_S
+        e = s + DURATION_S
+        if s >= t_stop:
+            break
+        inst = next((i for i in daemon.instances
+                     if i.started <= s < (i.ended if i.ended is not None else t_stop)), None)
+        why = [w for a, b, w in windows if a < e and s - WINDOW_S < b]
+        if first_live is None or s - WINDOW_S < first_live:
+            cls = "startup"
+        elif e + 10.0 > t_stop:
+            cls = "tail"
+        elif inst is None or why:
+            cls = "outage"
+            why = why or ["daemon down"]
+        else:
+            cls = "expected"
+        slots.append({"instance": inst.n if inst else None, "stream": name, "k": k,
+                      "start": s, "end": e, "class": cls, "why": sorted(set(why)),
+                      "firings": []})
+    return slots
+
+
 def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: WebhookReceiver,
             smtp: SmtpSink, model: SoakModel, ends: list[tuple[float, str, str]],
             samples: list[dict[str, Any]], state: Path, t_start: float, t_stop: float,
-            ) -> dict[str, Any]:
-    names = [f"cam{i + 1}" for i in range(args.streams)]
+            camera_t0: dict[str, float]) -> dict[str, Any]:
+    names = all_names(args)
     events_db, deliveries = read_db(state)
     windows = outage_windows(faults.log, daemon, names)
 
@@ -491,12 +582,17 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
                             "created": parse_ts(body["created_at"]), "received": reqs[0].at,
                             "attempts": all_by_key[key]})
 
-    # ground truth: the scripted events of every instance's sources
+    # ground truth: the scripted events of every instance's testsrc sources, and of the
+    # cameras served here (one schedule for the whole run)
     slots: list[dict[str, Any]] = []
+    for idx, name in enumerate(names):
+        if name in camera_t0:
+            slots.extend(camera_slots(name, idx, camera_t0[name], daemon, windows[name],
+                                      t_start, t_stop))
     for inst in daemon.instances:
         inst_end = inst.ended if inst.ended is not None else t_stop
         for idx, name in enumerate(names):
-            t0 = inst.source_live.get(name)
+            t0 = None if name in camera_t0 else inst.source_live.get(name)
             if t0 is None:
                 continue
             first_live = min((t for t, n, _ in inst.lives if n == name), default=None)
@@ -599,6 +695,12 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
     q = max(1, len(inst_samples) // 4)
     first_q = statistics.median(s["rss_mb"] for s in inst_samples[:q]) if inst_samples else 0
     last_q = statistics.median(s["rss_mb"] for s in inst_samples[-q:]) if inst_samples else 0
+    quarters = [statistics.median(x["rss_mb"] for x in inst_samples[i * q:(i + 1) * q])
+                for i in range(4) if inst_samples[i * q:(i + 1) * q]]
+    half = inst_samples[len(inst_samples) // 2:]
+    slope = statistics.linear_regression([x["t"] for x in half],
+                                         [x["rss_mb"] for x in half]).slope * 3600 if len(
+        half) >= 3 else 0.0
     up_wall = sum(((i.ended or t_stop) - i.started) for i in daemon.instances)
     cpu_total = sum(i.cpu_s for i in daemon.instances)
     wall = t_stop - t_start
@@ -611,7 +713,7 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
     recovery: dict[str, list[float]] = {}
     outcomes: dict[str, dict[str, int]] = {}
     for rec in faults.log:
-        if rec.end is not None and rec.kind in (*STREAM_FAULTS, "kill_9"):
+        if rec.end is not None and rec.kind in (*STREAM_FAULTS, *SOURCE_FAULTS, "kill_9"):
             recovery.setdefault(rec.kind, []).append(rec.end - rec.t)
         oc = outcomes.setdefault(rec.kind, {})
         oc[rec.outcome or "-"] = oc.get(rec.outcome or "-", 0) + 1
@@ -684,6 +786,8 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
             "rss_first_quarter_median_mb": first_q,
             "rss_last_quarter_median_mb": last_q,
             "rss_growth_mb": last_q - first_q,
+            "rss_quarter_medians_mb": quarters,
+            "rss_slope_second_half_mb_per_h": slope,
             "daemon_cpu_s": cpu_total,
             "daemon_up_s": up_wall,
             "cpu_percent_per_stream": 100 * cpu_total / up_wall / args.streams if up_wall else 0,
@@ -760,6 +864,9 @@ def report(r: dict[str, Any]) -> None:
          f"{res['rss_instance_minutes']:.0f} min)",
          f"{res['rss_first_quarter_median_mb']:.1f} -> {res['rss_last_quarter_median_mb']:.1f} MB"
          f" ({res['rss_growth_mb']:+.1f})"),
+        ("RSS medians by quarter / slope over the second half",
+         " / ".join(f"{m:.1f}" for m in res["rss_quarter_medians_mb"])
+         + f" MB; {res['rss_slope_second_half_mb_per_h']:+.1f} MB/h"),
         ("daemon CPU per stream", f"{res['cpu_percent_per_stream']:.1f} % of one core"),
         ("firing latency p50/p95/max (all)",
          f"{lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('max', 0):.2f} s"),
@@ -789,7 +896,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="watcher-soak-"))
     say(f"work dir {tmp}")
-    names = [f"cam{i + 1}" for i in range(args.streams)]
+    names = all_names(args)
+    cameras = {name: MjpegCamera(SyntheticScene.from_spec(scene_spec(names.index(name))))
+               for name in camera_names(args)}
+    # MjpegCamera.t0 is monotonic; the analysis works in wall time.
+    camera_t0 = {name: time.time() - (time.monotonic() - c.t0) for name, c in cameras.items()}
     settings = ServerSettings(ttl_seconds=args.ttl, retention_seconds=30,
                               tombstone_seconds=7 * 86400, max_mb_per_stream=5)
     hook, smtp = WebhookReceiver(HOOK_SECRET), SmtpSink()
@@ -802,16 +913,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         server.backends[model.id] = model
         hook.start()
         await asyncio.to_thread(smtp.start)
-        config = write_config(tmp, endpoint.base_url, hook.url, smtp.port, args.streams)
+        for camera in cameras.values():
+            camera.start()
+        config = write_config(tmp, endpoint.base_url, hook.url, smtp.port, names, cameras)
         env = {**os.environ, "SOAK_API_KEY": endpoint.api_key, "SOAK_HOOK_SECRET": HOOK_SECRET}
         daemon = Daemon(config, tmp, env)
-        faults = Faults(server, model, hook, smtp, daemon, rng, args.ttl, names)
+        faults = Faults(server, model, hook, smtp, daemon, rng, args.ttl, names, cameras)
         t_start = time.time()
         t_end = t_start + args.minutes * 60
         quiet_tail = min(90.0, max(30.0, args.minutes * 60 * 0.06))
-        kill_times = [t_start + args.minutes * 60 * (0.15 + 0.2 * i / max(1, args.kills - 1))
+        # Kills early, so that the last instance runs long enough to judge its memory.
+        kill_times = [t_start + args.minutes * 60 * (0.1 + 0.1 * i / max(1, args.kills - 1))
                       for i in range(args.kills)] if args.kills > 1 else (
-            [t_start + args.minutes * 60 * 0.3] if args.kills == 1 else [])
+            [t_start + args.minutes * 60 * 0.2] if args.kills == 1 else [])
         say(f"ttl {args.ttl} s, compression {REAL_TTL_S / args.ttl:g}x, {args.minutes} min -> "
             f"{args.minutes * REAL_TTL_S / args.ttl / 60:.1f} h simulated; faults until "
             f"{stamp(t_end - quiet_tail)}, kills at {[stamp(t) for t in kill_times]}")
@@ -843,6 +957,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say("run over; waiting for the outbox to drain")
             await asyncio.to_thread(smtp.start)
             hook.down_until = 0
+            for camera in cameras.values():
+                if not camera.running:
+                    camera.start()
             drain_deadline = time.time() + 90
             while time.time() < drain_deadline:
                 with contextlib.suppress(sqlite3.Error):
@@ -865,12 +982,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result = None
             with contextlib.suppress(Exception):
                 result = analyse(args, daemon, faults, hook, smtp, model, ends, samples,
-                                 tmp / "state.sqlite3", t_start, t_stop)
+                                 tmp / "state.sqlite3", t_start, t_stop, camera_t0)
             hook.stop()
             await asyncio.to_thread(smtp.stop)
+            for camera in cameras.values():
+                camera.stop()
     if result is None:  # analysis failed: run it again to show the error
         result = analyse(args, daemon, faults, hook, smtp, model, ends, samples,
-                         tmp / "state.sqlite3", t_start, t_stop)
+                         tmp / "state.sqlite3", t_start, t_stop, camera_t0)
     result["work_dir"] = str(tmp)
     result["rss_samples"] = [(round(s["t"] - t_start, 1), s["instance"], round(s["rss_mb"], 1))
                              for s in samples]
@@ -881,7 +1000,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=25.0, help="wall-clock length")
     parser.add_argument("--ttl", type=int, default=1, help="server lease TTL in seconds")
-    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=2, help="testsrc streams")
+    parser.add_argument("--cameras", type=int, default=1,
+                        help="streams from HTTP MJPEG cameras served here (source outages)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kills", type=int, default=2, help="kill -9 + restarts")
     parser.add_argument("--gap-min", type=float, default=8.0, help="s between faults (min)")

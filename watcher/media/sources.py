@@ -17,7 +17,7 @@ Files, HTTP and HLS are played in real time by their timestamps (a file is
 not decoded at 100x speed, and an HLS segment read in one burst is spread
 over its duration); RTSP and cameras are live already and pass straight on.
 A source that fails or drops reconnects after an exponential backoff
-(1 s doubling up to 30 s, reset once frames flowed again). A file without
+(1 s doubling up to 10 s, reset once frames flowed again). A file without
 ``loop`` ends cleanly at its end (state ``ended``).
 
 Credentials in URLs (``user:pass@``, secret-looking query values) are masked
@@ -62,6 +62,9 @@ MAX_LAG = 1.0
 MAX_AHEAD = 2.0
 """Pacing: a timestamp jump further ahead than this re-anchors instead of sleeping."""
 STOP_GRACE = 2.0
+RECONNECT_MAX_DELAY = 10.0
+"""A camera that comes back is picked up within this long. Retrying a dead camera
+every 10 s costs nothing; a longer cap would keep rules blind long after it returned."""
 AVFMT_NOTIMESTAMPS = 0x0080
 """FFmpeg's input-format flag for containers without timestamps (MJPEG over HTTP, raw H.264)."""
 
@@ -192,7 +195,8 @@ class VideoSource:
         self.sink = sink
         self.on_frame = on_frame
         # A copy: a Backoff counts attempts, and one template may serve many sources.
-        self.backoff = replace(backoff, attempts=0) if backoff else Backoff()
+        self.backoff = replace(backoff, attempts=0) if backoff else Backoff(
+            maximum=RECONNECT_MAX_DELAY)
         self.stats = SourceStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
