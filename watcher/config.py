@@ -673,6 +673,32 @@ _MAIN_FILE_WORDS = "a mapping of sections such as `overshoot:` and `streams:`"
 _PACK_WORDS = "a rule pack: a mapping with a `rules:` list"
 
 
+def included_files(config: WatcherConfig, config_path: Path) -> list[Path]:
+    """The files the ``include:`` entries of ``config`` name right now (globs expanded).
+
+    For noticing change on disk: a new file that a glob starts to match counts too.
+    """
+    base = config_path.parent
+    files: list[Path] = []
+    for entry in config.include:
+        expanded = os.path.expanduser(entry.path)
+        full = Path(os.path.normpath(base / expanded))
+        files += _glob_packs(full, config_path) if _GLOB_CHARS.search(expanded) else [full]
+    return files
+
+
+def _glob_packs(pattern: Path, main: Path) -> list[Path]:
+    """Rule pack files matching ``pattern``, sorted, never the main config file itself."""
+    main_file = os.path.normpath(main)
+    try:
+        return sorted(
+            Path(match) for match in glob(str(pattern), recursive=True)
+            if match.endswith(_PACK_SUFFIXES) and os.path.isfile(match)
+            and os.path.normpath(match) != main_file)
+    except (OSError, ValueError):
+        return []
+
+
 class _PackLoader:
     """Reads the rule packs of one config, merging their rules and keeping every problem
     with the file (by order of first mention) and line it belongs to."""
@@ -725,14 +751,7 @@ class _PackLoader:
         hint = ("" if os.path.isabs(expanded)
                 else " (relative paths are resolved against the config file's directory)")
         if _GLOB_CHARS.search(expanded):
-            main = os.path.normpath(self.base / Path(self.main.name).name)
-            try:
-                matches = sorted(
-                    Path(match) for match in glob(str(full), recursive=True)
-                    if match.endswith(_PACK_SUFFIXES) and os.path.isfile(match)
-                    and os.path.normpath(match) != main)
-            except (OSError, ValueError):
-                matches = []
+            matches = _glob_packs(full, self.base / Path(self.main.name).name)
             if not matches:
                 raise ValueError(f"matches no .yaml or .yml file: {_show_path(full)}{hint}")
             if len(matches) > MAX_PACK_FILES:

@@ -31,7 +31,7 @@ from watcher.actions.base import Action
 from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
-from watcher.config import WatcherConfig, load_config
+from watcher.config import WatcherConfig, included_files, load_config
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.store import AlertStore
@@ -309,8 +309,10 @@ class Daemon:
 
 
 def _mtimes(path: Path, config: WatcherConfig) -> dict[str, tuple[int, int]]:
-    """Modification time and size of the config file and of every rule pack it includes."""
-    files = {path, *(Path(r.origin.file) for r in config.rules if r.origin is not None)}
+    """Modification time and size of the config file and of every rule pack it includes
+    (including files an ``include:`` glob has just started to match)."""
+    files = {path, *(Path(r.origin.file) for r in config.rules if r.origin is not None),
+             *included_files(config, path)}
     out = {}
     for file in files:
         with contextlib.suppress(OSError):

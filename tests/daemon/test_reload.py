@@ -124,3 +124,24 @@ async def test_watch_reloads_when_the_file_changes(tmp_path: Path,
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)
+
+
+async def test_watch_picks_up_a_new_file_that_an_include_glob_matches(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
+    packs = tmp_path / "rules"
+    packs.mkdir()
+    (packs / "motion.yaml").write_text("rules: []\n")
+    path = tmp_path / "watcher.yaml"
+    path.write_text(BASE.format(state=tmp_path / "state.sqlite3",
+                                extra="include: rules/*.yaml\n"))
+    daemon = Daemon(load_config(path), path)
+    task = asyncio.create_task(daemon.run(watch=True))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)
+        await asyncio.sleep(0.3)
+        (packs / "people.yaml").write_text("rules:\n" + EXTRA_RULE)
+        await eventually(lambda: "people" in daemon.engine.runners, 10)
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
