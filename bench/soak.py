@@ -632,7 +632,22 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
         return sum(1 for sl in slots if sl["class"] == cls and (
             delivered is None or bool(sl["firings"]) == delivered))
 
-    missed = [sl for sl in slots if sl["class"] == "expected" and not sl["firings"]]
+    # An alert episode still open (fired, not yet resolved) when an event starts covers it:
+    # the user has an open alert, though no new notification came.
+    opened: dict[tuple[str, int], float] = {}
+    closed: dict[tuple[str, int], float] = {}
+    for reqs in by_key.values():
+        body = reqs[0].body or {}
+        episode = (str(body.get("stream")), int(body.get("episode") or 0))
+        if body.get("kind") == "firing":
+            opened[episode] = parse_ts(body["created_at"])
+        elif body.get("kind") == "resolved":
+            closed[episode] = parse_ts(body["created_at"])
+    open_episodes = [(ep[0], t, closed.get(ep, t_stop)) for ep, t in opened.items()]
+    unnotified = [sl for sl in slots if sl["class"] == "expected" and not sl["firings"]]
+    covered = [sl for sl in unnotified if any(
+        name == sl["stream"] and a <= sl["start"] < b for name, a, b in open_episodes)]
+    missed = [sl for sl in unnotified if sl not in covered]
     extra = sum(max(0, len(sl["firings"]) - 1) for sl in slots)
 
     # delivery integrity vs the state file
@@ -741,7 +756,11 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
         "events": {
             "expected": count("expected"),
             "expected_delivered": count("expected", True),
+            "cameras": camera_names(args),
             "expected_missed": len(missed),
+            "expected_covered_by_open_alert": len(covered),
+            "covered": [{"instance": sl["instance"], "stream": sl["stream"], "k": sl["k"],
+                         "start": stamp(sl["start"])} for sl in covered],
             "missed": [{"instance": sl["instance"], "stream": sl["stream"], "k": sl["k"],
                         "start": stamp(sl["start"])} for sl in missed],
             "outage": count("outage"),
@@ -836,7 +855,9 @@ def report(r: dict[str, Any]) -> None:
     rows = [
         ("events expected (daemon up, stream live, no outage)", ev["expected"]),
         ("  firing delivered to webhook", ev["expected_delivered"]),
-        ("  LOST (no firing delivered)", ev["expected_missed"]),
+        ("  no new firing, but an alert on the stream was still open",
+         ev["expected_covered_by_open_alert"]),
+        ("  LOST (no alert open or delivered)", ev["expected_missed"]),
         ("events in deliberate outage windows", ev["outage"]),
         ("  of which still delivered", ev["outage_delivered"]),
         ("events before the stream was first live (startup)", ev["startup"]),
@@ -882,6 +903,8 @@ def report(r: dict[str, Any]) -> None:
     print("model faults served:", r["model_faults_served"], "of", r["model_calls"], "calls")
     if ev["missed"]:
         print("missed events:", ev["missed"])
+    if ev["covered"]:
+        print("events covered by an open alert:", ev["covered"])
     if ev["spurious_firings"]:
         print("spurious firings:", ev["spurious_firings"])
     if r["crashes"]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import httpx
+import pytest
 from support.keeper import eventually
 from support.models import ScriptedModel
 
@@ -84,3 +86,29 @@ async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
         assert stats.model_calls == 1 and stats.events == 1 and ticks.errors == 0
         assert (await store.events())[0].status == "firing"
         await store.close()
+
+
+async def test_runs_outlasting_the_interval_are_counted_and_reported_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = ScriptedModel("m", '{"person": false}', delay=0.5)
+    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
+    server = app.state.server
+    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
+    server.registry.add_frame(live, b"\xff\xd8jpeg")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t/v1beta") as http:
+        store = AlertStore(tmp_path / "state.sqlite3")
+        engine = RuleEngine([rule("slow", "a", every="100ms")],
+                            client=OvershootClient("http://t/v1beta", KEY, http=http),
+                            streams={"a": Stream(live.id)}, store=store, default_model="m")
+        with caplog.at_level(logging.WARNING):
+            await engine.start()
+            await eventually(lambda: engine.ticks["slow"].overruns >= 6, timeout=5)
+            await engine.stop()
+        await store.close()
+    stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
+    assert stats.evaluations <= 3 < ticks.overruns  # ticks were refused, not queued
+    assert len(ticks.lateness_s) == stats.evaluations  # one per run that started
+    reports = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert reports == ["rule slow: still running at its next tick; 1 tick(s) skipped (its "
+                       "model answers or timeout take longer than its interval)"]

@@ -93,7 +93,7 @@ async def test_metrics_of_a_short_run(tmp_path: Path) -> None:
 
         # The scrape drained the runner's latencies into the histogram: nothing is counted
         # twice, and later answers add to it.
-        assert d.runner.stats.latencies_s == []
+        assert not d.runner.stats.latencies_s
         await eventually(lambda: d.runner.stats.model_calls >= calls + 2, timeout=10)
         again = await scrape(d)
         assert value(again, "watcher_rule_model_latency_seconds_count", rule=RULE_NAME) == (

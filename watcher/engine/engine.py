@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,22 +35,44 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
 from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import Deliverable, Emit, LiveStream, OnRecorded, RuleRunner
+from watcher.engine.runner import (
+    SAMPLES_KEPT,
+    Deliverable,
+    Emit,
+    LiveStream,
+    OnRecorded,
+    RuleRunner,
+)
 from watcher.engine.store import AlertStore
 from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
 
-MAX_LATENESS_SAMPLES = 100_000
 START_MARGIN_S = 0.5
+OVERRUN_REPORT_INTERVAL_S = 300.0
+"""A rule whose runs outlast its interval is reported at most this often (it is counted
+in ``watcher_rule_overrun_ticks_total`` every time)."""
+
+
+class _QuietOverruns(logging.Filter):
+    """Drops APScheduler's warning for each tick skipped because the last run is still
+    going: with a slow model that is every tick, for months. The engine reports it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in str(record.msg)
+
+
+_QUIET_OVERRUNS = _QuietOverruns()
 
 
 @dataclass(slots=True)
 class TickStats:
-    lateness_s: list[float] = field(default_factory=list)
+    lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     missed: int = 0
     overruns: int = 0
     errors: int = 0
+    overruns_reported: int = 0
+    overrun_reported_s: float = float("-inf")
 
 
 class RuleEngine:
@@ -92,6 +116,9 @@ class RuleEngine:
             self.runners[rule.name] = runner
             self.ticks[rule.name] = TickStats()
         scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler_log = logging.getLogger("apscheduler.scheduler")
+        if _QUIET_OVERRUNS not in scheduler_log.filters:
+            scheduler_log.addFilter(_QUIET_OVERRUNS)
         scheduler.add_listener(self._on_job_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED
                                | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
         for rule in self.rules.values():
@@ -204,15 +231,21 @@ class RuleEngine:
         stats = self.ticks.get(event.job_id)
         if stats is None:
             return
-        if isinstance(event, JobSubmissionEvent):
+        # A refused submission (the last run still going) is a JobSubmissionEvent too.
+        if event.code == EVENT_JOB_SUBMITTED and isinstance(event, JobSubmissionEvent):
             scheduled = event.scheduled_run_times[-1]
-            if len(stats.lateness_s) < MAX_LATENESS_SAMPLES:
-                stats.lateness_s.append((datetime.now(UTC) - scheduled).total_seconds())
+            stats.lateness_s.append((datetime.now(UTC) - scheduled).total_seconds())
             stats.missed += len(event.scheduled_run_times) - 1
         elif event.code == EVENT_JOB_MISSED:
             stats.missed += 1
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             stats.overruns += 1
+            now = time.monotonic()
+            if now - stats.overrun_reported_s >= OVERRUN_REPORT_INTERVAL_S:
+                log.warning("rule %s: still running at its next tick; %d tick(s) skipped "
+                            "(its model answers or timeout take longer than its interval)",
+                            event.job_id, stats.overruns - stats.overruns_reported)
+                stats.overrun_reported_s, stats.overruns_reported = now, stats.overruns
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             stats.errors += 1
             log.error("rule %s failed: %r", event.job_id, event.exception)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_QUALITY = 85
 MAX_REUSE_S = 300.0
 """``skip_unchanged`` asks again at least this often, even if nothing changed."""
+SAMPLES_KEPT = 1000
+"""Latency samples kept between two metrics scrapes. Without a scraper (no status
+listener) they are never read, so the buffer must stay small however long the run."""
 
 Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error",
                   "condition_error"]
@@ -101,8 +105,8 @@ class RuleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     events: int = 0
-    latencies_s: list[float] = field(default_factory=list)
-    """Model latencies since the last read by metrics (bounded)."""
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+    """Model latencies since the last read by metrics (the newest SAMPLES_KEPT)."""
 
 
 @dataclass(slots=True)
@@ -231,8 +235,7 @@ class RuleRunner:
         self.stats.model_calls += 1
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
-        if len(self.stats.latencies_s) < 10_000:
-            self.stats.latencies_s.append(answer.latency_s)
+        self.stats.latencies_s.append(answer.latency_s)
         if not answer.valid:
             self.stats.invalid_answers += 1
             result.outcome, result.detail = "invalid", answer.error

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -241,12 +242,10 @@ def _family(kind: Callable[..., Any], name: str, help_text: str, labels: list[st
     return family
 
 
-def _drain(samples: list[float], observe: Callable[[float], None]) -> None:
-    """Move every sample into the histogram (leaving any appended meanwhile)."""
-    taken = samples[:]
-    del samples[:len(taken)]
-    for value in taken:
-        observe(value)
+def _drain(samples: deque[float], observe: Callable[[float], None]) -> None:
+    """Move every sample into the histogram."""
+    while samples:
+        observe(samples.popleft())
 
 
 def build_registry(source: StatusSource, *, process: bool = True) -> CollectorRegistry:
