@@ -51,6 +51,7 @@ async def test_metrics_of_a_short_run(tmp_path: Path) -> None:
         # streams
         assert value(m, "watcher_stream_frames_published_total", stream="cam") > 0
         assert value(m, "watcher_stream_live", stream="cam") == 1
+        assert value(m, "watcher_stream_source_up", stream="cam") == 1
         assert value(m, "watcher_stream_ready", stream="cam") == 1
         assert 0 < value(m, "watcher_stream_lease_remaining_seconds", stream="cam") <= 6
         assert value(m, "watcher_stream_created_total", stream="cam") == 1
@@ -124,12 +125,14 @@ class Broken:
 
 
 def test_own_registry_and_scrape_time_reads(caplog: pytest.LogCaptureFixture) -> None:
-    keepers: dict[str, object] = {"cam": Keeper(state="recovering", stream_id=None)}
+    keepers: dict[str, object] = {"cam": Keeper(state="recovering", stream_id=None,
+                                                source_state="reconnecting")}
     registry = build_registry(StatusSource(keepers=keepers), process=False)
     other = build_registry(StatusSource(keepers={}), process=False)  # no clash between them
     m = samples(prometheus_client.generate_latest(registry).decode())
     assert value(m, "watcher_stream_live", stream="cam") == 0
     assert value(m, "watcher_stream_state", stream="cam", state="recovering") == 1
+    assert value(m, "watcher_stream_source_up", stream="cam") == 0
     assert ("watcher_stream_lease_remaining_seconds", frozenset({("stream", "cam")})) not in m
     assert not any(name.startswith("watcher_action") for name, _ in m)  # no outbox, no series
 

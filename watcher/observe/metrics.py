@@ -13,7 +13,7 @@ per stream (label ``stream``)
     ``watcher_stream_lease_remaining_seconds`` (absent while there is no lease),
     ``watcher_stream_last_frame_timestamp_seconds`` (API clock), ``watcher_stream_live``
     and ``watcher_stream_ready`` (0/1, as /readyz judges it), ``watcher_stream_state``
-    (label ``state``, 1 for the current one)
+    (label ``state``, 1 for the current one), ``watcher_stream_source_up`` (0/1)
 per rule (label ``rule``)
     ``watcher_rule_evaluations_total``, ``watcher_rule_skipped_total`` (label ``reason``:
     not_ready | unchanged), ``watcher_rule_model_calls_total``,
@@ -171,7 +171,11 @@ class WatcherCollector(Collector):
                                   "ready (live, leased, a recent frame).", labels=["stream"])
         state = GaugeMetricFamily("watcher_stream_state", "The keeper's state (1 for the "
                                   "current one).", labels=["stream", "state"])
+        source_up = GaugeMetricFamily("watcher_stream_source_up", "1 while the camera or file "
+                                      "delivers frames (rules on it wait while it is 0).",
+                                      labels=["stream"])
         for h in healths:
+            source_up.add_metric([h.name], 1 if h.source_state == "live" else 0)
             fps.add_metric([h.name], h.publish_fps)
             if h.lease_remaining_s is not None:
                 lease.add_metric([h.name], max(0.0, h.lease_remaining_s))
@@ -182,7 +186,7 @@ class WatcherCollector(Collector):
             states = STREAM_STATES if h.state in STREAM_STATES else (*STREAM_STATES, h.state)
             for value in states:
                 state.add_metric([h.name, value], 1 if value == h.state else 0)
-        yield from (fps, lease, last_frame, live, ready, state)
+        yield from (fps, lease, last_frame, live, ready, state, source_up)
 
     def _rules(self, runners: dict[str, Runner], ticks: dict[str, TickStats],
                ) -> Iterator[Metric]:
