@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
+from aiortc import RTCPeerConnection
 from support.keeper import KEY, Harness, Spec, eventually, make_harness
 
 from watcher.clock import ManualClock, SystemClock
 from watcher.keeper.keeper import KeeperTimings
+from watcher.media.whip import WhipPublisher
 from watcher.server.settings import ServerSettings
 
 
@@ -185,3 +188,36 @@ async def test_the_lease_is_renewed_while_the_publisher_backs_off() -> None:
         await keeper.stop()
         await h.server.aclose()
         await h.http.aclose()
+
+
+def _live(kind: type) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+async def test_recreating_streams_and_publishers_frees_their_connections(
+        harness: Harness) -> None:
+    """Soak guard: every lost stream or dropped publisher leaves nothing behind (peer
+    connections, publishers, tasks), however often it happens."""
+    before_pcs, before_publishers = _live(RTCPeerConnection), _live(WhipPublisher)
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    tasks = len(asyncio.all_tasks())
+    for i in range(6):
+        if i % 2:
+            harness.server.registry.reap(stream_id)
+            stream_id = await eventually(
+                lambda old=stream_id: keeper.stream_id not in (None, old) and keeper.stream_id)
+        else:
+            session = harness.server.ingest.session_stats(stream_id)
+            assert session is not None
+            reconnects = keeper.publisher_reconnects
+            await harness.server.ingest.unpublish(stream_id, session.session_id)
+            await eventually(lambda n=reconnects: keeper.publisher_reconnects > n)
+        await eventually(lambda sid=stream_id: frames_flowing(harness, sid, 2))
+    assert keeper.health().streams_created == 4 and keeper.publisher_reconnects >= 3
+    # one publisher (here) and one ingest session (the server's) for the live stream
+    await eventually(lambda: _live(RTCPeerConnection) <= before_pcs + 2)
+    assert _live(WhipPublisher) == before_publishers + 1
+    assert len(asyncio.all_tasks()) <= tasks + 2
