@@ -4,16 +4,19 @@ Camera-like 640x480 frames (``SyntheticScene``, a person walking through every
 20 s) are encoded with aiortc's own VP8 encoder class at its default target
 bitrate (the bitstream a WHIP publisher would send), decoded with aiortc's VP8
 decoder (what the ingest receives), then pushed through the server's real
-storage path: ``encode_frame`` with a ``JpegEncoder`` configured like
+storage path: the stored-rate cap (``StreamRegistry.admit_frame``,
+``max_stored_fps``), ``encode_frame`` with a ``JpegEncoder`` configured like
 ``WhipIngest`` and the budget of ``stream_frame_budget`` under the default
-``ServerSettings``, into a ``StreamRegistry``/``FrameStore`` driven by a
-``ManualClock`` that advances one frame interval per frame. No sockets, no
+``ServerSettings`` (or ``--max-stored-fps``), into a
+``StreamRegistry``/``FrameStore`` driven by a ``ManualClock`` that advances
+one frame interval per frame. No sockets, no
 sleeping: 600 s of 5 fps video takes ~30 s.
 
 Each frame rate runs in a fresh subprocess so its peak RSS is its own.
 
     .venv/bin/python bench/retention.py                 # 5 and 15 fps, 600 s
     .venv/bin/python bench/retention.py --fps 5 --json
+    .venv/bin/python bench/retention.py --fps 15 --max-stored-fps 0   # store every frame
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ SWEEP_SAMPLES = 60
 DEFAULT_SPEC = "testsrc:events=person,period=20,duration=6,size=640x480"
 
 
-def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> dict[str, Any]:
+def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None,
+                max_stored_fps: float | None = None) -> dict[str, Any]:
     """One frame rate, in this process."""
     from aiortc.codecs import CODECS, get_decoder, get_encoder
     from aiortc.codecs.vpx import DEFAULT_BITRATE, vp8_depayload
@@ -55,7 +59,9 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
     from watcher.server.settings import ServerSettings
     from watcher.server.streams import StreamRegistry
 
-    settings = ServerSettings()  # the defaults: 600 s, 40 MB per stream, JPEG q <= 80
+    # The defaults: 600 s, 40 MB per stream, JPEG q <= 80, max_stored_fps 5.
+    settings = ServerSettings() if max_stored_fps is None else ServerSettings(
+        max_stored_fps=max_stored_fps)
     stream_settings = settings.stream_settings()
     clock = ManualClock()
     registry = StreamRegistry(clock, stream_settings)
@@ -75,7 +81,7 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
     start_ms = clock.now_ms()
     total = round(seconds * fps)
     rss_before = _common.current_rss_mb()
-    payload_bytes = vp8_frame_bytes = keyframes = 0
+    payload_bytes = vp8_frame_bytes = keyframes = skipped = 0
     qualities: list[int] = []
     sizes: list[int] = []
     budgets: list[int] = []
@@ -103,6 +109,9 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
         decoded = vp8_decoder.decode(JitterFrame(data, timestamp))
         t3 = time.perf_counter()
         for picture in decoded:
+            if not registry.admit_frame(stream):  # as the ingest: before BGR and JPEG
+                skipped += 1
+                continue
             budget = stream_frame_budget(stream, stream_settings, clock.now_ms())
             qualities.append(jpeg_encoder.quality)
             jpeg, _, _ = encode_frame(jpeg_encoder, picture, budget)  # the ingest's path
@@ -127,7 +136,11 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
     wall = time.perf_counter() - wall0
 
     stored_frames = len(sizes)
-    settle = min(len(qualities), round(60 * fps))  # judge the quality after the first minute
+    cap = stream_settings.max_stored_fps
+    stored_fps = min(fps, cap) if cap else fps
+    expected = round(seconds * stored_fps)
+    # Judge the quality after the first minute (of stored frames).
+    settle = min(len(qualities), round(60 * stored_fps))
     tail = qualities[settle:] or qualities
     tail_counts = collections.Counter(tail)
     first, last = store.first, store.last
@@ -138,6 +151,10 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
         "vp8_target_bitrate": vp8_encoder.target_bitrate,
         "vp8_default_bitrate": DEFAULT_BITRATE,
         "frames_in": total,
+        "max_stored_fps": cap,
+        "stored_fps": stored_fps,
+        "frames_decoded": total,
+        "frames_skipped": skipped,
         "frames_decoded_and_stored": stored_frames,
         "bitstream_payload_bytes": payload_bytes,
         "bitstream_vp8_bytes": vp8_frame_bytes,
@@ -145,13 +162,13 @@ def run_variant(fps: float, seconds: float, spec: str, bitrate: int | None) -> d
         "vp8_keyframes": keyframes,
         "retained_bytes": store.bytes,
         "retained_frames": len(store),
-        "expected_frames": total,
+        "expected_frames": expected,
         "evicted_frames": store.evicted_count,
         "retained_span_s": (last.timestamp_ms - first.timestamp_ms) / 1000 if first and last
         else 0.0,
         "byte_cap": stream_settings.max_bytes_per_stream,
         "goal_bytes": GOAL_BYTES,
-        "goal_met": store.bytes < GOAL_BYTES and len(store) >= total,
+        "goal_met": store.bytes < GOAL_BYTES and len(store) >= expected,
         "frame_budget_bytes": statistics.median(budgets),
         "jpeg_quality_final": jpeg_encoder.quality,
         "jpeg_quality_mode_after_60s": tail_counts.most_common(1)[0][0],
@@ -190,13 +207,17 @@ def main() -> int:
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="SyntheticScene spec")
     parser.add_argument("--bitrate", type=int, default=None,
                         help="VP8 target bitrate in bit/s (default: aiortc's default)")
+    parser.add_argument("--max-stored-fps", type=float, default=None,
+                        help="the server's max_stored_fps (default: ServerSettings' default; "
+                        "0: store every frame)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = [float(f) for f in args.fps.split(",") if f.strip()]
 
     if args.one:  # child: one rate, JSON on stdout
-        print(json.dumps(run_variant(rates[0], args.seconds, args.spec, args.bitrate)))
+        print(json.dumps(run_variant(rates[0], args.seconds, args.spec, args.bitrate,
+                                     args.max_stored_fps)))
         return 0
 
     machine = _common.machine_info()  # load average before we add to it
@@ -206,6 +227,8 @@ def main() -> int:
                    "--seconds", str(args.seconds), "--spec", args.spec]
         if args.bitrate is not None:
             command += ["--bitrate", str(args.bitrate)]
+        if args.max_stored_fps is not None:
+            command += ["--max-stored-fps", str(args.max_stored_fps)]
         timeout = 60 + args.seconds * fps * 0.05  # ~10 ms per frame expected; 5x margin
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               check=False)
@@ -222,11 +245,12 @@ def main() -> int:
     mb = 1e6
     _common.print_table(
         f"Retention of {args.seconds:g} s of 640x480 camera-like video "
-        f"(goal: retained < {GOAL_BYTES / mb:g} MB with every frame kept)",
-        ["fps", "VP8 bitstream (floor)", "VP8 kbit/s", "retained", "frames kept / expected",
-         "span kept", "JPEG q settled (final)", "mean JPEG", "budget/frame", "peak RSS",
-         "goal"],
+        f"(goal: retained < {GOAL_BYTES / mb:g} MB with every stored frame kept)",
+        ["fps", "stored fps (cap)", "VP8 bitstream (floor)", "VP8 kbit/s", "retained",
+         "frames kept / expected", "span kept", "JPEG q settled (final)", "mean JPEG",
+         "budget/frame", "peak RSS", "goal"],
         [[f"{r['fps']:g}",
+          f"{r['stored_fps']:g} ({r['max_stored_fps'] or 'none'})",
           f"{r['bitstream_payload_bytes'] / mb:.1f} MB",
           f"{r['bitstream_kbps']:.0f}",
           f"{r['retained_bytes'] / mb:.1f} MB",
@@ -255,7 +279,8 @@ def main() -> int:
         share = ", ".join(f"q{q}: {100 * s:.0f}%"
                           for q, s in r["jpeg_quality_share_after_60s"].items())
         print(f"\n{r['fps']:g} fps: quality after the first minute: {share}; "
-              f"VP8 keyframes {r['vp8_keyframes']}; evicted {r['evicted_frames']}; "
+              f"VP8 keyframes {r['vp8_keyframes']}; skipped by max_stored_fps "
+              f"{r['frames_skipped']}; evicted {r['evicted_frames']}; "
               f"RSS {r['rss_before_mb']:.0f} -> {r['rss_end_mb']:.0f} MB")
     return 0
 

@@ -301,6 +301,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="how long ended streams stay readable")
     p.add_argument("--max-mb-per-stream", type=float, default=40,
                    help="memory cap of one stream's retained frames")
+    p.add_argument("--max-stored-fps", type=float, default=5, metavar="FPS",
+                   help="most frames per second stored per stream, whatever the publisher "
+                   "sends (0: every frame)")
     p.add_argument("--public-url", help="base URL publishers use to reach this server "
                    "(default: the URL each request came in on)")
     p.add_argument("--no-vision", action="store_true", help="do not serve local/vision")
@@ -337,6 +340,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             retention_seconds=args.retention_seconds,
             tombstone_seconds=args.tombstone_seconds,
             max_mb_per_stream=args.max_mb_per_stream,
+            max_stored_fps=args.max_stored_fps,
             public_url=args.public_url,
             enable_vision=not args.no_vision,
             upstreams=_upstreams(args),

@@ -324,6 +324,10 @@ class EmbeddedServerConfig(Section):
         40.0, gt=0, description="Memory cap for one stream's retained frames, in MB.")
     jpeg_quality: int = Field(
         80, ge=10, le=100, description="Highest JPEG quality frames are retained at.")
+    max_stored_fps: float | None = Field(
+        5.0, ge=0, allow_inf_nan=False, description="Most frames per second stored per "
+        "stream, whatever the camera sends; windows can't be sampled faster. 0 or null: "
+        "store every frame.")
     public_url: str | None = Field(
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
@@ -349,6 +353,7 @@ class EmbeddedServerConfig(Section):
             tombstone_seconds=math.ceil(self.tombstone_seconds),
             max_mb_per_stream=self.max_mb_per_stream,
             jpeg_quality=self.jpeg_quality,
+            max_stored_fps=self.max_stored_fps,
             public_url=self.public_url,
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
@@ -489,13 +494,20 @@ class WatcherConfig(Section):
 
     def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
                          ) -> list[Problem]:
-        retention = self.overshoot.embedded.retention_seconds
-        if not self.overshoot.is_embedded or question.window is None \
-                or question.window <= retention:
+        if not self.overshoot.is_embedded or question.window is None:
             return []
-        return [((*loc, "window"), f"{format_duration(question.window)} is longer than the "
-                 "embedded server keeps frames (overshoot.embedded.retention_seconds: "
-                 f"{format_duration(retention)})")]
+        embedded = self.overshoot.embedded
+        problems: list[Problem] = []
+        if question.window > embedded.retention_seconds:
+            problems.append(((*loc, "window"), f"{format_duration(question.window)} is longer "
+                             "than the embedded server keeps frames (overshoot.embedded."
+                             f"retention_seconds: {format_duration(embedded.retention_seconds)})"))
+        stored = embedded.max_stored_fps
+        if stored and question.max_fps is not None and question.max_fps > stored:
+            problems.append(((*loc, "max_fps"), f"{question.max_fps:g} is more frames per "
+                             "second than the embedded server keeps (overshoot.embedded."
+                             f"max_stored_fps: {stored:g}); lower it, or raise max_stored_fps"))
+        return problems
 
     @property
     def stream_names(self) -> list[str]:

@@ -166,6 +166,11 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
         + HEAD + "rules:\n" + RULE + "    window: 10m\n",
         {}, ["watcher.yaml:13: rules[0].window: 10m is longer than the embedded server keeps "
              "frames (overshoot.embedded.retention_seconds: 5m)"]),
+    "max_fps above what the embedded server stores": (
+        "rules:\n" + RULE + "    window: 10s\n    max_fps: 8\n",
+        {}, ["watcher.yaml:12: rules[0].max_fps: 8 is more frames per second than the "
+             "embedded server keeps (overshoot.embedded.max_stored_fps: 5); lower it, or "
+             "raise max_stored_fps"]),
     "bad schema type": (
         "rules:\n" + RULE + "    schema:\n      people: integr\n",
         {}, ["watcher.yaml:11: rules[0].schema: field 'people': unknown type 'integr' "

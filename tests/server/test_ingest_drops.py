@@ -45,7 +45,7 @@ class NoPeer:
 
 async def test_slow_encoding_drops_frames_instead_of_queueing(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = ServerSettings(api_keys=["k"])
+    settings = ServerSettings(api_keys=["k"], max_stored_fps=0)  # every frame: drops only
     registry = StreamRegistry(SystemClock(), settings.stream_settings())
     ingest = WhipIngest(registry, settings)
     stream = registry.create("owner")
@@ -70,6 +70,7 @@ async def test_slow_encoding_drops_frames_instead_of_queueing(
                                           ingest._store(session)), 10)
     stats = session.stats
     assert stats.frames_received == 60
+    assert stats.frames_skipped == 0
     assert stats.frames_stored + stats.frames_dropped == 60
     assert stats.frames_dropped > 30  # ~2 ms per frame in, 50 ms per frame out
     assert stats.frames_stored == len(stream.frames) >= 2

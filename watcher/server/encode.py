@@ -2,7 +2,8 @@
 
 Retained frames are stored as JPEG, never as raw pixels. A stream may hold at
 most ``max_bytes_per_stream`` for ``retention_seconds``, so each frame gets
-:func:`frame_budget` bytes. :class:`JpegEncoder` keeps an exponentially
+:func:`frame_budget` bytes at the rate frames are *stored* (at most
+``max_stored_fps``, however fast the publisher sends). :class:`JpegEncoder` keeps an exponentially
 weighted average of recent frame sizes and steps the quality down while that
 average is over budget, and back up while it is well under, so that a full
 retention period fits instead of the oldest frames being evicted early by the
@@ -34,8 +35,15 @@ def frame_budget(max_bytes_per_stream: int, retention_seconds: float, recent_fps
 
 
 def stream_frame_budget(stream: Stream, settings: StreamSettings, now_ms: int) -> int:
-    """:func:`frame_budget` of one stream at its recent frame rate."""
-    fps = stream.frames.recent_fps(stream.stream_time_ms(now_ms))
+    """:func:`frame_budget` of one stream at the rate its frames are stored.
+
+    That is the recent stored rate, counting the frame about to be stored, and
+    never above the stream's ``max_stored_fps``: frames its stored-rate cap skips
+    take no room.
+    """
+    fps = stream.frames.recent_fps(stream.stream_time_ms(now_ms), incoming=1)
+    if stream.rate_cap is not None:
+        fps = min(fps, stream.rate_cap.max_fps)
     return frame_budget(settings.max_bytes_per_stream, settings.retention_seconds, fps)
 
 

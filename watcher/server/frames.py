@@ -9,10 +9,13 @@ a binary search.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 RECENT_FPS_WINDOW_MS = 5_000
+RATE_CAP_TOLERANCE = 0.25
+"""Fraction of a :class:`StoredRateCap` interval a frame may arrive early and still fill a slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +109,53 @@ class FrameStore:
     def at(self, pos: int) -> StoredFrame:
         return self._frames[self._head + pos]
 
-    def recent_fps(self, stream_now_ms: int) -> float:
-        """Frames per second received over the last few seconds before ``stream_now_ms``."""
+    def recent_fps(self, stream_now_ms: int, *, incoming: int = 0) -> float:
+        """Frames per second *stored* over the last few seconds before ``stream_now_ms``.
+
+        Counts the frames in ``(now - window, now]``, so a steady ``f`` fps reads ``f``.
+        Under a :class:`StoredRateCap` this is about the cap at most, whatever the
+        publisher sends: it is the rate the stream's frames can be sampled at.
+        ``incoming`` adds frames about to be stored at ``now`` (a budget for the next
+        frame counts that frame).
+        """
         window_ms = min(RECENT_FPS_WINDOW_MS, stream_now_ms)
         if window_ms <= 0 or not len(self):
             return 0.0
-        count = len(self) - self.position_at_or_after(stream_now_ms - window_ms)
-        return round(count * 1000 / window_ms, 2)
+        count = len(self) - self.position_at_or_after(stream_now_ms - window_ms + 1)
+        return round((count + incoming) * 1000 / window_ms, 2)
+
+
+class StoredRateCap:
+    """Admits at most ``max_fps`` frames per second, on an ideal schedule of slots.
+
+    Slots are ``1/max_fps`` apart. A frame is admitted when it arrives no earlier
+    than :data:`RATE_CAP_TOLERANCE` of an interval before the next free slot, and the
+    slot after it is one interval after the slot it filled, not after the frame.
+    So arrival jitter neither drifts the schedule nor loses frames of a stream that
+    already runs at the cap, a faster stream is thinned to evenly spaced frames,
+    and in the long run at most ``max_fps`` frames per second get in. After a gap
+    the schedule keeps its phase and resumes at the slot the frame falls in.
+    """
+
+    def __init__(self, max_fps: float) -> None:
+        if not (max_fps > 0 and math.isfinite(max_fps)):
+            raise ValueError("max_fps must be a positive number")
+        self.max_fps = max_fps
+        self.interval_ms = 1000.0 / max_fps
+        self.tolerance_ms = RATE_CAP_TOLERANCE * self.interval_ms
+        self._next_slot_ms: float | None = None
+
+    def admit(self, now_ms: float) -> bool:
+        """Whether a frame arriving at ``now_ms`` (a monotonic clock) fills a slot."""
+        slot = self._next_slot_ms
+        if slot is None:
+            self._next_slot_ms = now_ms + self.interval_ms
+            return True
+        if now_ms < slot - self.tolerance_ms:
+            return False
+        missed = math.floor((now_ms - slot + self.tolerance_ms) / self.interval_ms)
+        self._next_slot_ms = slot + (missed + 1) * self.interval_ms
+        return True
 
 
 def _timestamp(frame: StoredFrame) -> int:

@@ -4,9 +4,11 @@
 carries every ICE candidate (no trickle). Each session consumes the video
 track in two tasks: a reader that drains aiortc's (unbounded) receive queue
 at once into a one-frame slot, and a storer that converts the newest frame to
-BGR and JPEG off the event loop and adds it to the registry. When encoding
-falls behind, frames waiting in the slot are replaced (latest-frame
-semantics) and counted as dropped; nothing queues up.
+BGR and JPEG off the event loop and adds it to the registry. The storer
+first asks the stream's stored-rate cap (``max_stored_fps``): a frame it
+says no to is skipped, never converted or encoded. When encoding falls
+behind, frames waiting in the slot are replaced (latest-frame semantics) and
+counted as dropped; nothing queues up.
 
 One publisher per stream: a new publish replaces (closes) the previous
 session. Sessions end on ``DELETE`` of their resource, when the stream ends,
@@ -62,7 +64,10 @@ class SessionStats:
     close_reason: str | None = None
     frames_received: int = 0
     frames_stored: int = 0
+    frames_skipped: int = 0
+    """Over ``max_stored_fps``: skipped on purpose, before encoding."""
     frames_dropped: int = 0
+    """Replaced while waiting for the encoder, or failed to encode."""
     bytes_stored: int = 0
     last_frame_at_ms: int | None = None
     width: int | None = None
@@ -225,6 +230,9 @@ class WhipIngest:
                 await session.wake.wait()
                 continue
             frame, session.pending = session.pending, None
+            if not self.registry.admit_frame(stream):  # over max_stored_fps: not encoded
+                stats.frames_skipped += 1
+                continue
             budget = stream_frame_budget(stream, settings, self.registry.clock.now_ms())
             try:
                 jpeg, width, height = await asyncio.to_thread(
@@ -278,9 +286,10 @@ class WhipIngest:
         with contextlib.suppress(Exception):
             await session.pc.close()
         log.info(
-            "WHIP session %s on stream %s closed (%s): %d frames received, %d stored, %d dropped",
+            "WHIP session %s on stream %s closed (%s): %d frames received, %d stored, "
+            "%d skipped (max_stored_fps), %d dropped",
             session.id, session.stream.id, reason, stats.frames_received, stats.frames_stored,
-            stats.frames_dropped,
+            stats.frames_skipped, stats.frames_dropped,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

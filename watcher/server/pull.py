@@ -2,11 +2,13 @@
 
 ``POST /streams`` with ``{"source": {"type", "url"}}`` makes :class:`PullIngest`
 run a :class:`~watcher.media.sources.VideoSource` for the stream (RTSP over
-TCP for ``rtsp``; HLS or a progressive HTTP(S) stream for ``hls``). Frames
-take WHIP's path: the newest decoded frame is JPEG-encoded off the event loop
-by :func:`~watcher.server.encode.encode_frame` and added to the registry; a
-frame replaced before it could be encoded counts as dropped. A dead camera is
-retried with backoff for as long as the stream lives.
+TCP for ``rtsp``; HLS or a progressive HTTP(S) stream for ``hls``) at 5 fps,
+or ``max_stored_fps`` if lower. Frames take WHIP's path: the newest decoded
+frame is JPEG-encoded off the event loop by
+:func:`~watcher.server.encode.encode_frame` and added to the registry; a frame
+replaced before it could be encoded counts as dropped, one over the stream's
+``max_stored_fps`` is skipped before encoding. A dead camera is retried with
+backoff for as long as the stream lives.
 
 ``stream.last_pull`` reports the pull's health and never its URL (it carries
 credentials): errors are stripped of URLs, and log lines name the stream id.
@@ -63,6 +65,7 @@ class _Pull:
     seen: int = 0
     frames: int = 0
     dropped: int = 0
+    skipped: int = 0
     width: int | None = None
     height: int | None = None
     closed: bool = False
@@ -83,6 +86,8 @@ class PullIngest:
     ) -> None:
         self.registry = registry
         self.max_quality = settings.jpeg_quality
+        if settings.max_stored_fps:  # decoding faster than frames are stored is wasted
+            fps = min(fps, settings.max_stored_fps)
         self.fps, self.width, self.height = fps, width, height
         self.backoff = backoff
         self._pulls: dict[str, _Pull] = {}
@@ -172,6 +177,9 @@ class PullIngest:
         if frame is None:
             return
         stream = pull.stream
+        if not self.registry.admit_frame(stream):  # over max_stored_fps: not encoded
+            pull.skipped += 1
+            return
         budget = stream_frame_budget(stream, self.registry.settings,
                                      self.registry.clock.now_ms())
         jpeg, pull.width, pull.height = await asyncio.to_thread(
@@ -183,8 +191,8 @@ class PullIngest:
         if pull.source is not None:
             await pull.source.stop()
         self._refresh(pull, state="stopped")
-        log.info("stream %s: pull stopped after %d frames (%d dropped, %d reconnects)",
-                 pull.stream.id, pull.frames, pull.dropped,
+        log.info("stream %s: pull stopped after %d frames (%d dropped, %d skipped, "
+                 "%d reconnects)", pull.stream.id, pull.frames, pull.dropped, pull.skipped,
                  pull.source.stats.reconnects if pull.source else 0)
 
     def _refresh(self, pull: _Pull, state: str | None = None) -> None:
@@ -194,6 +202,7 @@ class PullIngest:
             "state": state or (stats.state if stats is not None else "connecting"),
             "frames": pull.frames,
             "frames_dropped": pull.dropped,
+            "frames_skipped": pull.skipped,
             "reconnects": stats.reconnects if stats is not None else 0,
             "last_error": _URL.sub("<url>", error) if error else None,
             "last_frame_at_ms": pull.stream.last_frame_at_ms,

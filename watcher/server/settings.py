@@ -22,6 +22,10 @@ class ServerSettings(BaseModel):
         "quality adapts so that a full retention period fits.")
     jpeg_quality: int = Field(
         80, ge=10, le=100, description="Highest JPEG quality frames are retained at.")
+    max_stored_fps: float | None = Field(
+        5, ge=0, allow_inf_nan=False, description="Most frames per second stored per stream, "
+        "whatever the publisher sends (frames in between are skipped before encoding); "
+        "windows can't be sampled faster than this. 0 or null: store every frame.")
     public_url: str | None = Field(
         None, description="Base URL publishers reach this server at (default: the request's).")
     upstreams: list[UpstreamSettings] = Field(
@@ -34,4 +38,5 @@ class ServerSettings(BaseModel):
             retention_seconds=self.retention_seconds,
             tombstone_seconds=self.tombstone_seconds,
             max_bytes_per_stream=int(self.max_mb_per_stream * 1_000_000),
+            max_stored_fps=self.max_stored_fps or None,
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from watcher.clock import Clock
-from watcher.server.frames import FrameStore, StoredFrame
+from watcher.server.frames import FrameStore, StoredFrame, StoredRateCap
 from watcher.server.problems import StreamProblem
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class StreamSettings:
     retention_seconds: int = 600
     tombstone_seconds: int = 300
     max_bytes_per_stream: int = 64 * 1024 * 1024
+    max_stored_fps: float | None = 5.0
+    """Most frames per second stored per stream, whatever the publisher sends; None: all."""
 
 
 @dataclass(eq=False)
@@ -63,6 +65,8 @@ class Stream:
     first_frame_at_ms: int | None = None
     last_frame_at_ms: int | None = None
     last_pull: dict[str, object] | None = None
+    rate_cap: StoredRateCap | None = None
+    """Thins the frames an ingest stores (see :meth:`StreamRegistry.admit_frame`)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -94,7 +98,9 @@ class Stream:
             "first_available_frame_at_ms": (
                 base + first.timestamp_ms if first is not None and base is not None else None
             ),
+            # Stored frames per second over the last 5 s: at most max_stored_fps.
             "recent_fps": frames.recent_fps(self.stream_time_ms(now_ms)) if last else 0.0,
+            "max_stored_fps": self.rate_cap.max_fps if self.rate_cap is not None else None,
             "retained_frame_count": len(frames),
             "retained_bytes": frames.bytes,
             "evicted_frame_count": frames.evicted_count,
@@ -139,6 +145,8 @@ class StreamRegistry:
             frames=FrameStore(self.settings.retention_seconds * 1000,
                               self.settings.max_bytes_per_stream),
             source=source,
+            rate_cap=StoredRateCap(self.settings.max_stored_fps)
+            if self.settings.max_stored_fps else None,
         )
         self._streams[stream.id] = stream
         log.info("stream %s created (owner %s, ttl %ss)", stream.id, owner, ttl)
@@ -188,6 +196,15 @@ class StreamRegistry:
         return [s for s in self._streams.values() if s.active]
 
     # -- frames --------------------------------------------------------------
+    def admit_frame(self, stream: Stream) -> bool:
+        """Whether an ingest should store a frame received now (``max_stored_fps``).
+
+        Ask before converting and encoding the frame: a frame it says no to is skipped
+        for good. Each yes takes a slot of the stream's schedule, so call it once per
+        frame received, then :meth:`add_frame` the frames it admitted.
+        """
+        return stream.rate_cap is None or stream.rate_cap.admit(self.clock.now_ms())
+
     def add_frame(self, stream: Stream, jpeg: bytes) -> StoredFrame | None:
         """Store a frame received now; ignored when the stream has ended."""
         if not stream.active:
