@@ -388,7 +388,7 @@ class Faults:
                 say(f"camera restart failed ({exc}); retrying")
                 await asyncio.sleep(0.5)
         back = time.time()
-        rec.params["back_at"] = stamp(back)
+        rec.params["back_at"], rec.params["back_t"] = stamp(back), back
         inst = self.daemon.inst
         while time.time() < back + 90:
             await asyncio.sleep(0.25)
@@ -753,6 +753,11 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
         "model_faults_served": model.injected,
         "model_calls": model.calls,
         "recovery_s": {k: percentiles(v) for k, v in recovery.items()},
+        # camera switched on again -> the daemon's source live again (its reconnect backoff)
+        "camera_back_to_source_live_s": percentiles([
+            rec.end - rec.params["back_t"] for rec in faults.log
+            if rec.kind == "source_down" and rec.end is not None and "back_t" in rec.params
+            and rec.outcome == "source reconnected"]),
         "events": {
             "expected": count("expected"),
             "expected_delivered": count("expected", True),
@@ -901,6 +906,10 @@ def report(r: dict[str, Any]) -> None:
           if k in r["recovery_s"] else "-"))
         for k, v in r["fault_counts"].items()])
     print("model faults served:", r["model_faults_served"], "of", r["model_calls"], "calls")
+    back = r["camera_back_to_source_live_s"]
+    if back.get("n"):
+        print(f"camera back -> source live again: p50 {back['p50']:.1f} s, max "
+              f"{back['max']:.1f} s (n={back['n']})")
     if ev["missed"]:
         print("missed events:", ev["missed"])
     if ev["covered"]:

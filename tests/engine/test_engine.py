@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -67,8 +69,10 @@ async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> Non
     assert max(ticks.lateness_s) < 0.5
 
 
-async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
-    model = ScriptedModel("m", '{"person": true}', delay=0.5)
+@contextlib.asynccontextmanager
+async def slow_engine(tmp_path: Path, model: ScriptedModel
+                      ) -> AsyncIterator[tuple[RuleEngine, AlertStore]]:
+    """One rule ticking every 100 ms on a live stream of a real server (not started)."""
     app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
     server = app.state.server
     live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
@@ -79,33 +83,31 @@ async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
         engine = RuleEngine([rule("slow", "a", every="100ms")],
                             client=OvershootClient("http://t/v1beta", KEY, http=http),
                             streams={"a": Stream(live.id)}, store=store, default_model="m")
+        try:
+            yield engine, store
+        finally:
+            await store.close()
+
+
+async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
+    model = ScriptedModel("m", '{"person": true}', delay=0.5)
+    async with slow_engine(tmp_path, model) as (engine, store):
         await engine.start()
         await eventually(lambda: model.requests, timeout=5, interval=0.02)
         await engine.stop()
         stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
         assert stats.model_calls == 1 and stats.events == 1 and ticks.errors == 0
         assert (await store.events())[0].status == "firing"
-        await store.close()
 
 
 async def test_runs_outlasting_the_interval_are_counted_and_reported_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = ScriptedModel("m", '{"person": false}', delay=0.5)
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
-    server = app.state.server
-    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-    server.registry.add_frame(live, b"\xff\xd8jpeg")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t/v1beta") as http:
-        store = AlertStore(tmp_path / "state.sqlite3")
-        engine = RuleEngine([rule("slow", "a", every="100ms")],
-                            client=OvershootClient("http://t/v1beta", KEY, http=http),
-                            streams={"a": Stream(live.id)}, store=store, default_model="m")
+    async with slow_engine(tmp_path, model) as (engine, _):
         with caplog.at_level(logging.WARNING):
             await engine.start()
             await eventually(lambda: engine.ticks["slow"].overruns >= 6, timeout=5)
             await engine.stop()
-        await store.close()
     stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
     assert stats.evaluations <= 3 < ticks.overruns  # ticks were refused, not queued
     assert len(ticks.lateness_s) == stats.evaluations  # one per run that started
