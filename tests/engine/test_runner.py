@@ -193,3 +193,16 @@ async def test_a_rule_waits_while_its_camera_is_down_instead_of_judging_a_frozen
     result = await runner.evaluate()
     assert result.outcome == "answered" and result.matched is False
     assert runner.state.status != Status.FIRING
+
+
+async def test_after_a_camera_outage_the_longest_window_of_a_rule_must_be_new_video(
+        make) -> None:
+    env = make(ScriptedModel("triage", '{"person": false}'),
+               ScriptedModel("big", '{"confirmed": true}'))
+    confirm = {**CONFIRM["confirm"], "window": "5s"}
+    runner = env.runner(confirm=confirm)  # the triage question has no window
+    env.stream.source_resumed_at = time.monotonic() - 3
+    result = await runner.evaluate()
+    assert result.outcome == "not_ready" and "full 5 s window" in result.detail
+    env.stream.source_resumed_at = time.monotonic() - 6
+    assert (await runner.evaluate()).outcome == "answered"

@@ -276,7 +276,8 @@ class RuleRunner:
         frozen picture ("no motion") would be wrong, so the rule waits (state unchanged).
         A window reaching back before the camera came back would mix both pictures.
         """
-        window_s = (self.primary.question.window_ms or 0) / 1000
+        asks = (self.primary, self.confirm) if self.confirm is not None else (self.primary,)
+        window_s = max(a.question.window_ms or 0 for a in asks) / 1000
         now = time.monotonic()
         for name, stream in zip(self.stream_names, live, strict=True):
             if not stream.source_live:
