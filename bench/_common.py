@@ -25,8 +25,9 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:  # run from anywhere: `python bench/NAME.py`
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "tests"):  # run from anywhere; share tests/support
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 API_KEY = "ovs_bench_key"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

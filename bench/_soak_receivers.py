@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import _common  # noqa: F401  (puts tests/ on sys.path, for support.*)
 from aiosmtpd.controller import Controller
+from support.receivers import free_port
 
 from watcher.server.backends.base import ChatInput, Completion, ModelBackend, Usage
 from watcher.server.problems import ChatProblem
@@ -121,12 +122,6 @@ class _SmtpHandler:
         self.mails.append(Mail(time.time(), str(message.get("X-Watcher-Idempotency-Key", "")),
                                str(message.get("X-Watcher-Status", ""))))
         return "250 OK queued"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SmtpSink:

@@ -37,7 +37,6 @@ from typing import Any
 
 from _common import (
     BENCH_DIR,
-    REPO_ROOT,
     describe_machine,
     machine_info,
     percentiles,
@@ -45,8 +44,6 @@ from _common import (
     process_cpu_seconds,
 )
 from _soak_receivers import MODEL_FAULTS, SmtpSink, SoakModel, WebhookReceiver
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 from support.camera import MjpegCamera  # shared with the test suite
 
 from watcher.media.testsrc import SyntheticScene
