@@ -13,19 +13,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
-import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import _common  # noqa: F401  (puts tests/ on sys.path, for support.*)
 from aiosmtpd.controller import Controller
-from support.receivers import free_port
+from support.receivers import HttpReceiver, Reply, Request, free_port, reply
 
 from watcher.server.backends.base import ChatInput, Completion, ModelBackend, Usage
 from watcher.server.problems import ChatProblem
@@ -42,66 +37,34 @@ class HookRequest:
     body: dict[str, Any] | None
 
 
-class WebhookReceiver:
+class WebhookReceiver(HttpReceiver):
+    """The test suite's receiver on ``/hook``, checking signatures, with 5xx windows."""
+
     def __init__(self, secret: str) -> None:
-        self.secret = secret.encode()
-        self.requests: list[HookRequest] = []
+        super().__init__(secret)
+        self.hooks: list[HookRequest] = []
         self.down_until = 0.0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                        name="soak-webhook", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        self.routes["/hook"] = self._answer
 
     def start(self) -> None:
-        self._thread.start()
+        self.__enter__()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.__exit__()
 
     def outage(self, seconds: float) -> None:
         self.down_until = time.time() + seconds
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length)
-        expected = "sha256=" + hmac.new(self.secret, raw, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(expected, handler.headers.get("X-Watcher-Signature", ""))
+    def _answer(self, request: Request) -> Reply:
+        now = time.time()
+        status = 503 if now < self.down_until else (200 if request.signature_ok else 401)
         try:
-            body = json.loads(raw)
+            body = request.json()
         except ValueError:
             body = None
-        now = time.time()
-        status = 503 if now < self.down_until else (200 if ok else 401)
-        with self._lock:
-            self.requests.append(HookRequest(now, handler.headers.get("Idempotency-Key", ""),
-                                             ok, status, body))
-        data = b"down" if status == 503 else b"ok"
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "text/plain")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:
-            pass
+        self.hooks.append(HookRequest(now, request.headers.get("idempotency-key", ""),
+                                      bool(request.signature_ok), status, body))
+        return reply(status, "down" if status == 503 else "ok")
 
 
 # -- SMTP ------------------------------------------------------------------------------------------

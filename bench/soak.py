@@ -563,12 +563,12 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
     windows = outage_windows(faults.log, daemon, names)
 
     # firings delivered to the webhook (2xx, first delivery of each key)
-    ok_requests = [r for r in hook.requests if r.answered == 200]
+    ok_requests = [r for r in hook.hooks if r.answered == 200]
     by_key: dict[str, list[Any]] = {}
     for r in ok_requests:
         by_key.setdefault(r.key, []).append(r)
     all_by_key: dict[str, int] = {}
-    for r in hook.requests:
+    for r in hook.hooks:
         all_by_key[r.key] = all_by_key.get(r.key, 0) + 1
     firings = []
     for key, reqs in by_key.items():
@@ -775,9 +775,9 @@ def analyse(args: argparse.Namespace, daemon: Daemon, faults: Faults, hook: Webh
                                  for f in unmatched],
         },
         "delivery": {
-            "hook_requests": len(hook.requests),
-            "hook_503_answered": sum(1 for r in hook.requests if r.answered == 503),
-            "hook_bad_signature": sum(1 for r in hook.requests if not r.signature_ok),
+            "hook_requests": len(hook.hooks),
+            "hook_503_answered": sum(1 for r in hook.hooks if r.answered == 503),
+            "hook_bad_signature": sum(1 for r in hook.hooks if not r.signature_ok),
             "hook_keys_accepted": len(by_key),
             "hook_deliveries_in_state": len(hook_db),
             "hook_state_status": _status_counts(hook_db),
@@ -828,7 +828,7 @@ def dump_raw(path: Path, daemon: Daemon, faults: Faults, hook: WebhookReceiver,
                        "source_live": i.source_live, "lives": i.lives, "cpu_s": i.cpu_s}
                       for i in daemon.instances],
         "faults": [r.row() for r in faults.log],
-        "hook": [vars(r) for r in hook.requests], "mails": [vars(m) for m in smtp.mails],
+        "hook": [vars(r) for r in hook.hooks], "mails": [vars(m) for m in smtp.mails],
     }, default=str))
 
 
@@ -944,7 +944,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(smtp.start)
         for camera in cameras.values():
             camera.start()
-        config = write_config(tmp, endpoint.base_url, hook.url, smtp.port, names, cameras)
+        config = write_config(tmp, endpoint.base_url, hook.url(), smtp.port, names, cameras)
         env = {**os.environ, "SOAK_API_KEY": endpoint.api_key, "SOAK_HOOK_SECRET": HOOK_SECRET}
         daemon = Daemon(config, tmp, env)
         faults = Faults(server, model, hook, smtp, daemon, rng, args.ttl, names, cameras)
@@ -979,7 +979,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(min(30.0, max(0.1, t_end - time.time())))
                 inst = daemon.inst
                 say(f"t+{(time.time() - t_start) / 60:.1f} min: daemon #{inst.n if inst else '-'}"
-                    f", webhook keys {len({r.key for r in hook.requests if r.answered == 200})}"
+                    f", webhook keys {len({r.key for r in hook.hooks if r.answered == 200})}"
                     f", mails {len(smtp.mails)}, faults {len(faults.log)}"
                     f", crashes {len(daemon.crashes)}")
             # drain: every delivery in the state file sent (or give up after 90 s)
