@@ -3,11 +3,11 @@
 Retained frames are stored as JPEG, never as raw pixels. A stream may hold at
 most ``max_bytes_per_stream`` for ``retention_seconds``, so each frame gets
 :func:`frame_budget` bytes at the rate frames are *stored* (at most
-``max_stored_fps``, however fast the publisher sends). :class:`JpegEncoder` keeps an exponentially
-weighted average of recent frame sizes and steps the quality down while that
-average is over budget, and back up while it is well under, so that a full
-retention period fits instead of the oldest frames being evicted early by the
-byte cap.
+``max_stored_fps``, however fast the publisher sends). :class:`JpegEncoder`
+keeps an exponentially weighted average of recent frame sizes and steps the
+quality down while that average is over budget, and back up while it is well
+under, so that a full retention period fits instead of the oldest frames being
+evicted early by the byte cap.
 """
 
 from __future__ import annotations
