@@ -16,7 +16,7 @@ rules:
   - {name: dock-and-yard, streams: [dock, yard], every: 5s, prompt: "anyone?"}
   - {name: lobby, stream: lobby, every: 5s, prompt: "anyone?"}
   - {name: spare, stream: spare, every: 5s, prompt: "anyone?"}
-  - {name: off, stream: lobby, every: 5s, prompt: "anyone?", enabled: false}
+  - {name: unused, stream: lobby, every: 5s, prompt: "anyone?", enabled: false}
 """
 
 
