@@ -6,7 +6,7 @@ from watcher.cluster.work import config_groups, owned_rules, owned_streams
 from watcher.config import parse_config
 
 CONFIG = """
-overshoot: {model: some-vlm}
+overshoot: {model: local/frames}
 streams:
   - {name: dock, source: "testsrc:"}
   - {name: yard, source: "testsrc:"}
