@@ -604,9 +604,11 @@ async def test_a_summary_cut_short_by_a_crash_is_sent_again_under_its_own_key(
     events = [await env.record(["limited"]) for _ in range(4)]
     outbox = env.outbox(limited)
     await until(lambda: len(limited.calls) == 1)
+    env.time.freeze()  # the minute until the window reopens passes only when thawed
     gate.set()  # the first goes out on its own; the other three are held
     await until(lambda: settled(env, events[0]))
     gate.clear()
+    env.time.thaw()
     await until(lambda: len(limited.calls) == 2)  # the summary, a minute later, hangs
     summary = limited.calls[1]
     assert summary.summary and summary.event_ids == [e.id for e in events[1:]]
