@@ -9,8 +9,9 @@
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
-    ├── state: StateConfig                the alert state file
-    └── status: StatusConfig              health, metrics and status listener (watcher.observe)
+    ├── state: StateConfig                the alert state file (or database)
+    ├── status: StatusConfig              health, metrics and status listener (watcher.observe)
+    └── cluster: ClusterConfig            several instances sharing the cameras (watcher.cluster)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -77,6 +78,7 @@ from pydantic import (
 )
 
 from watcher.actions.config import ActionConfig
+from watcher.cluster.config import ClusterConfig
 from watcher.configbase import (
     _SCHEME,
     BASE_DIR,
@@ -443,6 +445,9 @@ class WatcherConfig(Section):
         default_factory=StatusConfig,
         description="The daemon's HTTP listener for /healthz, /readyz, Prometheus /metrics "
         "and /status (read by `watcher status`); off unless enabled.")
+    cluster: ClusterConfig | None = Field(
+        None, description="Cluster mode: every `watcher run` started with this config (and "
+        "one PostgreSQL `state.url`) shares the cameras; {instance_id, heartbeat, lease}.")
 
     @model_validator(mode="before")
     @classmethod

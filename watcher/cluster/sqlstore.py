@@ -28,7 +28,7 @@ with SQLAlchemy Core so that PostgreSQL and SQLite run the same code:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -199,3 +199,22 @@ def _info(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class GroupFence:
+    """The fence of one group's writes (the alert store's ``fence=``): raises the store's
+    :class:`~watcher.store.errors.FencedError` when the lease moved on, after telling
+    ``on_stale`` (the coordinator's ``lost``) so the group is dropped."""
+
+    def __init__(self, token: FenceToken,
+                 on_stale: Callable[[str, str], None] | None = None) -> None:
+        self.token = token
+        self.on_stale = on_stale
+
+    async def check(self, conn: AsyncConnection) -> None:
+        try:
+            await check_fence(conn, self.token)
+        except LeaseLostError as exc:
+            if self.on_stale is not None:
+                self.on_stale(self.token.group_id, str(exc))
+            raise
