@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 
@@ -72,19 +71,34 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="validate a config file",
         description="Validate a config file: YAML syntax, ${VAR} substitution, every option, "
-        "and references between sections. Prints every problem as file:line: field: message "
+        "references between sections, and the models rules ask (against the embedded "
+        "server's models, or the API's GET /models when it answers; local/vision only "
+        "for schemas it can measure). Prints every problem as file:line: field: message "
         "and exits 2 if there is any.")
     _add_config_option(p)
     p.set_defaults(handler=_run_check)
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    import asyncio
+
     from watcher.config import load_config
-    from watcher.errors import ConfigError
+    from watcher.engine.modelcheck import fetch_served_models
+    from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
 
+    note = ""
     try:
         config = load_config(args.config)
+        if not config.overshoot.is_embedded:
+            key = config.overshoot.api_key
+            try:
+                served = asyncio.run(fetch_served_models(
+                    config.overshoot.base_url, key.get_secret_value() if key else None))
+            except OvershootError as exc:
+                note = f" (model names not checked: {redact(str(exc))})"
+            else:
+                config = load_config(args.config, served_models=served)
     except ConfigError as exc:
         for problem in exc.problems:
             print(redact(problem), file=sys.stderr)
@@ -94,7 +108,7 @@ def _run_check(args: argparse.Namespace) -> int:
             count = len(exc.problems)
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
-    print(f"{args.config}: OK ({config.summary()})")
+    print(f"{args.config}: OK ({config.summary()}){note}")
     return 0
 
 
@@ -365,11 +379,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
     from watcher.server.settings import ServerSettings
+    from watcher.server.streams import generate_api_key
 
     keys = list(args.api_key) + [
         k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     if not keys:
-        generated = f"ovs_{secrets.token_urlsafe(24)}"
+        generated = generate_api_key()
         keys = [generated]
         print(f"No API key given; generated one for this run:\n  {generated}", flush=True)
     for key in keys:

@@ -87,8 +87,10 @@ async def next_due_ms(conn: AsyncConnection, exclude: Sequence[str]) -> int | No
 
 
 async def claim(conn: AsyncConnection, ids: Sequence[int], now_ms: int, claimer: str,
-                claim_ms: int) -> list[int]:
+                claim_ms: int, summary_id: str | None = None) -> list[int]:
     """Claim the given deliveries that are claimable now; the ids claimed.
+
+    ``summary_id`` records the summary message they go out in (kept afterwards).
 
     ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: a row another instance is
     claiming right now is skipped, not waited for (SQLite has one writer).
@@ -98,10 +100,13 @@ async def claim(conn: AsyncConnection, ids: Sequence[int], now_ms: int, claimer:
     locked = (select(d.id).where(d.id.in_(list(ids)), or_(d.status == PENDING,
                                                           _lapsed(now_ms)))
               .with_for_update(skip_locked=True))
+    values: dict[str, Any] = {"status": DELIVERING, "attempts": d.attempts + 1,
+                              "claimed_by": claimer, "claim_expires_ms": now_ms + claim_ms,
+                              "updated_ms": now_ms}
+    if summary_id is not None:
+        values["summary_id"] = summary_id
     result = await conn.execute(
-        update(deliveries).where(d.id.in_(locked.scalar_subquery()))
-        .values(status=DELIVERING, attempts=d.attempts + 1, claimed_by=claimer,
-                claim_expires_ms=now_ms + claim_ms, updated_ms=now_ms)
+        update(deliveries).where(d.id.in_(locked.scalar_subquery())).values(values)
         .returning(d.id))
     return sorted(int(i) for i in result.scalars())
 
@@ -124,6 +129,13 @@ async def by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[DeliveryReco
         rows = await conn.execute(select(deliveries).where(d.id.in_(chunk)).order_by(d.id))
         out += [from_row(r) for r in rows]
     return out
+
+
+async def summary_members(conn: AsyncConnection, summary_id: str) -> list[DeliveryRecord]:
+    rows = await conn.execute(
+        select(deliveries).where(d.summary_id == summary_id, d.status.in_([PENDING, DELIVERING]))
+        .order_by(d.event_id, d.id))
+    return [from_row(r) for r in rows]
 
 
 def _mine(claimer: str) -> ColumnElement[bool]:

@@ -226,14 +226,24 @@ class AlertStore:
         exclude = tuple(exclude_actions)
         return await self._read(lambda c: outbox.next_due_ms(c, exclude))
 
-    async def mark_delivering(self, delivery_id: int, now_ms: int, *,
+    async def mark_delivering(self, delivery_id: int, now_ms: int,
+                              summary_id: str | None = None, *,
                               claim_ms: int = DEFAULT_CLAIM_MS,
                               fence: Fence | None = None) -> bool:
         """Claim one delivery for ``claim_ms`` (pending, or its last claim lapsed), counting
-        one attempt; False if it was not claimable (another instance has it, or done)."""
-        claimed = await self._write(
-            lambda c: outbox.claim(c, [delivery_id], now_ms, self.instance, claim_ms), fence)
+        one attempt; False if it was not claimable (another instance has it, or done).
+
+        ``summary_id``: the delivery goes out as a member of that summary message;
+        the key is kept, so a summary whose outcome is unknown is sent again
+        under the same key (see :meth:`summary_members`).
+        """
+        claimed = await self._write(lambda c: outbox.claim(
+            c, [delivery_id], now_ms, self.instance, claim_ms, summary_id), fence)
         return claimed == [delivery_id]
+
+    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        """The unfinished (pending or delivering) members of a summary, by event id."""
+        return await self._read(lambda c: outbox.summary_members(c, summary_id))
 
     async def claim_due(self, now_ms: int, limit: int = 100,
                         exclude_actions: Iterable[str] = (), *,
