@@ -9,7 +9,7 @@
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
-    ├── state: StateConfig                the alert state file (or database)
+    ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     ├── status: StatusConfig              health, metrics and status listener (watcher.observe)
     └── cluster: ClusterConfig            several instances sharing the cameras (watcher.cluster)
 
@@ -52,9 +52,10 @@ problem found by :meth:`WatcherConfig.check_references` is reported in the
 right file. A model built in code keeps ``include`` but reads no files.
 
 Secrets (the API key, upstream keys, passwords and tokens in source URLs,
-the secret options of actions: see each options model's ``secrets()``) are
-hidden from ``repr``/``str`` of the models and registered with
-:func:`watcher.logs.register_secret` by :func:`load_config`.
+the secret options of actions: see each options model's ``secrets()``, the
+password in ``state.url``) are hidden from ``repr``/``str`` of the models
+and registered with :func:`watcher.logs.register_secret` by
+:func:`load_config`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from pydantic import (
 
 from watcher.actions.config import ActionConfig
 from watcher.cluster.config import ClusterConfig
+from watcher.store.database import parse_location
 from watcher.configbase import (
     _SCHEME,
     BASE_DIR,
@@ -496,6 +498,10 @@ class WatcherConfig(Section):
             problems += self._window_problems(("rules", index), rule)
             if rule.confirm is not None:
                 problems += self._window_problems(("rules", index, "confirm"), rule.confirm)
+        if self.cluster is not None and parse_location(
+                self.state.location).get_backend_name() != "postgresql":
+            problems.append((("cluster",), "cluster mode needs a database every instance "
+                             "shares: set state.url: postgresql://user:password@host:5432/db"))
         return problems
 
     def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
@@ -557,6 +563,7 @@ class WatcherConfig(Section):
         for action in self.actions.values():
             for secret in action.secrets():
                 register_secret(secret)
+        self.state.register_secrets()
 
 
 def _count(n: int, noun: str) -> str:

@@ -78,7 +78,7 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    store = AlertStore(config.state.path)
+    store = AlertStore(config.state.location)
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)

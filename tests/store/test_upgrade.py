@@ -1,0 +1,79 @@
+"""Versioned schema: a state file of the SQLite-only store upgrades in place, keeping
+everything; revisions apply once, under a lock; an outdated schema can be refused."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support.legacy_state import JPEG, write_state_file
+
+from watcher.engine.state import AlertState, Kind, Status
+from watcher.store import AlertStore, DeliveryStatus, SchemaError, migrate
+from watcher.store.database import Database
+from watcher.store.migrate import MANAGED_USER_VERSION, head
+
+
+async def test_a_version_2_file_upgrades_keeping_state_events_and_deliveries(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    write_state_file(path, version=2)
+    async with AlertStore(path) as store:
+        state = await store.load_state("dock", "cam1")
+        assert state is not None and (state.status, state.episode) == (Status.FIRING, 1)
+        [event] = await store.events()
+        assert (event.id, event.kind, event.snapshot, event.answer, event.usage) == (
+            1, Kind.FIRING, JPEG, {"answer": True}, {"total_tokens": 12})
+        hook, mail = await store.deliveries_for_event(1)
+        assert (hook.status, mail.status) == (DeliveryStatus.SENT, DeliveryStatus.DELIVERING)
+        assert mail.claimed_by is None and mail.idempotency_key.endswith(":mail")
+        # the crash's in-flight delivery is taken back and claimed again, same key
+        assert await store.reset_in_flight(2_000) == 1
+        assert await store.mark_delivering(mail.id, 2_000)
+        assert await store.mark_sent(mail.id, 2_100)
+        # and the upgraded file takes new work: ids continue after the old ones
+        ids = await store.record("dock", "cam1", AlertState(status=Status.RESOLVED, episode=1,
+                                                             updated_ms=3_000))
+        assert ids == []
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == MANAGED_USER_VERSION
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
+
+
+async def test_a_version_1_file_gets_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    write_state_file(path, version=1)
+    async with AlertStore(path) as store:
+        assert [e.event_key for e in await store.events()] == ["dock:cam1:1:firing:1000"]
+        assert await store.delivery_counts() == {}
+
+
+async def test_refusing_an_outdated_schema_names_the_upgrade_command(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    write_state_file(path)
+    refusing = AlertStore(path, upgrade=False)
+    with pytest.raises(SchemaError, match=r"revision 0002.*watcher db upgrade -c FILE"):
+        await refusing.open()
+    await refusing.close()
+    db = Database(path)
+    try:
+        assert (await migrate.status(db)).current == "0002"
+        assert await migrate.upgrade(db) == ("0002", head())
+        assert await migrate.upgrade(db) == (head(), head())  # nothing left to do
+        assert (await migrate.status(db)).up_to_date
+    finally:
+        await db.close()
+
+
+async def test_concurrent_upgrades_apply_each_revision_once(state_location: str) -> None:
+    stores = [AlertStore(state_location) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        await stores[0].record("r", "s", AlertState(updated_ms=1))
+        assert [await s.load_all_states() for s in stores[1:]] == [
+            {("r", "s"): AlertState(updated_ms=1)}] * 2
+    finally:
+        for s in stores:
+            await s.close()
