@@ -80,7 +80,6 @@ from pydantic import (
 
 from watcher.actions.config import ActionConfig
 from watcher.cluster.config import ClusterConfig
-from watcher.store.database import parse_location
 from watcher.configbase import (
     _SCHEME,
     BASE_DIR,
@@ -103,6 +102,7 @@ from watcher.media.testsrc import parse_spec
 from watcher.observe.config import StatusConfig
 from watcher.server.backends.upstream import UpstreamSettings
 from watcher.server.settings import ServerSettings
+from watcher.store.database import parse_location
 from watcher.yamlfile import Loc, YamlDocument, format_loc, read_yaml
 
 __all__ = [
