@@ -85,7 +85,10 @@ async def api_target(config: WatcherConfig) -> AsyncIterator[ApiTarget]:
     extra_keys = [overshoot.api_key.get_secret_value()] if overshoot.api_key else []
     async with run_embedded(embedded.server_settings(extra_keys), host=embedded.host,
                             port=embedded.port) as endpoint:
-        yield ApiTarget(endpoint.base_url, endpoint.api_key, embedded=True)
+        # With a configured key the daemon's streams are that key's: whoever holds it
+        # (an operator, a cluster peer's tests) sees them in GET /streams.
+        yield ApiTarget(endpoint.base_url, extra_keys[0] if extra_keys else endpoint.api_key,
+                        embedded=True)
 
 
 @contextlib.asynccontextmanager

@@ -288,3 +288,31 @@ def well_formed(seq: list[tuple[int, str]]) -> bool:
         if episode != last and kinds.count("resolved") != 1:
             return False
     return True
+
+
+def log_lines_since(text: str, since: float) -> list[str]:
+    """The log lines stamped at or after Unix time ``since`` (the log's local time)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            continue
+        if stamp + int(line[20:23] or 0) / 1000 + 1 >= since:
+            out.append(line)
+    return out
+
+
+def scripted_events_notified(hook: HttpReceiver, script: Script, cameras: int, since: float,
+                             until: float, slack_s: float = 6.0) -> dict[str, list[float]]:
+    """Camera -> the start times of its scripted events in [since, until] that got no
+    firing notification (one stamped between the event's start and its end + slack)."""
+    firing = [n for n in notices(hook) if n.kind == "firing"]
+    missed: dict[str, list[float]] = {}
+    for camera in range(cameras):
+        name = f"cam{camera}"
+        for start, end in script.events(camera, since, until):
+            if not any(n.stream == name and start * 1000 <= n.at_ms <= (end + slack_s) * 1000
+                       for n in firing):
+                missed.setdefault(name, []).append(start)
+    return missed

@@ -1,6 +1,6 @@
 """The cluster tables and :class:`SqlClusterStore`: members and group leases in SQL.
 
-::
+The tables (:mod:`watcher.store.schema`, created by the store's migration 0004)::
 
     cluster_members  instance_id PK | last_seen_ms | started_ms | info (JSON text)
     cluster_leases   group_id PK | owner (NULL once released) | epoch | expires_ms
@@ -31,44 +31,13 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    delete,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from watcher.cluster.leases import FenceToken, Lease, Member
 from watcher.errors import LeaseLostError
-
-metadata = MetaData()
-
-cluster_members = Table(
-    "cluster_members", metadata,
-    Column("instance_id", String(200), primary_key=True),
-    Column("last_seen_ms", BigInteger, nullable=False),
-    Column("started_ms", BigInteger, nullable=False),
-    Column("info", Text, nullable=False),
-)
-
-cluster_leases = Table(
-    "cluster_leases", metadata,
-    Column("group_id", Text, primary_key=True),
-    Column("owner", String(200), nullable=True),
-    Column("epoch", BigInteger, nullable=False),
-    Column("expires_ms", BigInteger, nullable=False),
-    Column("acquired_ms", BigInteger, nullable=False),
-)
+from watcher.store.schema import cluster_leases, cluster_members
 
 FORGET_MEMBERS_AFTER_MS = 3_600_000
 """Member rows silent this long are deleted (an instance that never left cleanly)."""

@@ -9,6 +9,8 @@ both: a new revision (see ``migrations/__init__.py``) and here.
   URLs, JPEG snapshot). ``id`` never repeats, even after pruning.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
+* ``cluster_members``, ``cluster_leases``: cluster mode's heartbeats and camera
+  group leases (see :mod:`watcher.cluster.sqlstore`).
 
 Times are integer milliseconds since the epoch (BIGINT on PostgreSQL); JSON
 is stored as text, written by :func:`dumps` (sorted keys, no NaN).
@@ -26,6 +28,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Table,
     Text,
 )
@@ -84,6 +87,23 @@ deliveries = Table(
     Column("summary_id", Text),
     Column("claimed_by", Text),
     Column("claim_expires_ms", BigInteger),
+)
+
+cluster_members = Table(
+    "cluster_members", metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("info", Text, nullable=False),
+)
+
+cluster_leases = Table(
+    "cluster_leases", metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("owner", String(200), nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
 )
 
 
