@@ -545,6 +545,8 @@ class WatcherConfig(Section):
         parts.append("embedded server" if self.overshoot.is_embedded else self.overshoot.base_url)
         if self.status.enabled:
             parts.append(f"status at {self.status.url}")
+        if self.cluster is not None:
+            parts.append("cluster mode")
         return ", ".join(parts)
 
     def register_secrets(self) -> None:
