@@ -51,7 +51,7 @@ async def takeover(args: Any, verdict: _verdict.Verdict) -> dict[str, Any]:
         async with fresh_database("watcher_bench_takeover") as db, running_cluster(
                 Path(tmp), db, instances=args.procs, cameras=args.cams,
                 heartbeat=args.heartbeat, lease=args.lease) as cluster:
-            await cluster.wait_all_published_once(timeout=180)
+            await cluster.wait_balanced(timeout=180)
             # the database's load with nobody probing the instances' status
             await asyncio.sleep(args.quiet / 4)
             tx0, t0 = await _transactions(db), time.monotonic()
@@ -66,7 +66,7 @@ async def takeover(args: Any, verdict: _verdict.Verdict) -> dict[str, Any]:
                 print(f"  kill -9 {victim.name}: every camera published again after "
                       f"{took:.1f} s", flush=True)
                 await victim.start()
-                await cluster.wait_all_published_once(timeout=120)
+                await cluster.wait_balanced(timeout=180)
             verdict.require(duplicated_keys(cluster.hook) == {}, "duplicated idempotency keys")
             verdict.require(all(well_formed(episodes(cluster.hook, c))
                                 for c in cluster.camera_names), "malformed episodes")

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -246,7 +246,8 @@ class Daemon:
                 changes.append(f"stream {name} changed")
             else:
                 changes.append(f"stream {name} added")
-            keeper = StreamKeeper(spec, self._client, http=self._http)
+            keeper = StreamKeeper(spec, self._client, http=self._http,
+                                  gate=self._gate(spec.name))
             self.keepers[name] = keeper
             keeper.start()
         return changes
@@ -314,6 +315,16 @@ class Daemon:
                            instance_id=cluster.member_id, heartbeat_s=cluster.heartbeat,
                            lease_s=cluster.lease, groups=config_groups(config),
                            on_gain=self._gain, on_lose=self._lose, info=info)
+
+    def _gate(self, stream: str) -> Callable[[], bool] | None:
+        """Cluster mode: publish a stream's frames only while its group's lease is held
+        (checked on the monotonic clock at every frame, so a process resumed after a
+        freeze sends nothing more for the groups it lost)."""
+        coordinator = self.coordinator
+        if self._owned is None or coordinator is None:
+            return None
+        group = group_of(coordinator.groups.values()).get(stream, stream)
+        return lambda: coordinator.owns(group)
 
     def _fence(self, streams: Sequence[str]) -> GroupFence:
         """The fence of a rule's writes: its group's current lease (LeaseLostError if gone)."""

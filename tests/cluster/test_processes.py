@@ -90,13 +90,13 @@ async def test_a_frozen_instance_writes_and_sends_nothing_for_lost_groups_then_r
         tmp_path: Path) -> None:
     async with fresh_database("watcher_cluster_freeze") as db, running_cluster(
             tmp_path, db, lease=LEASE) as cluster:
-        await cluster.wait_all_published_once(timeout=120)
+        await cluster.wait_balanced(timeout=180)
         victim = cluster.nodes[1]
         mine = sorted(c for c, p in (await cluster.publishers()).items() if p == [victim.name])
-        assert mine
+        assert mine, cluster.logs()
         victim.signal(signal.SIGSTOP)
         took = await cluster.wait_all_published_once(timeout=LEASE + 30, exclude={victim.name})
-        assert took <= LEASE + 10
+        assert took <= LEASE + 10, f"takeover took {took:.1f} s"
         await asyncio.sleep(LEASE)  # the new owners go on working; the old one sleeps
         resumed = time.time()
         victim.signal(signal.SIGCONT)

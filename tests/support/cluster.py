@@ -28,6 +28,11 @@ from support.receivers import HttpReceiver, free_port
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 KEY = "ovs_cluster_test_key_5b1f0c"
 FRESH_FRAME_MS = 3000
+ADVANCING_FRAMES = 2
+"""A stream is being published when it gained at least this many frames since the
+previous sample (a frame or two still arriving from before a freeze does not count)."""
+SAMPLE_GAP_S = 6.0
+"""Two samples of a stream further apart than this say nothing about publishing."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,10 @@ class Cluster:
                       for i in range(instances)]
         self.http = httpx.AsyncClient()
         self.samples = 0
+        self.seen: dict[str, tuple[float, int]] = {}
+        """Stream id -> (monotonic time, last_frame_index) when last sampled."""
+        self.doubled: list[str] = []
+        """Every sample at which two instances were both publishing one camera."""
 
     @property
     def camera_names(self) -> list[str]:
@@ -185,8 +194,12 @@ class Cluster:
     async def publishers(self) -> dict[str, list[str]]:
         """Camera -> the instances publishing it now, read from each instance's embedded
         server's stream list (an active stream with a fresh frame) joined with the keeper
-        that owns that stream id. Frozen and dead instances publish nothing."""
+        that owns that stream id. Frozen and dead instances publish nothing.
+
+        A camera is counted twice (:attr:`doubled`) when two instances' streams for it
+        both gained frames since their previous samples (ADVANCING_FRAMES)."""
         out: dict[str, list[str]] = defaultdict(list)
+        advancing: dict[str, list[str]] = defaultdict(list)
         for node in self.nodes:
             status = await node.status(self.http)
             if status is None or "cluster" not in status:
@@ -201,25 +214,36 @@ class Cluster:
                           ).json()["data"]
             except (httpx.HTTPError, KeyError, ValueError):
                 continue
-            now_ms = time.time() * 1000
-            active = {s["id"] for s in listed if s["state"] == "active"
+            now_ms, now = time.time() * 1000, time.monotonic()
+            active = {s["id"]: s for s in listed if s["state"] == "active"
                       and s.get("last_frame_at_ms") and now_ms - s["last_frame_at_ms"]
                       < FRESH_FRAME_MS}
             for stream in status["streams"]:
-                if stream.get("stream_id") in active:
-                    out[stream["name"]].append(node.name)
+                found = active.get(stream.get("stream_id") or "")
+                if found is None:
+                    continue
+                out[stream["name"]].append(node.name)
+                index = found.get("last_frame_index") or 0
+                before = self.seen.get(found["id"])
+                self.seen[found["id"]] = (now, index)
+                if (before is not None and now - before[0] <= SAMPLE_GAP_S
+                        and index - before[1] >= ADVANCING_FRAMES):
+                    advancing[stream["name"]].append(node.name)
+        for camera, nodes in advancing.items():
+            if len(set(nodes)) > 1:
+                self.doubled.append(f"{camera}: {sorted(set(nodes))}")
         self.samples += 1
         return dict(out)
 
     async def wait_all_published_once(self, timeout: float, *, exclude: set[str] = frozenset()
                                       ) -> float:
         """Until every camera is published by exactly one instance (none in ``exclude``);
-        the seconds it took. At every sample no camera may have two publishers."""
+        the seconds it took. No camera may ever have had two publishers at once
+        (:attr:`doubled`)."""
         started = time.monotonic()
         while True:
             pubs = await self.publishers()
-            doubled = {c: p for c, p in pubs.items() if len(p) > 1}
-            assert not doubled, f"cameras published twice: {doubled}"
+            assert not self.doubled, f"cameras published twice: {self.doubled}\n{self.logs()}"
             if all(len(pubs.get(c, [])) == 1 and pubs[c][0] not in exclude
                    for c in self.camera_names):
                 return time.monotonic() - started
@@ -227,6 +251,20 @@ class Cluster:
                 raise AssertionError(f"not every camera published once after {timeout:g} s: "
                                      f"{pubs}\n{self.logs()}")
             await asyncio.sleep(0.5)
+
+
+    async def wait_balanced(self, timeout: float) -> None:
+        """Until every camera is published once and every instance publishes its share
+        (within one camera), twice in a row: the rebalancing after a join is over."""
+        started, settled = time.monotonic(), 0
+        while settled < 2:
+            await self.wait_all_published_once(timeout=timeout)
+            counts = Counter(p[0] for p in (await self.publishers()).values())
+            shares = [counts.get(n.name, 0) for n in self.nodes]
+            settled = settled + 1 if max(shares) - min(shares) <= 1 else 0
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"not balanced after {timeout:g} s: {counts}")
+            await asyncio.sleep(1.0)
 
 
 @contextlib.asynccontextmanager
