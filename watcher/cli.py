@@ -70,19 +70,34 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="validate a config file",
         description="Validate a config file: YAML syntax, ${VAR} substitution, every option, "
-        "and references between sections. Prints every problem as file:line: field: message "
+        "references between sections, and the models rules ask (against the embedded "
+        "server's models, or the API's GET /models when it answers; local/vision only "
+        "for schemas it can measure). Prints every problem as file:line: field: message "
         "and exits 2 if there is any.")
     _add_config_option(p)
     p.set_defaults(handler=_run_check)
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    import asyncio
+
     from watcher.config import load_config
-    from watcher.errors import ConfigError
+    from watcher.engine.modelcheck import fetch_served_models
+    from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
 
+    note = ""
     try:
         config = load_config(args.config)
+        if not config.overshoot.is_embedded:
+            key = config.overshoot.api_key
+            try:
+                served = asyncio.run(fetch_served_models(
+                    config.overshoot.base_url, key.get_secret_value() if key else None))
+            except OvershootError as exc:
+                note = f" (model names not checked: {redact(str(exc))})"
+            else:
+                config = load_config(args.config, served_models=served)
     except ConfigError as exc:
         for problem in exc.problems:
             print(redact(problem), file=sys.stderr)
@@ -92,7 +107,7 @@ def _run_check(args: argparse.Namespace) -> int:
             count = len(exc.problems)
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
-    print(f"{args.config}: OK ({config.summary()})")
+    print(f"{args.config}: OK ({config.summary()}){note}")
     return 0
 
 

@@ -188,6 +188,7 @@ def secret_config(hook_url: str = "https://h.example/in", smtp_port: int = 25,
         f"password: {MQTT_PASSWORD}}}\n"
         "rules:\n"
         "  - {name: dock-busy, stream: dock, every: 5s, prompt: 'Anyone at the dock?', "
+        "schema: {people: integer}, when: people > 0, "
         "severity: critical, labels: {site: north}, actions: [hook, chat, mail, bus]}\n")
 
 

@@ -11,6 +11,7 @@ recorded per rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -39,6 +40,7 @@ from watcher.engine.runner import (
     SAMPLES_KEPT,
     Deliverable,
     Emit,
+    FenceFor,
     LiveStream,
     OnRecorded,
     RuleRunner,
@@ -90,10 +92,12 @@ class RuleEngine:
         misfire_grace_s: float | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
-        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored."""
+        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
+        ``fence`` (cluster mode) guards every rule's writes."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -101,6 +105,7 @@ class RuleEngine:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.fence = fence
         self.clock = clock or SystemClock()
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
@@ -131,17 +136,21 @@ class RuleEngine:
         scheduler.start()
         log.info("rule engine started with %d rule(s)", len(self.runners))
 
-    async def apply(self, rules: list[RuleConfig]) -> list[str]:
+    async def apply(self, rules: list[RuleConfig], *,
+                    retire_wait_s: float | None = None) -> list[str]:
         """Switch to ``rules`` while running; return what changed, one line each.
 
         Unchanged rules keep their runner and schedule. A changed rule gets a
         new runner that inherits the alert state (when it asks about the same
         streams) and the counters; a removed rule's state stays in the store.
+        An added rule's state is loaded from the store before its first tick.
+        ``retire_wait_s`` bounds the wait for a removed rule's evaluation in
+        flight (cluster mode: its writes are fenced off anyway).
         """
         new = {r.name: r for r in rules if r.enabled}
         changes: list[str] = []
         for name in [n for n in self.runners if n not in new]:
-            await self._retire(name)
+            await self._retire(name, retire_wait_s)
             del self.runners[name], self.ticks[name]
             changes.append(f"rule {name} removed")
         for name, rule in new.items():
@@ -169,7 +178,7 @@ class RuleEngine:
         runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
                             streams=self.streams, store=self.store, clock=self.clock,
                             emit=self.emit, actions=self.actions,
-                            on_recorded=self.on_recorded)
+                            on_recorded=self.on_recorded, fence=self.fence)
         runner.observers = self.observers
         return runner
 
@@ -205,12 +214,14 @@ class RuleEngine:
         if rule.name in self.paused:
             job.pause()
 
-    async def _retire(self, name: str) -> None:
-        """Unschedule a rule and wait for its evaluation in flight, if any."""
+    async def _retire(self, name: str, wait_s: float | None = None) -> None:
+        """Unschedule a rule and wait for its evaluation in flight, if any (at most
+        ``wait_s``)."""
         if self._scheduler is not None and self._scheduler.get_job(name) is not None:
             self._scheduler.remove_job(name)
-        async with self.runners[name]._lock:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s), self.runners[name]._lock:
+                pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop ticking; let evaluations in flight finish for up to ``grace_s``.

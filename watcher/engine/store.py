@@ -323,11 +323,25 @@ class AlertStore:
         """When the next pending delivery (of an action not excluded) is due; None if none."""
         return await self._call(self._next_due, tuple(exclude_actions))
 
-    async def mark_delivering(self, delivery_id: int, now_ms: int) -> bool:
-        """pending -> delivering, counting one attempt; False if it was not pending."""
+    async def mark_delivering(self, delivery_id: int, now_ms: int,
+                              summary_id: str | None = None) -> bool:
+        """pending -> delivering, counting one attempt; False if it was not pending.
+
+        ``summary_id``: the delivery goes out as a member of that summary message;
+        the key is kept, so a summary whose outcome is unknown is sent again
+        under the same key (see :meth:`summary_members`).
+        """
+        if summary_id is None:
+            return await self._call(
+                self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
+                "status = 'delivering', attempts = attempts + 1", ())
         return await self._call(
             self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
-            "status = 'delivering', attempts = attempts + 1", ())
+            "status = 'delivering', attempts = attempts + 1, summary_id = ?", (summary_id,))
+
+    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        """The unfinished (pending or delivering) members of a summary, by event id."""
+        return await self._call(self._summary_members, summary_id)
 
     async def mark_sent(self, delivery_id: int, now_ms: int) -> bool:
         return await self._call(
@@ -565,6 +579,11 @@ class AlertStore:
             params.append(action)
         sql += " ORDER BY next_attempt_ms, id LIMIT ?"
         return [_delivery_from_row(r) for r in self._db().execute(sql, (*params, limit))]
+
+    def _summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        sql = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE summary_id = ?"
+               " AND status IN ('pending', 'delivering') ORDER BY event_id, id")
+        return [_delivery_from_row(r) for r in self._db().execute(sql, (summary_id,))]
 
     def _next_due(self, exclude: tuple[str, ...]) -> int | None:
         sql = "SELECT MIN(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
