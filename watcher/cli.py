@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
@@ -379,6 +378,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
     from watcher.server.settings import ServerSettings
+    from watcher.server.streams import generate_api_key
 
     listener = _listen(args.host, args.port)  # before anything is printed
     if listener is None:
@@ -386,7 +386,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     keys = list(args.api_key) + [
         k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     if not keys:
-        generated = f"ovs_{secrets.token_urlsafe(24)}"
+        generated = generate_api_key()
         keys = [generated]
         print(f"No API key given; generated one for this run:\n  {generated}", flush=True)
     for key in keys:
