@@ -382,7 +382,7 @@ class OvershootConfig(Section):
         "a free port, with a random key); otherwise the API's URL, e.g. "
         "https://api.overshoot.ai/v1beta.")
     api_key: SecretStr | None = Field(
-        None, validate_default=True, description="API key (ovs_...); required unless base_url "
+        None, validate_default=True, description="API key (ovs-...); required unless base_url "
         "is embedded, where it is the key the embedded server accepts (default: random).")
     model: str = Field(DEFAULT_MODEL, min_length=1,
                        description="Model rules use when they do not name one.")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from watcher.server.backends import vision
-from watcher.server.backends.base import ChatInput, ExternalImage, Message, estimate_usage
+from watcher.server.backends.base import ChatInput, ExternalImage, Message, Usage, estimate_usage
 from watcher.server.backends.vision import (
     MOTION_DETECTED_THRESHOLD,
     Measurements,
@@ -468,7 +468,8 @@ async def test_status_and_stream() -> None:
     assert model.id == "local/vision"
     assert await model.status() == "ready"
     pieces = [p async for p in model.stream(chat(media(static_video(2))))]
-    assert pieces == ["No motion; no people or faces visible; scene is well lit."]
+    assert pieces[0] == "No motion; no people or faces visible; scene is well lit."
+    assert len(pieces) == 2 and isinstance(pieces[1], Usage)  # then the usage (SSE)
 
 
 async def test_detectors_run_only_for_what_the_schema_asks(
