@@ -299,6 +299,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from watcher.server.cliopts import add_limit_options
+
     p = sub.add_parser(
         "serve", help="run the embedded Overshoot-compatible server",
         description="Serve the Overshoot API under /v1beta: leased streams fed over WHIP, "
@@ -329,6 +331,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upstream-api-key", metavar="KEY",
                    help=f"key for the upstream server (also ${UPSTREAM_KEY_ENV})")
     p.add_argument("--upstream-timeout", type=float, default=60.0, metavar="SECONDS")
+    add_limit_options(p)
     p.set_defaults(handler=_run_serve)
 
 
@@ -337,6 +340,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
+    from watcher.server.cliopts import limit_settings
     from watcher.server.settings import ServerSettings
     from watcher.server.streams import generate_api_key
 
@@ -359,6 +363,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             enable_vision=not args.no_vision,
             upstreams=_upstreams(args),
+            **limit_settings(args),
         )
     except (ValueError, ConfigError) as exc:
         print(f"watcher serve: {exc}", file=sys.stderr)
