@@ -6,6 +6,7 @@ from watcher.cluster.work import config_groups, owned_rules, owned_streams
 from watcher.config import parse_config
 
 CONFIG = """
+overshoot: {model: local/frames}
 streams:
   - {name: dock, source: "testsrc:"}
   - {name: yard, source: "testsrc:"}
@@ -16,7 +17,7 @@ rules:
   - {name: dock-and-yard, streams: [dock, yard], every: 5s, prompt: "anyone?"}
   - {name: lobby, stream: lobby, every: 5s, prompt: "anyone?"}
   - {name: spare, stream: spare, every: 5s, prompt: "anyone?"}
-  - {name: off, stream: lobby, every: 5s, prompt: "anyone?", enabled: false}
+  - {name: unused, stream: lobby, every: 5s, prompt: "anyone?", enabled: false}
 """
 
 
