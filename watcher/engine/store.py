@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -228,8 +230,14 @@ def delivery_key(event_key: str, action: str) -> str:
 class AlertStore:
     """Alert states, events and their deliveries in SQLite (WAL); async methods, one thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (creating it, with its folder, unless ``read_only``) the store at ``path``.
+
+        ``read_only`` (for ``watcher alerts``) never creates or changes the file:
+        a missing file is a :class:`StoreError`.
+        """
         self.path = str(path)
+        self.read_only = read_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -410,6 +418,9 @@ class AlertStore:
             raise StoreError(f"alert store {self.path}: {exc}") from exc
 
     def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -430,6 +441,16 @@ class AlertStore:
         except BaseException:
             conn.close()
             raise
+        self._conn = conn
+
+    def _open_read_only(self) -> None:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read alert store {self.path}: {exc}") from exc
         self._conn = conn
 
     def _db(self) -> sqlite3.Connection:
