@@ -333,6 +333,9 @@ class EmbeddedServerConfig(Section):
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given (off: refused with a 400).")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
@@ -358,6 +361,7 @@ class EmbeddedServerConfig(Section):
             public_url=self.public_url,
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
+            forward_media_urls=self.forward_media_urls,
         )
 
 
