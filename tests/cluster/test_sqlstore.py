@@ -84,13 +84,13 @@ async def test_a_stale_write_is_refused_and_a_takeover_waits_for_a_write_in_prog
         await writer.execute(text("INSERT INTO writes VALUES ('g', 'by a, epoch 1')"))
         takeover = asyncio.create_task(store.acquire("g", "b", NOW + 60_000, LEASE_MS))
         async with engine.connect() as probe:
-            for _ in range(400):  # until the takeover waits on the row lock
+            for _ in range(1200):  # until the takeover waits on the row lock (generous)
                 waiting = (await probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND datname = current_database()"))).scalar_one()
-                if waiting:
+                if waiting or takeover.done():
                     break
-                await asyncio.sleep(0.025)
+                await asyncio.sleep(0.05)
             assert waiting == 1
         assert not takeover.done()
         await txn.commit()
