@@ -322,6 +322,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from watcher.server.cliopts import add_limit_options
+
     p = sub.add_parser(
         "serve", help="run the embedded Overshoot-compatible server",
         description="Serve the Overshoot API under /v1beta: leased streams fed over WHIP, "
@@ -358,6 +360,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help=f"key for the upstream server (also ${UPSTREAM_KEY_ENV}; default: none)")
     p.add_argument("--upstream-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="deadline of one upstream request (default %(default)s)")
+    add_limit_options(p)
     p.set_defaults(handler=_run_serve)
 
 
@@ -377,6 +380,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
+    from watcher.server.cliopts import limit_settings
     from watcher.server.settings import ServerSettings
     from watcher.server.streams import generate_api_key
 
@@ -402,6 +406,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             enable_vision=not args.no_vision,
             upstreams=_upstreams(args),
+            **limit_settings(args),
         )
     except (ValueError, ConfigError) as exc:
         listener.close()
