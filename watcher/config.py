@@ -8,7 +8,7 @@
     ├── streams: [StreamConfig]           live sources kept published (or pulled by the API)
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
-    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
+    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the alert state file
     └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
@@ -453,7 +453,7 @@ class WatcherConfig(Section):
         "name_prefix} binds the pack's rules.")
     actions: dict[str, ActionConfig] = Field(
         default_factory=dict, description="Named places alerts are sent (type: webhook, "
-        "slack or email, with its options), referred to by rules' `actions`.")
+        "slack, email or mqtt, with its options), referred to by rules' `actions`.")
     state: _rules.StateConfig = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="Where alert state is kept across restarts.")

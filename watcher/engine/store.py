@@ -39,6 +39,8 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`; each entry of
   ``attempts`` counts started attempts (``mark_delivering``), so an attempt
   cut short by a crash still counts. ``last_error`` is bounded to
   :data:`MAX_ERROR_CHARS`; actions must keep secrets out of their errors.
+* ``rule_switches`` (migration 3): rules switched on or off at run time
+  (Home Assistant's per-rule switch), so the choice survives a restart.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +117,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_ms, id)",
         "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
         "CREATE INDEX deliveries_by_action ON deliveries (action, status)",
+    ),
+    (
+        """CREATE TABLE rule_switches (
+            rule TEXT PRIMARY KEY,
+            enabled INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -395,6 +405,15 @@ class AlertStore:
         (sent, dead or summarized), with those deliveries. Returns how many events went."""
         return await self._call(self._prune, before_ms)
 
+    async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
+        """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""
+        await self._call(self._save_switch, rule, enabled,
+                         now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+
+    async def load_switches(self) -> dict[str, bool]:
+        """Every rule switched at run time: rule -> enabled."""
+        return await self._call(self._load_switches)
+
     async def close(self) -> None:
         """Finish queued work and close the file. Idempotent."""
         if self._closed:
@@ -630,6 +649,15 @@ class AlertStore:
         for action, status, n in rows:
             counts.setdefault(action, {})[status] = n
         return counts
+
+    def _save_switch(self, rule: str, enabled: bool, now_ms: int) -> None:
+        self._db().execute("INSERT INTO rule_switches (rule, enabled, updated_ms) VALUES (?, ?, ?)"
+                           " ON CONFLICT (rule) DO UPDATE SET enabled = excluded.enabled,"
+                           " updated_ms = excluded.updated_ms", (rule, int(enabled), now_ms))
+
+    def _load_switches(self) -> dict[str, bool]:
+        rows = self._db().execute("SELECT rule, enabled FROM rule_switches")
+        return {rule: bool(enabled) for rule, enabled in rows}
 
     def _deliveries_for(self, event_ids: list[int]) -> dict[int, list[DeliveryRecord]]:
         out: dict[int, list[DeliveryRecord]] = {}
