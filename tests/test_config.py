@@ -626,3 +626,9 @@ def test_check_rejects_a_bad_synthetic_source(
     assert code == 2
     assert err.splitlines()[0].startswith("watcher.yaml:3: streams[0].source: ")
     assert "evnts" in err
+
+
+def test_embedded_server_media_url_forwarding_is_off_unless_set() -> None:
+    assert EmbeddedServerConfig().server_settings(["ovs-k"]).forward_media_urls is False
+    on = EmbeddedServerConfig(forward_media_urls=True).server_settings(["ovs-k"])
+    assert on.forward_media_urls is True

@@ -8,7 +8,7 @@
     ├── streams: [StreamConfig]           live sources kept published (or pulled by the API)
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
-    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
+    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
@@ -334,6 +334,9 @@ class EmbeddedServerConfig(Section):
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given (off: refused with a 400).")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
@@ -359,6 +362,7 @@ class EmbeddedServerConfig(Section):
             public_url=self.public_url,
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
+            forward_media_urls=self.forward_media_urls,
         )
 
 
@@ -436,7 +440,7 @@ class WatcherConfig(Section):
         "name_prefix} binds the pack's rules.")
     actions: dict[str, ActionConfig] = Field(
         default_factory=dict, description="Named places alerts are sent (type: webhook, "
-        "slack or email, with its options), referred to by rules' `actions`.")
+        "slack, email or mqtt, with its options), referred to by rules' `actions`.")
     state: _rules.StateConfig = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="Where alert state is kept across restarts.")

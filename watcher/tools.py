@@ -8,14 +8,17 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
 from watcher.keeper.keeper import StreamKeeper
+from watcher.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
+from watcher.store.database import MEMORY
 
 LIVE_TIMEOUT_S = 60.0
 
@@ -78,7 +81,16 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    store = AlertStore(config.state.location)
+    state = config.state
+    path = state.path if state.url is None else None
+    if path is not None and (path == MEMORY or not Path(path).is_file()):  # noqa: ASYNC240
+        why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
+               else f"{path} does not exist yet (`watcher run` creates it)")
+        print(f"no alert state: {why}", file=sys.stderr)
+        if as_json:
+            print("[]", file=out)
+        return 0
+    store = AlertStore(state.location, read_only=True)
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)
@@ -110,7 +122,7 @@ def event_json(event: AlertEventRecord, deliveries: list[DeliveryRecord] | None 
         "episode": event.episode, "notify": event.notify, "severity": event.severity,
         "labels": event.labels, "answer": event.answer, "urls": event.urls,
         "stream_ids": event.stream_ids, "stream_time_ms": event.stream_time_ms,
-        "model": event.model, "usage": event.usage, "created_at": _time(event.created_ms),
+        "model": event.model, "usage": event.usage, "created_at": iso(event.created_ms),
         "created_ms": event.created_ms,
         "deliveries": [delivery_json(d, now_ms) for d in deliveries or []],
     }
@@ -146,6 +158,7 @@ def delivery_text(d: DeliveryRecord, now_ms: int) -> str:
 
 def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
 
 
 def _one_line(text: str, limit: int = 120) -> str:

@@ -258,8 +258,8 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
         ["rules/bad.yaml:2: streams: unknown section (expected one of: rules)"]),
     "unknown action type": (
         "overshoot: {}\nactions:\n  pager: {type: pagerduty}\n",
-        {}, ["watcher.yaml:3: actions.pager.type: Input should be 'webhook', 'slack' or "
-             "'email'"]),
+        {}, ["watcher.yaml:3: actions.pager.type: Input should be 'webhook', 'slack', "
+             "'email' or 'mqtt'"]),
 }
 
 

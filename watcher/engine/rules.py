@@ -77,11 +77,14 @@ from watcher.configbase import Section
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
-from watcher.store.config import StateConfig
+from watcher.store.config import DEFAULT_STATE_PATH, StateConfig
+from watcher.store.database import MEMORY
 from watcher.yamlfile import Loc
 
 __all__ = [
+    "DEFAULT_STATE_PATH",
     "IN_PACK",
+    "MEMORY",
     "ConfirmConfig",
     "IncludeConfig",
     "RuleConfig",

@@ -58,6 +58,8 @@ Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error"
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
+StepObserver = Callable[[str, str, AlertState, list[AlertEventRecord]], None]
+"""``(rule, stream_key, new state, stored events)`` after a step that changed an alert."""
 FenceFor = Callable[[Sequence[str]], Any]
 """Cluster mode: the fence a rule's writes carry, given its stream names (passed to
 ``store.record(fence=...)``); raises :class:`~watcher.errors.LeaseLostError` when this
@@ -163,6 +165,7 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.observers: list[StepObserver] = []
         self.fence = fence
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
@@ -346,6 +349,9 @@ class RuleRunner:
         self.stats.events += len(events)
         stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
         notify = [e for e in stored if e.notify]
+        if state != previous or stored:
+            for observe in self.observers:
+                observe(self.rule.name, self.stream_key, state, stored)
         if notify and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:

@@ -24,11 +24,11 @@ from watcher.clock import Clock, SystemClock
 from watcher.overshoot.refs import parse_ref
 from watcher.server.backends.base import (
     ChatInput,
-    ExternalImage,
     Message,
     ModelBackend,
     Part,
 )
+from watcher.server.external import external_part
 from watcher.server.faults import FaultInjector, FaultMiddleware
 from watcher.server.handlers import install_error_handlers
 from watcher.server.problems import ChatProblem, StreamProblem
@@ -320,11 +320,10 @@ def _resolve_chat(server: EmbeddedServer, owner: str, body: ChatBody,
                         raise ChatProblem(400, f"model {backend.id} does not accept video_url",
                                           type="validation_error", code="model_video_unsupported")
                     parts.append(_resolve_part(server, owner, url, part.type, now))
-                elif part.type == "image_url":
-                    parts.append(ExternalImage(url))
                 else:
-                    raise ChatProblem(422, "a video_url must be an ovs://streams/{id} reference",
-                                      type="validation_error", code="stream_url_invalid")
+                    parts.append(external_part(
+                        url, part.type, backend,
+                        forward_media_urls=server.settings.forward_media_urls))
         messages.append(Message(role=message.role, parts=parts))
     max_tokens = body.max_completion_tokens or body.max_tokens
     return ChatInput(model=body.model, messages=messages, response_format=body.response_format,

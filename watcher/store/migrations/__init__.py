@@ -12,7 +12,7 @@ milliseconds, Text for strings, LargeBinary for bytes), and describe the
 same shape in :mod:`watcher.store.schema` for queries. A revision must never
 change once released: write a new one instead. Downgrades are not supported.
 
-``0001`` and ``0002`` are the schema the SQLite-only store kept under
-``PRAGMA user_version`` 1 and 2; such a file is stamped with the matching
+``0001`` to ``0003`` are the schema the SQLite-only store kept under
+``PRAGMA user_version`` 1 to 3; such a file is stamped with the matching
 revision and then upgraded (see :func:`watcher.store.migrate.upgrade`).
 """
