@@ -15,16 +15,10 @@ from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
-from watcher.engine.rules import MEMORY
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import (
-    AlertEventRecord,
-    AlertStore,
-    DeliveryRecord,
-    DeliveryStatus,
-    StoreError,
-)
 from watcher.keeper.keeper import StreamKeeper
+from watcher.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
+from watcher.store.database import MEMORY
 
 LIVE_TIMEOUT_S = 60.0
 ANSWERED = ("answered", "unchanged")
@@ -104,19 +98,16 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    path = config.state.path
-    if path == MEMORY or not Path(path).is_file():  # noqa: ASYNC240  (one stat, at start)
+    state = config.state
+    path = state.path if state.url is None else None
+    if path is not None and (path == MEMORY or not Path(path).is_file()):  # noqa: ASYNC240
         why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
                else f"{path} does not exist yet (`watcher run` creates it)")
         print(f"no alert state: {why}", file=sys.stderr)
         if as_json:
             print("[]", file=out)
         return 0
-    try:
-        store = AlertStore(path, read_only=True)
-    except StoreError as exc:
-        print(f"watcher alerts: {exc}", file=sys.stderr)
-        return 1
+    store = AlertStore(state.location, read_only=True)
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)
