@@ -9,7 +9,7 @@
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
-    ├── state: StateConfig                the alert state file
+    ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
@@ -51,9 +51,10 @@ problem found by :meth:`WatcherConfig.check_references` is reported in the
 right file. A model built in code keeps ``include`` but reads no files.
 
 Secrets (the API key, upstream keys, passwords and tokens in source URLs,
-the secret options of actions: see each options model's ``secrets()``) are
-hidden from ``repr``/``str`` of the models and registered with
-:func:`watcher.logs.register_secret` by :func:`load_config`.
+the secret options of actions: see each options model's ``secrets()``, the
+password in ``state.url``) are hidden from ``repr``/``str`` of the models
+and registered with :func:`watcher.logs.register_secret` by
+:func:`load_config`.
 """
 
 from __future__ import annotations
@@ -570,6 +571,7 @@ class WatcherConfig(Section):
         for action in self.actions.values():
             for secret in action.secrets():
                 register_secret(secret)
+        self.state.register_secrets()
 
 
 def _count(n: int, noun: str) -> str:
