@@ -111,6 +111,20 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "single = in when": (
         "rules:\n" + RULE + "    schema: {people: integer}\n    when: people = 3\n",
         {}, ["watcher.yaml:12: rules[0].when: invalid syntax at column 8 (compare with ==)"]),
+    "when orders a number against a string": (
+        "rules:\n" + RULE + "    schema: {motion: number, description: string}\n"
+        "    when: motion > \"x\"\n",
+        {}, ["watcher.yaml:12: rules[0].when: `motion > 'x'` orders a number against a "
+             "string: it fails on every answer (compare with a number, without quotes)"]),
+    "when compares a boolean with a word": (
+        "rules:\n" + RULE + "    schema: {open: boolean}\n    when: open == \"yes\"\n",
+        {}, ["watcher.yaml:12: rules[0].when: `open == 'yes'` compares a boolean with a "
+             "string: it is never true"]),
+    "when orders a list against a number": (
+        "rules:\n" + RULE + "    schema: {tags: 'string[]', note: string}\n"
+        "    when: note != \"\" and tags >= 2\n",
+        {}, ["watcher.yaml:12: rules[0].when: `tags >= 2` orders a list against a number: "
+             "it fails on every answer (count the items with len(tags))"]),
     "forbidden construct in when": (
         "rules:\n" + RULE + "    schema: {box: {type: object, properties: {x: {type: number}}}}\n"
         "    when: box.x > 3\n",
@@ -551,7 +565,8 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[Base
 
 
 def test_every_rule_option_is_described_and_typos_fail() -> None:
-    models = {m for m in _models(WatcherConfig, set()) if m.__module__ == "watcher.engine.rules"}
+    models = {m for m in _models(WatcherConfig, set())
+              if m.__module__ in ("watcher.engine.rules", "watcher.store.config")}
     assert {m.__name__ for m in models} == {
         "RuleConfig", "ConfirmConfig", "IncludeConfig", "StateConfig"}
     for model in (*models, RulePack):

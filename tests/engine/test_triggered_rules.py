@@ -107,7 +107,7 @@ def rule(name: str, **extra) -> dict:
 
 
 async def test_an_object_appearing_fires_without_waiting_for_the_heartbeat(site) -> None:
-    make, keeper, camera = site
+    make, _keeper, camera = site
     model = ScriptedModel(MODEL, answers(camera))
     engine = make([rule("door", on_change=True, cron=NEVER, window="1s", max_fps=5)], model)
     await engine.start()
@@ -125,7 +125,7 @@ async def test_an_object_appearing_fires_without_waiting_for_the_heartbeat(site)
 
 
 async def test_a_static_noisy_scene_with_a_clock_asks_only_at_the_heartbeat(site) -> None:
-    make, keeper, camera = site
+    make, _keeper, camera = site
     model = ScriptedModel(MODEL, answers(camera))
     engine = make([rule("door", on_change=True, every="1s")], model)
     await engine.start()
@@ -139,7 +139,7 @@ async def test_a_static_noisy_scene_with_a_clock_asks_only_at_the_heartbeat(site
 
 async def test_on_alert_asks_the_follower_once_per_firing_with_the_leaders_answer(
         site) -> None:
-    make, keeper, camera = site
+    make, _keeper, camera = site
     leader_answer = {"text": json.dumps({"object": True, "description": "a person at the gate"})}
     model = ScriptedModel(MODEL, answers(camera, leader_answer))
     follower_prompt = ("The {{ trigger.rule }} camera saw: {{ trigger.answer.description }}. "

@@ -70,8 +70,7 @@ async def test_a_burst_asks_at_most_once_per_min_interval_and_coalesces() -> Non
     for k in range(10):  # changes while the first ask is in flight
         gate.request(Trigger("change", changed_at=time.now + k * 0.01, stream="a"))
     release.set()
-    while gate.busy:
-        await asyncio.sleep(0)
+    await gate.idle()
     assert len(asked) == 2, asked
     (first_at, _), (second_at, follow_up) = asked
     assert second_at - first_at >= 2.0
@@ -91,8 +90,7 @@ async def test_an_alert_survives_coalescing_with_changes() -> None:
     gate.request(Trigger("change", changed_at=time.now, stream="a"))
     gate.request(Trigger("alert", leader="gate", stream="gate", answer={"people": 1}))
     gate.request(Trigger("change", changed_at=time.now + 0.5, stream="a"))
-    while gate.busy:
-        await asyncio.sleep(0)
+    await gate.idle()
     assert len(asked) == 1
     assert (asked[0].kind, asked[0].leader, asked[0].changed_at) == ("alert", "gate", 100.5)
 
@@ -107,7 +105,6 @@ async def test_a_change_waits_for_its_frame_to_settle() -> None:
     gate = TriggerGate("r", evaluate, min_interval_s=1.0, settle_s=0.3,
                        monotonic=time.monotonic, sleep=time.sleep)
     gate.request(Trigger("change", changed_at=time.now, stream="a"))
-    while gate.busy:
-        await asyncio.sleep(0)
+    await gate.idle()
     assert time.sleeps == [pytest.approx(0.3)]
     assert asked[0].end_at == pytest.approx(100.3)

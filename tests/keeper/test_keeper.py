@@ -10,6 +10,7 @@ from support.keeper import KEY, Harness, Spec, eventually, make_harness
 
 from watcher.clock import ManualClock, SystemClock
 from watcher.keeper.keeper import KeeperTimings
+from watcher.media.publisher import make_publisher
 from watcher.media.whip import WhipPublisher
 from watcher.server.settings import ServerSettings
 
@@ -221,3 +222,37 @@ async def test_recreating_streams_and_publishers_frees_their_connections(
     await eventually(lambda: _live(RTCPeerConnection) <= before_pcs + 2)
     assert _live(WhipPublisher) == before_publishers + 1
     assert len(asyncio.all_tasks()) <= tasks + 2
+
+
+async def test_the_lease_is_renewed_while_the_stream_is_being_established() -> None:
+    """Publisher connect plus the first frame can outlast a short lease: it is kept alive."""
+    h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=2), SystemClock())
+    connect = asyncio.Event()
+
+    def slow_publisher(*args, **kwargs):  # a publisher whose connection takes its time
+        publisher = make_publisher(*args, **kwargs)
+        start = publisher.start
+
+        async def start_when_told() -> None:
+            await connect.wait()
+            await start()
+
+        publisher.start = start_when_told
+        return publisher
+
+    keeper = h.keeper(publisher_factory=slow_publisher)
+    try:
+        keeper.start()
+        await eventually(lambda: keeper.state == "publishing", timeout=10)
+        [stream_id] = list(h.server.registry._streams)
+        # Four renewals of a 2 s lease: well past its first expiry, still connecting.
+        await eventually(lambda: keeper.keepalives >= 4, timeout=30)
+        assert keeper.state == "publishing" and h.stream(stream_id).active
+        connect.set()
+        assert await keeper.wait_live(30) == stream_id
+        assert keeper.streams_created == 1 and keeper.keepalive_failures == 0
+    finally:
+        connect.set()
+        await keeper.stop()
+        await h.server.aclose()
+        await h.http.aclose()

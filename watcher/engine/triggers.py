@@ -105,9 +105,10 @@ class TriggerGate:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"trigger-{self.name}")
 
-    @property
-    def busy(self) -> bool:
-        return self._task is not None and not self._task.done()
+    async def idle(self) -> None:
+        """Until no ask is running or waiting."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
     async def _run(self) -> None:
         while self._pending is not None:
