@@ -400,6 +400,7 @@ class StreamKeeper:
                     await publisher.stop()
                 raise StreamLost("the publish endpoint is gone") from exc
             self._publisher = publisher
+            self._rate.start(self.frames_sent, self.clock.now_ms())
             return
 
     async def _stop_publisher(self) -> None:
@@ -482,16 +483,36 @@ class _StaleWatch:
 
 
 class _RateMeter:
-    """Frames per second from two samples at least a few seconds apart."""
+    """Frames per second from two samples at least a few seconds apart.
+
+    The first sample is taken when publishing starts (:meth:`start`), so the
+    first reading already tells the rate (over the time since then, once that
+    is :data:`FIRST_READING_MS` long), instead of 0 while frames flow.
+    """
+
+    WINDOW_MS = 2000
+    FIRST_READING_MS = 500
 
     def __init__(self) -> None:
         self._sample: tuple[int, int] | None = None
         self._rate = 0.0
+        self._measured = False
+
+    def start(self, count: int, now_ms: int) -> None:
+        """Publishing (re)starts with ``count`` frames sent so far."""
+        if self._sample is None or count < self._sample[0]:
+            self._sample = (count, now_ms)
 
     def rate(self, count: int, now_ms: int) -> float:
         if self._sample is None or count < self._sample[0]:
             self._sample = (count, now_ms)
-        elif now_ms - self._sample[1] >= 2000:
-            self._rate = round((count - self._sample[0]) * 1000 / (now_ms - self._sample[1]), 2)
-            self._sample = (count, now_ms)
+            return self._rate
+        elapsed = now_ms - self._sample[1]
+        first = (not self._measured and elapsed >= self.FIRST_READING_MS
+                 and count > self._sample[0])
+        if elapsed >= self.WINDOW_MS or first:
+            self._rate = round((count - self._sample[0]) * 1000 / elapsed, 2)
+            self._measured = True
+            if elapsed >= self.WINDOW_MS:
+                self._sample = (count, now_ms)
         return self._rate
