@@ -508,8 +508,25 @@ class WatcherConfig(Section):
                 rule.streams if own_streams else None,
                 None if "actions" in bound else rule.actions, streams, actions)
             problems += self._window_problems(("rules", index), rule)
+            problems += self._trigger_problems(("rules", index), rule)
             if rule.confirm is not None:
                 problems += self._window_problems(("rules", index, "confirm"), rule.confirm)
+        return problems
+
+    def _trigger_problems(self, loc: Loc, rule: _rules.RuleConfig) -> list[Problem]:
+        """``on_alert`` names rules that exist; ``on_change`` needs streams published here."""
+        problems: list[Problem] = []
+        names = [r.name for r in self.rules]
+        for index, leader in enumerate(rule.on_alert):
+            problems += reference_problems((*loc, "on_alert", index), leader, names, "rule")
+        if rule.on_change:
+            pulled = [s.name for s in self.streams
+                      if s.pull and s.name in rule.stream_names]
+            if pulled:
+                problems.append(((*loc, "on_change"), f"stream {pulled[0]!r} is pulled by the "
+                                 "API server (pull: true), so watcher sees none of its frames "
+                                 "to notice a change; use a schedule for it, or publish it "
+                                 "from here (remove pull)"))
         return problems
 
     def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
