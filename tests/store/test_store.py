@@ -6,6 +6,7 @@ PostgreSQL database), except the SQLite-only ones (WAL, file schema).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -293,3 +294,51 @@ async def test_prune_drops_old_finished_events_only(store: AlertStore) -> None:
     assert [e.id for e in await store.events()] == [third]
     assert list(await store.deliveries_for_events(ids)) == [third]
     assert await store.prune(before_ms=10_000) == 0
+
+
+async def test_rule_switches_survive_a_reopen(path: str) -> None:
+    async with AlertStore(path) as store:
+        assert await store.load_switches() == {}
+        await store.save_switch("dock", False, now_ms=10)
+        await store.save_switch("gate", True, now_ms=10)
+        await store.save_switch("dock", True, now_ms=20)
+    async with AlertStore(path) as reopened:
+        assert await reopened.load_switches() == {"dock": True, "gate": True}
+
+
+async def test_read_only_reads_and_refuses_writes(path: str) -> None:
+    async with AlertStore(path) as store:
+        await store.record("r", "s", AlertState(updated_ms=1),
+                           [evidence_for("r", "s", Transition(Kind.FIRING, True, 1, 1))])
+    async with AlertStore(path, read_only=True) as reader:
+        assert [e.rule for e in await reader.events()] == ["r"]
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.forget("r")
+
+
+async def test_read_only_never_creates_a_sqlite_file(sqlite_path: Path) -> None:
+    reader = AlertStore(sqlite_path, read_only=True)
+    with pytest.raises(StoreError, match="unable to open"):
+        await reader.events()
+    await reader.close()
+    assert not os.path.exists(sqlite_path)  # noqa: ASYNC240  (one stat)
+
+
+async def test_postgres_connections_killed_under_the_store_are_replaced(
+        postgres_url: str) -> None:
+    """As after a PostgreSQL restart: the pool's connections die; the next call reconnects."""
+    async with AlertStore(postgres_url) as store:
+        await store.record("r", "s", AlertState(updated_ms=1))
+
+        async def kill_others(conn: object) -> int:
+            result = await conn.exec_driver_sql(  # type: ignore[attr-defined]
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return int(result.scalar_one())
+        other = AlertStore(postgres_url)
+        try:
+            assert await other.db.run(kill_others) >= 1  # the first store's pooled connection
+        finally:
+            await other.close()
+        await store.record("r", "s", AlertState(updated_ms=2))
+        assert await store.load_state("r", "s") == AlertState(updated_ms=2)

@@ -16,11 +16,11 @@ from watcher.store.database import Database
 from watcher.store.migrate import MANAGED_USER_VERSION, head
 
 
-async def test_a_version_2_file_upgrades_keeping_state_events_and_deliveries(
-        tmp_path: Path) -> None:
+async def test_a_version_3_file_upgrades_keeping_everything(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    write_state_file(path, version=2)
+    write_state_file(path, version=3)
     async with AlertStore(path) as store:
+        assert await store.load_switches() == {"gate": False}
         state = await store.load_state("dock", "cam1")
         assert state is not None and (state.status, state.episode) == (Status.FIRING, 1)
         [event] = await store.events()
@@ -42,25 +42,28 @@ async def test_a_version_2_file_upgrades_keeping_state_events_and_deliveries(
         assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
 
 
-async def test_a_version_1_file_gets_the_outbox(tmp_path: Path) -> None:
-    path = tmp_path / "v1.sqlite3"
-    write_state_file(path, version=1)
+@pytest.mark.parametrize("version", [1, 2])
+async def test_older_files_get_the_newer_tables(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.sqlite3"
+    write_state_file(path, version=version)
     async with AlertStore(path) as store:
         assert [e.event_key for e in await store.events()] == ["dock:cam1:1:firing:1000"]
-        assert await store.delivery_counts() == {}
+        assert len(await store.deliveries_for_event(1)) == (0 if version == 1 else 2)
+        assert await store.load_switches() == {}
+        await store.save_switch("gate", True)
 
 
 async def test_refusing_an_outdated_schema_names_the_upgrade_command(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     write_state_file(path)
     refusing = AlertStore(path, upgrade=False)
-    with pytest.raises(SchemaError, match=r"revision 0002.*watcher db upgrade -c FILE"):
+    with pytest.raises(SchemaError, match=r"revision 0003.*watcher db upgrade -c FILE"):
         await refusing.open()
     await refusing.close()
     db = Database(path)
     try:
-        assert (await migrate.status(db)).current == "0002"
-        assert await migrate.upgrade(db) == ("0002", head())
+        assert (await migrate.status(db)).current == "0003"
+        assert await migrate.upgrade(db) == ("0003", head())
         assert await migrate.upgrade(db) == (head(), head())  # nothing left to do
         assert (await migrate.status(db)).up_to_date
     finally:
@@ -77,3 +80,15 @@ async def test_concurrent_upgrades_apply_each_revision_once(state_location: str)
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_read_only_refuses_an_outdated_file_and_leaves_it_as_it_was(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    write_state_file(path, version=3)
+    before = path.read_bytes()
+    reader = AlertStore(path, read_only=True)
+    with pytest.raises(SchemaError, match="watcher db upgrade"):
+        await reader.events()
+    await reader.close()
+    assert path.read_bytes() == before

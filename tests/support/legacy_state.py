@@ -1,4 +1,4 @@
-"""A state file exactly as the SQLite-only store wrote it (``PRAGMA user_version`` 1 and 2)."""
+"""A state file exactly as the SQLite-only store wrote it (``PRAGMA user_version`` 1 to 3)."""
 
 from __future__ import annotations
 
@@ -59,18 +59,27 @@ VERSION_2 = (
     "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
     "CREATE INDEX deliveries_by_action ON deliveries (action, status)",
 )
+VERSION_3 = (
+    """CREATE TABLE rule_switches (
+        rule TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
 FIRING_STATE = ('{"episode":1,"episode_notified":true,"firing_since_ms":1000,'
                 '"last_notified_ms":1000,"status":"firing","updated_ms":1000}')
 JPEG = b"\xff\xd8\xff\xe0legacy\xff\xd9"
 
 
-def write_state_file(path: Path, version: int = 2) -> None:
-    """A file at ``version`` with one firing alert, its event (with a snapshot) and, at
-    version 2, a delivery sent and one left in flight by a crash."""
+def write_state_file(path: Path, version: int = 3) -> None:
+    """A file at ``version`` with one firing alert, its event (with a snapshot), from
+    version 2 a delivery sent and one left in flight by a crash, and at version 3 a rule
+    switched off."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, isolation_level=None) as db:
         db.execute("PRAGMA journal_mode = WAL")
-        for statement in VERSION_1 + (VERSION_2 if version >= 2 else ()):
+        for statement in (VERSION_1 + (VERSION_2 if version >= 2 else ())
+                          + (VERSION_3 if version >= 3 else ())):
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {version}")
         db.execute("INSERT INTO alert_state VALUES ('dock', 'cam1', 'firing', ?, 1000)",
@@ -90,4 +99,6 @@ def write_state_file(path: Path, version: int = 2) -> None:
                 " 1100),"
                 " (1, 'mail', 'dock:cam1:1:firing:1000:mail', 'delivering', 1, 1000, 1000,"
                 " 1100, NULL)")
+        if version >= 3:
+            db.execute("INSERT INTO rule_switches VALUES ('gate', 0, 1200)")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

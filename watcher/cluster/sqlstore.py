@@ -1,6 +1,6 @@
 """The cluster tables and :class:`SqlClusterStore`: members and group leases in SQL.
 
-The tables (:mod:`watcher.store.schema`, created by the store's migration 0004)::
+The tables (:mod:`watcher.store.schema`, created by the store's migration 0005)::
 
     cluster_members  instance_id PK | last_seen_ms | started_ms | info (JSON text)
     cluster_leases   group_id PK | owner (NULL once released) | epoch | expires_ms

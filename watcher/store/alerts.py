@@ -1,4 +1,5 @@
-"""Alert states and events (with their evidence): the statements, on a given connection.
+"""Alert states, events (with their evidence) and rule switches: the statements, on a
+given connection.
 
 Each function runs inside the caller's transaction
 (:meth:`watcher.store.database.Database.run`) and speaks portable SQLAlchemy
@@ -19,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from watcher.engine.state import AlertState, Kind
 from watcher.store.errors import DuplicateEventError
 from watcher.store.records import AlertEventRecord
-from watcher.store.schema import alert_events, alert_state, deliveries, dumps, loads
+from watcher.store.schema import (
+    alert_events,
+    alert_state,
+    deliveries,
+    dumps,
+    loads,
+    rule_switches,
+)
 
 CHUNK = 500
 """Ids per ``IN (...)`` list: below SQLite's limit on bound parameters."""
@@ -134,6 +142,20 @@ async def prune(conn: AsyncConnection, before_ms: int) -> int:
     await conn.execute(delete(deliveries).where(d.event_id.in_(old)))
     result = await conn.execute(delete(alert_events).where(alert_events.c.id.in_(old)))
     return result.rowcount
+
+
+async def save_switch(conn: AsyncConnection, rule: str, enabled: bool, now_ms: int) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(rule_switches).values(rule=rule, enabled=int(enabled),
+                                                updated_ms=now_ms)
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=["rule"],
+        set_={"enabled": stmt.excluded.enabled, "updated_ms": stmt.excluded.updated_ms}))
+
+
+async def load_switches(conn: AsyncConnection) -> dict[str, bool]:
+    rows = await conn.execute(select(rule_switches.c.rule, rule_switches.c.enabled))
+    return {rule: bool(enabled) for rule, enabled in rows}
 
 
 def event_from_row(row: Row[Any]) -> AlertEventRecord:

@@ -24,9 +24,11 @@ state in the database is the truth to reload.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -41,6 +43,8 @@ T = TypeVar("T")
 MEMORY = ":memory:"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+READ_OPTION = "watcher_read"
+"""Execution option marking a read-only unit of work (a deferred BEGIN on SQLite)."""
 Work = Callable[[AsyncConnection], Awaitable[T]]
 
 
@@ -84,9 +88,13 @@ def shown(url: URL) -> str:
 
 
 class Database:
-    """An async engine on the state database plus how to run work on it."""
+    """An async engine on the state database plus how to run work on it.
 
-    def __init__(self, location: str | Path) -> None:
+    ``read_only``: a SQLite file is opened read-only (never created or
+    changed; a missing file is an error at the first unit of work).
+    """
+
+    def __init__(self, location: str | Path, *, read_only: bool = False) -> None:
         try:
             self.url = parse_location(location)
         except ValueError as exc:
@@ -94,6 +102,7 @@ class Database:
         if self.url.password:
             register_secret(str(self.url.password))
         self.backend = self.url.get_backend_name()
+        self.read_only = read_only
         self.name = shown(self.url)
         """The database as logs and errors name it (password masked)."""
         self.engine = self._create_engine()
@@ -116,23 +125,27 @@ class Database:
             return create_async_engine(self.url, pool_size=5, max_overflow=5,
                                        pool_pre_ping=True, pool_recycle=3600)
         path = self.sqlite_path
-        if path is not None and not path.startswith("file:"):
+        url = self.url
+        if path is not None and self.read_only:
+            url = URL.create("sqlite+aiosqlite", database=f"file:{quote(os.path.abspath(path))}",
+                             query={"mode": "ro", "uri": "true"})
+        elif path is not None and not path.startswith("file:"):
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot open alert store {path}: {exc}") from exc
         options: dict[str, Any] = {"poolclass": StaticPool} if path is None else {}
-        engine = create_async_engine(self.url, **options)
-        event.listen(engine.sync_engine, "connect", _sqlite_settings)
+        engine = create_async_engine(url, **options)
+        settings = _sqlite_read_only_settings if self.read_only else _sqlite_settings
+        event.listen(engine.sync_engine, "connect", settings)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
 
     async def run(self, work: Work[T], *, write: bool = True) -> T:
         """``work(conn)`` in one transaction (committed unless it raises); errors mapped.
 
-        ``write=False`` runs it on a connection without an explicit
-        transaction on SQLite (reads see one consistent snapshot per
-        statement), and in a transaction on PostgreSQL.
+        ``write=False`` (a read) begins a deferred transaction on SQLite,
+        which takes no write lock: readers never wait for the daemon.
         """
         task = asyncio.ensure_future(self._run(work, write))
         self._running.add(task)
@@ -151,11 +164,11 @@ class Database:
             raise StoreError(f"alert store {self.name}: {describe(exc)}") from exc
 
     async def _transaction(self, work: Work[T], write: bool) -> T:
-        if write or not self.is_sqlite:
-            async with self.engine.begin() as conn:
-                return await work(conn)
         async with self.engine.connect() as conn:
-            return await work(conn)
+            if not write:
+                await conn.execution_options(**{READ_OPTION: True})
+            async with conn.begin():
+                return await work(conn)
 
     async def close(self) -> None:
         """Let running work finish, then close every connection."""
@@ -189,6 +202,16 @@ def _sqlite_settings(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_read_only_settings(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    reading = conn.get_execution_options().get(READ_OPTION) or conn.engine.url.query.get("mode")
+    conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 

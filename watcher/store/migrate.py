@@ -8,7 +8,7 @@ the write lock that ``BEGIN IMMEDIATE`` takes. The second one then finds
 nothing left to do.
 
 A SQLite file written before revisions existed carries its version in
-``PRAGMA user_version`` (1 or 2); it is stamped with the matching revision
+``PRAGMA user_version`` (1 to 3); it is stamped with the matching revision
 and upgraded from there. Afterwards ``user_version`` is set to
 :data:`MANAGED_USER_VERSION`, so such an older watcher refuses the file
 instead of misreading it. A database at a revision this watcher does not
@@ -34,11 +34,11 @@ from watcher.store.database import Database
 from watcher.store.errors import SchemaError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-LEGACY_REVISIONS = {1: "0001", 2: "0002"}
+LEGACY_REVISIONS = {1: "0001", 2: "0002", 3: "0003"}
 """``PRAGMA user_version`` of the SQLite-only store -> the revision it equals."""
 MANAGED_USER_VERSION = 100
 """Written to SQLite files once Alembic manages them (older watchers refuse a
-``user_version`` above the 2 they know)."""
+``user_version`` above the 3 they know)."""
 ADVISORY_LOCK_KEY = 0x77617463_68657201
 """The PostgreSQL advisory lock upgraders take (any 64-bit constant unique to us)."""
 UPGRADE_COMMAND = "watcher db upgrade -c FILE"

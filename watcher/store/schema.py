@@ -7,6 +7,8 @@ both: a new revision (see ``migrations/__init__.py``) and here.
 * ``alert_state``: (rule, stream_key) -> status, state JSON, updated_ms.
 * ``alert_events``: one row per transition, with its evidence (answer, frame
   URLs, JPEG snapshot). ``id`` never repeats, even after pruning.
+* ``rule_switches``: rules switched on or off at run time (Home Assistant),
+  so the choice survives a restart.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
 * ``cluster_members``, ``cluster_leases``: cluster mode's heartbeats and camera
@@ -104,6 +106,14 @@ cluster_leases = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
     Column("acquired_ms", BigInteger, nullable=False),
+)
+
+
+rule_switches = Table(
+    "rule_switches", metadata,
+    Column("rule", Text, primary_key=True),
+    Column("enabled", Integer, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
 )
 
 

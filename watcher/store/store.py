@@ -23,6 +23,7 @@ import asyncio
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,15 +60,19 @@ class AlertStore:
     ``postgresql://`` URL. ``instance`` names this store as a delivery
     claimer (default: host, pid and a random tag). ``upgrade=False`` refuses
     an outdated schema (naming ``watcher db upgrade``) instead of migrating.
+    ``read_only`` (for ``watcher alerts``) never creates, migrates or
+    changes anything: a missing SQLite file or an outdated schema is a
+    :class:`StoreError`, and every write raises one.
     """
 
     def __init__(self, location: str | Path, *, instance: str | None = None,
-                 upgrade: bool = True) -> None:
-        self.db = Database(location)
+                 upgrade: bool = True, read_only: bool = False) -> None:
+        self.db = Database(location, read_only=read_only)
+        self.read_only = read_only
         self.path = self.db.name
         """The database as logs name it: the SQLite path, or the URL without its password."""
         self.instance = instance or default_instance()
-        self.upgrade = upgrade
+        self.upgrade = upgrade and not read_only
         self._opened = False
         self._opening = asyncio.Lock()
         self._closed = False
@@ -120,6 +125,8 @@ class AlertStore:
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]],
                      fence: Fence | None = None) -> T:
+        if self.read_only:
+            raise StoreError(f"alert store {self.path} is open read-only")
         await self._ready()
         if fence is None:
             return await self.db.run(work)
@@ -207,6 +214,15 @@ class AlertStore:
         many events went."""
         return await self._write(lambda c: alerts.prune(c, before_ms))
 
+    async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
+        """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""
+        at = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        await self._write(lambda c: alerts.save_switch(c, rule, enabled, at))
+
+    async def load_switches(self) -> dict[str, bool]:
+        """Every rule switched at run time: rule -> enabled."""
+        return await self._read(alerts.load_switches)
+
     # -- the delivery outbox (see watcher.store.deliveries) ------------------
 
     async def due_deliveries(
@@ -293,6 +309,18 @@ class AlertStore:
         """
         return await self._write(lambda c: outbox.reset_in_flight(
             c, now_ms, self.instance, everything=not self.shared))
+
+    async def release_claims(self, claimers: Iterable[str], now_ms: int) -> int:
+        """Take back the in-flight deliveries of claimers known to be dead; returns how many.
+
+        A claim lapses by itself at its deadline (the attempt timeout plus a
+        margin, minutes); a cluster that learns sooner that an instance died
+        (its heartbeats stopped) calls this with the dead instances' ids, so
+        their deliveries go out again at once, with the same Idempotency-Key.
+        The store's ``instance`` must then be the cluster's instance id.
+        """
+        names = list(claimers)
+        return await self._write(lambda c: outbox.release_claims(c, names, now_ms))
 
     async def delivery_counts(self) -> dict[str, dict[str, int]]:
         """``{action: {status: count}}`` over all deliveries (for metrics and status)."""

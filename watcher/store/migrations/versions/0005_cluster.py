@@ -1,9 +1,10 @@
-"""Cluster mode: instance heartbeats and camera group leases with fencing epochs.
+"""Cluster membership and camera-group leases (tables of :mod:`watcher.cluster.sqlstore`).
 
-See :mod:`watcher.cluster.sqlstore` for how they are used.
+``cluster_members``: one heartbeat row per instance. ``cluster_leases``: one
+row per camera group, its owner and a fencing epoch that only grows.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -33,8 +34,3 @@ def upgrade() -> None:
         sa.Column("expires_ms", sa.BigInteger, nullable=False),
         sa.Column("acquired_ms", sa.BigInteger, nullable=False),
     )
-
-
-def downgrade() -> None:
-    op.drop_table("cluster_leases")
-    op.drop_table("cluster_members")
