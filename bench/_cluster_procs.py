@@ -1,5 +1,5 @@
-"""The real-process parts of ``bench/cluster.py``: takeover, soak, store writes (not a
-benchmark itself)."""
+"""The real-process parts of ``bench/cluster.py``: takeover and soak (not a benchmark
+itself)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,6 @@ from support.cluster import (
     well_formed,
 )
 from support.pgdb import fresh_database
-
-from watcher.engine.state import AlertState, Kind, Status, Transition
-from watcher.store import AlertStore
-from watcher.store.records import AlertEventRecord
 
 
 async def _transactions(db: str) -> int:
@@ -131,33 +127,3 @@ async def _fault(cluster: Cluster, rng: random.Random, faults: Counter[str],
     await cluster.wait_all_published_once(timeout=180)
     print(f"  {sum(faults.values())} faults so far ({dict(faults)}); "
           f"{len(cluster.hook.requests)} notifications", flush=True)
-
-
-async def writes(args: Any, verdict: _verdict.Verdict) -> dict[str, Any]:
-    """Latency of one alert step's write (state + event + delivery), SQLite vs PostgreSQL."""
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        async with fresh_database("watcher_bench_writes") as db:
-            for name, location in (("sqlite", str(Path(tmp) / "state.sqlite3")),
-                                   ("postgresql", db)):
-                async with AlertStore(location) as store:
-                    await store.open()
-                    latencies = []
-                    for i in range(args.writes):
-                        state = AlertState(status=Status.FIRING, firing_since_ms=i + 1,
-                                           episode=i + 1, episode_notified=True)
-                        event = AlertEventRecord.from_transition(
-                            "bench", "cam", Transition(Kind.FIRING, True, i + 1, i + 1),
-                            answer={"motion_detected": True}, snapshot=b"\xff" * 20_000)
-                        started = time.perf_counter()
-                        await store.record("bench", "cam", state, [event],
-                                           actions_for=lambda e: ["hook"])
-                        latencies.append(time.perf_counter() - started)
-                    stored = len(await store.events(limit=args.writes + 1, snapshots=False))
-                    verdict.require(stored == args.writes,
-                                    f"{name}: {stored} of {args.writes} events stored")
-                latencies.sort()
-                out[name] = {"p50_ms": statistics.median(latencies) * 1000,
-                             "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-                             "writes": len(latencies)}
-    return out

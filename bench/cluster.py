@@ -12,8 +12,7 @@ kill -9 or a SIGSTOP/SIGCONT freeze (past the lease) every ``--fault-every``
 seconds. Counts the scripted events that should have been notified, those
 that were, and duplicated or malformed notifications.
 
-Part `writes`: store write latency (one alert step: state, event and
-delivery in one transaction), SQLite file against PostgreSQL.
+Store write latency, SQLite against PostgreSQL, is ``bench/store_latency.py``.
 
 Part `simulate` (no media): N coordinators share one cluster store, rounds
 driven on a simulated clock. Cameras are made up (10% of them tied in pairs
@@ -31,8 +30,7 @@ by two-camera rules, so groups have 1 or 2 cameras). It reports:
     .venv/bin/python bench/cluster.py simulate --store postgresql
     .venv/bin/python bench/cluster.py takeover --kills 10
     .venv/bin/python bench/cluster.py soak --minutes 30
-    .venv/bin/python bench/cluster.py writes --writes 500
-    .venv/bin/python bench/cluster.py --smoke      # simulate, writes and one takeover
+    .venv/bin/python bench/cluster.py --smoke      # simulate and one takeover
 """
 
 from __future__ import annotations
@@ -254,7 +252,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", nargs="?", default="simulate",
-                        choices=["simulate", "takeover", "soak", "writes", "smoke"])
+                        choices=["simulate", "takeover", "soak", "smoke"])
     parser.add_argument("--cameras", type=int, default=1000, help="simulate: cameras")
     parser.add_argument("--instances", type=int, default=20, help="simulate: instances")
     parser.add_argument("--kill", type=int, default=5, help="simulate: killed at once")
@@ -267,12 +265,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10, help="takeover: kill -9 count")
     parser.add_argument("--minutes", type=float, default=30.0, help="soak: length")
     parser.add_argument("--fault-every", type=float, default=90.0, help="soak: seconds")
-    parser.add_argument("--writes", type=int, default=500, help="writes: per backend")
     parser.add_argument("--quiet", type=float, default=60.0,
                         help="takeover: seconds the database load is measured, unprobed")
     _verdict.add_smoke(parser)
     args = _verdict.apply_smoke(parser.parse_args(), part="smoke", cameras=60, instances=6,
-                                kill=2, kills=1, procs=2, cams=2, writes=20, lease=5.0,
+                                kill=2, kills=1, procs=2, cams=2, lease=5.0,
                                 heartbeat=1.0, quiet=5.0)
     verdict = _verdict.Verdict("cluster")
     summary = []
@@ -283,14 +280,6 @@ def main() -> int:
         summary.append(f"{result['cameras']} cameras on {result['instances']} instances: "
                        f"{c['min']}-{c['max']} each; {result['killed']} killed: running "
                        f"again after {result['rebalance_s']} s (simulated)")
-    if args.part in ("writes", "smoke"):
-        w = asyncio.run(_procs.writes(args, verdict))
-        for name, r in w.items():
-            print(f"store writes ({name}): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
-                  f"over {r['writes']} alert steps (state + event with a 20 KB snapshot + "
-                  "one delivery)")
-        summary.append("writes p50 " + ", ".join(f"{n} {r['p50_ms']:.1f} ms"
-                                                 for n, r in w.items()))
     if args.part in ("takeover", "smoke"):
         t = asyncio.run(_procs.takeover(args, verdict))
         print(f"takeover after kill -9 ({t['instances']} instances, {t['cameras']} cameras, "

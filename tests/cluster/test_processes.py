@@ -127,7 +127,8 @@ async def test_a_rolling_restart_loses_no_event_and_duplicates_no_key(tmp_path: 
         await cluster.wait_all_published_once(timeout=120)
         since = time.time()
         for node in cluster.nodes:
-            assert await node.stop() == 0, node.log_text()[-3000:]
+            code = await node.stop()
+            assert code == 0, f"{node.name} exited {code}:\n{node.log_text()[-4000:]}"
             await node.start()
             await cluster.wait_all_published_once(timeout=90)
         await asyncio.sleep(cluster.script.period)

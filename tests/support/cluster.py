@@ -40,9 +40,11 @@ class Script:
     """When camera ``i``'s box is on screen: Unix times ``k*period + offset(i)`` for
     ``duration`` seconds."""
 
-    period: float = 24.0
-    duration: float = 8.0
-    stagger: float = 4.0
+    period: float = 30.0
+    duration: float = 14.0
+    """Longer than a handover leaves a camera unwatched (stop, release, acquire, start,
+    a full window, two matches): see BENCHMARKS.md."""
+    stagger: float = 5.0
 
     def offset(self, camera: int) -> float:
         return (camera * self.stagger) % self.period

@@ -175,7 +175,9 @@ class Coordinator:
         await self.settle()
         async with self._lock:
             for group_id in list(self._held):
-                held = self._held.pop(group_id)
+                held = self._held.pop(group_id, None)
+                if held is None:  # dropped meanwhile (a refused fence, a lapsed deadline)
+                    continue
                 await self._stop_group(held.group, "this instance is shutting down")
                 with contextlib.suppress(Exception):
                     if await self.store.release(group_id, self.instance_id, held.epoch):
