@@ -78,6 +78,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 def _run_check(args: argparse.Namespace) -> int:
     from watcher.config import load_config
+    from watcher.duration import format_duration
     from watcher.errors import ConfigError
     from watcher.logs import redact
 
@@ -93,6 +94,12 @@ def _run_check(args: argparse.Namespace) -> int:
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK ({config.summary()})")
+    state = config.state
+    print(redact(f"state store {state.path}: evidence budget {state.evidence_budget_mb:g} MB "
+                 f"(oldest dropped first), events kept {format_duration(state.keep_events_for)};"
+                 f" while unavailable, {state.max_pending_steps} steps wait in memory and "
+                 f"notifications go out best effort after "
+                 f"{format_duration(state.max_pending_age)}"))
     return 0
 
 

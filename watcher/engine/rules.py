@@ -543,6 +543,21 @@ class StateConfig(Section):
     keep_events_for: PositiveDuration = Field(
         30 * 86400.0, description="Alert events (with their snapshots) older than this are "
         "pruned, once none of their deliveries is still pending.")
+    evidence_budget_mb: float = Field(
+        500.0, gt=0, description="Most megabytes of evidence (event snapshots, clips) the "
+        "state store keeps; past it, or when the disk is full, the oldest evidence is "
+        "dropped first (the alert records stay).")
+    max_pending_steps: int = Field(
+        1000, ge=1, description="Alert steps kept in memory while the state store fails; "
+        "past it the oldest are notified best effort and lose their evidence in memory.")
+    max_pending_age: Duration = Field(
+        60.0, ge=0, description="How long a notification may wait for an unavailable state "
+        "store before it is delivered best effort (marked `persisted: false`); it is "
+        "recorded once the store is back.")
+
+    @property
+    def evidence_budget_bytes(self) -> int:
+        return round(self.evidence_budget_mb * 1_000_000)
 
     @field_validator("path")
     @classmethod

@@ -118,6 +118,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_ERROR_CHARS = 500
 """``last_error`` is cut to this many characters."""
 
+EVIDENCE_COLUMNS = ("snapshot",)
+"""Blob columns of ``alert_events`` that are evidence: kept within ``state.evidence_budget``,
+dropped oldest first, never the event itself. A new kind of evidence (a clip) is added here."""
 _EVENT_COLUMNS = (
     "id", "event_key", "rule", "stream_key", "episode", "kind", "notify", "created_ms",
     "severity", "labels", "answer", "urls", "stream_ids", "stream_time_ms", "model", "usage",
@@ -373,6 +376,27 @@ class AlertStore:
         (sent, dead or summarized), with those deliveries. Returns how many events went."""
         return await self._call(self._prune, before_ms)
 
+    async def ping(self) -> None:
+        """Check that the store takes writes now (raises :class:`StoreError` if not)."""
+        await self._call(self._ping)
+
+    async def evidence_bytes(self) -> int:
+        """Bytes of evidence (snapshots and any other blob kept with events) stored."""
+        return await self._call(self._evidence_bytes)
+
+    async def trim_evidence(self, max_bytes: int) -> tuple[int, int]:
+        """Drop the oldest evidence until at most ``max_bytes`` remain; the events stay.
+
+        Returns (events whose evidence was dropped, evidence bytes left).
+        """
+        return await self._call(self._trim_evidence, max_bytes)
+
+    async def drop_oldest_evidence(self, fraction: float) -> tuple[int, int]:
+        """Drop about ``fraction`` of the stored evidence, oldest first (when space runs
+        short); returns what :meth:`trim_evidence` returns."""
+        total = await self.evidence_bytes()
+        return await self.trim_evidence(int(total * (1 - fraction)))
+
     async def close(self) -> None:
         """Finish queued work and close the file. Idempotent."""
         if self._closed:
@@ -427,6 +451,50 @@ class AlertStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _ping(self) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {int(version)}")  # a real (tiny) write
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _evidence_bytes(self) -> int:
+        sizes = " + ".join(f"COALESCE(LENGTH({c}), 0)" for c in EVIDENCE_COLUMNS)
+        return self._db().execute(f"SELECT COALESCE(SUM({sizes}), 0) FROM alert_events"
+                                  ).fetchone()[0]
+
+    def _trim_evidence(self, max_bytes: int) -> tuple[int, int]:
+        db = self._db()
+        total = self._evidence_bytes()
+        if total <= max_bytes:
+            return 0, total
+        sizes = " + ".join(f"COALESCE(LENGTH({c}), 0)" for c in EVIDENCE_COLUMNS)
+        has = " OR ".join(f"{c} IS NOT NULL" for c in EVIDENCE_COLUMNS)
+        drop: list[int] = []
+        for event_id, size in db.execute(
+                f"SELECT id, {sizes} FROM alert_events WHERE {has} ORDER BY created_ms, id"):
+            if total <= max_bytes:
+                break
+            drop.append(event_id)
+            total -= size
+        cleared = ", ".join(f"{c} = NULL" for c in (*EVIDENCE_COLUMNS, "snapshot_type"))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in _chunks(drop):
+                db.execute(f"UPDATE alert_events SET {cleared} WHERE id IN ({_marks(chunk)})",
+                           chunk)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return len(drop), total
 
     def _load_state(self, rule: str, stream_key: str) -> AlertState | None:
         row = self._db().execute(

@@ -3,8 +3,10 @@
 ::
 
     GET /healthz   200 {"status": "ok"} while the daemon's event loop runs (liveness)
-    GET /readyz    200 when every stream is ready (live, leased, a recent frame), else
-                   503 with each stream that is not and why (readiness)
+    GET /readyz    200 when the state store takes writes and every stream is ready (leased,
+                   receiving frames now, its model answering), else 503 naming each stream
+                   (or the store) that is not and why; JSON, or text with ``?format=text``
+                   (or ``Accept: text/plain``). See :mod:`watcher.observe.readiness`.
     GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
     GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
 
@@ -77,11 +79,11 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
         return _json({"status": "ok", "uptime_s": round(source.uptime_s, 3)})
 
     async def readyz(request: Request) -> Response:
-        streams = [source.readiness(health) for health in source.healths()]
-        not_ready = [{"stream": s.name, "reason": s.reason} for s in streams if not s.ready]
-        return _json({"status": "not ready" if not_ready else "ready",
-                      "streams": {s.name: s.ready for s in streams},
-                      "not_ready": not_ready}, 503 if not_ready else 200)
+        report = await source.readiness_report()
+        code = 200 if report.ready else 503
+        if _wants_text(request):
+            return Response(redact(report.as_text()), status_code=code, media_type="text/plain")
+        return _json(report.as_json(), code)
 
     async def metrics(request: Request) -> Response:
         await source.refresh()
@@ -96,6 +98,15 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     app = Starlette(routes=routes)
     app.state.registry = registry
     return app
+
+
+def _wants_text(request: Request) -> bool:
+    """``?format=text``, or an Accept header that prefers plain text to JSON."""
+    fmt = request.query_params.get("format")
+    if fmt is not None:
+        return fmt == "text"
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "json" not in accept
 
 
 def _json(doc: Any, status_code: int = 200) -> Response:
