@@ -10,9 +10,9 @@ new server and a frame arrived).
     .venv/bin/python bench/api_recovery.py --runs 3 --down 12
     .venv/bin/python bench/api_recovery.py --smoke
 
-Verdict "met" when every run turned unready and ready again and unready came within
-``--max-unready`` seconds (a few frame intervals); FAILED (exit 1) when a run did not
-recover or errored.
+Goal met when every run turned unready within ``--max-unready`` seconds of the stop (a
+few frame intervals) and ready again after the return; FAILED (exit 1) when a run did
+not recover or errored.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import asyncio
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import _verdict
 from _common import describe_machine, machine_info, print_table, quiet_logs
 from support.apiserver import daemon_on_api
 
@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": machine_info()}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--down", type=float, default=12.0, help="seconds the server is down")
@@ -82,22 +82,13 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--max-unready", type=float, default=1.0,
                         help="goal: unready within this many seconds of the stop")
-    parser.add_argument("--smoke", action="store_true", help="one short run")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    if args.smoke:
-        args.runs, args.down, args.settle = 1, 2.0, 0.5
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), runs=1, down=2.0, settle=0.5)
     quiet_logs()
     logging.getLogger("watcher").setLevel(logging.ERROR)
-    try:
-        result = asyncio.run(run(args))
-    except Exception as exc:
-        print(f"FAILED: {type(exc).__name__}: {exc}")
-        sys.exit(1)
+    result = asyncio.run(run(args))
     rows = result["runs"]
-    ok = len(rows) == args.runs and all(r["new_streams"] >= 1 for r in rows)
-    met = ok and all(r["unready_after_stop_s"] <= args.max_unready for r in rows)
-    result["verdict"] = ("met" if met else "not met" if ok else "FAILED")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -108,16 +99,19 @@ def main() -> None:
                      "ready after return s", "new streams"],
                     [(r["run"], r["server_stop_s"], r["unready_after_stop_s"], r["down_s"],
                       r["ready_after_return_s"], r["new_streams"]) for r in rows])
-        if rows:
-            print(f"\nunready after stop: median "
-                  f"{statistics.median(r['unready_after_stop_s'] for r in rows):.3f} s; "
-                  f"ready after return: median "
-                  f"{statistics.median(r['ready_after_return_s'] for r in rows):.2f} s, max "
-                  f"{max(r['ready_after_return_s'] for r in rows):.2f} s")
-        print(f"verdict: {result['verdict']}")
-    if not ok:
-        sys.exit(1)
+    check = _verdict.Verdict("api_recovery")
+    check.require(len(rows) == args.runs, f"{len(rows)} of {args.runs} runs done")
+    check.require(all(r["new_streams"] >= 1 for r in rows), "a run made no new stream")
+    if check.failed:
+        return check.finish(None, "")
+    unready = statistics.median(r["unready_after_stop_s"] for r in rows)
+    ready = [r["ready_after_return_s"] for r in rows]
+    return check.finish(
+        all(r["unready_after_stop_s"] <= args.max_unready for r in rows),
+        f"unready {unready:.2f} s (median) after the stop (goal <= {args.max_unready:g} s, "
+        f"{args.max_unready * args.fps:g} frame intervals); ready again "
+        f"{statistics.median(ready):.2f} s (median, max {max(ready):.2f} s) after it returned")
 
 
 if __name__ == "__main__":
-    main()
+    _verdict.run_main(main)

@@ -12,8 +12,8 @@ last 15 minutes of the run (MB per minute, and MB per hour).
     .venv/bin/python bench/memory.py --smoke     # a few seconds, 60 s retention
 
 Verdict: "met" when the run worked (the daemon ran to the end, every stream went
-live, rules evaluated, alerts were recorded) and the slope over the last 15 minutes
-is below ``--max-slope`` MB/h; FAILED (exit 1) when the run itself did not work.
+live, alerts were recorded, no error in its log) and the slope over the last 15
+minutes is at most ``--max-slope`` MB/h; FAILED (exit 1) when the run did not work.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _verdict
 from _common import describe_machine, machine_info, print_table
 
 WATCHER = str(Path(sys.executable).with_name("watcher"))
@@ -196,28 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def verdict(result: dict[str, Any], max_slope_mb_h: float) -> tuple[bool, str]:
-    """(ran correctly, verdict text)."""
-    problems = []
-    if len(result["streams_live"]) != CAMERAS:
-        problems.append(f"{len(result['streams_live'])}/{CAMERAS} streams went live")
-    if not result["samples"]:
-        problems.append("no RSS samples")
-    if result["stored"].get("events", 0) == 0:
-        problems.append("no alert event was recorded")
-    if result["errors"]:
-        problems.append(f"{len(result['errors'])} error line(s) in the log")
-    if problems:
-        return False, "FAILED: " + "; ".join(problems)
-    slope = result["slope_mb_per_hour"]
-    if slope != slope:  # nan
-        return False, "FAILED: too few samples for a slope"
-    return True, ("met" if slope <= max_slope_mb_h else "not met") + (
-        f" (slope {slope:+.1f} MB/h over the last {result['slope_window_s'] / 60:.1f} min; "
-        f"goal <= {max_slope_mb_h:g} MB/h)")
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fill", type=float, default=10.0,
                         help="minutes before measuring (retention filling)")
@@ -227,15 +207,11 @@ def main() -> None:
     parser.add_argument("--table-every", type=int, default=5, help="table rows, minutes")
     parser.add_argument("--max-slope", type=float, default=5.0,
                         help="flat means at most this many MB per hour")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny sizes")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    if args.smoke:
-        args.fill, args.minutes, args.retention = 0.1, 0.25, 60.0
-        args.sample_every, args.table_every = 1.0, 1
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), fill=0.1, minutes=0.5, retention=60.0,
+                                sample_every=1.0, table_every=1)
     result = run(args)
-    ok, text = verdict(result, args.max_slope)
-    result["verdict"] = text
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -245,15 +221,26 @@ def main() -> None:
                     f"webhook down, retention {args.retention:g} s)", ["minute", "RSS MB"],
                     result["rss_by_minute"])
         print_table("Summary", ["start MB", "at fill MB", "end MB", "max MB",
-                                "slope window", "slope MB/min", "slope MB/h", "verdict"],
+                                "slope window", "slope MB/min", "slope MB/h"],
                     [(result["rss_start_mb"], result["rss_at_fill_mb"], result["rss_end_mb"],
                       result["rss_max_mb"], f"{result['slope_window_s'] / 60:.1f} min",
-                      result["slope_mb_per_min"], result["slope_mb_per_hour"], text)])
+                      result["slope_mb_per_min"], result["slope_mb_per_hour"])])
         for line in result["errors"]:
             print("error line:", line)
-    if not ok:
-        sys.exit(1)
+    check = _verdict.Verdict("memory")
+    check.require(len(result["streams_live"]) == CAMERAS,
+                  f"{len(result['streams_live'])}/{CAMERAS} streams went live")
+    check.require_work(result["samples"], "RSS samples")
+    check.require_work(result["stored"].get("events", 0), "alert events recorded")
+    check.require_no_errors(len(result["errors"]), "error lines in the log")
+    slope = result["slope_mb_per_hour"]
+    check.require(slope == slope, "too few samples for a slope")  # not NaN
+    return check.finish(slope <= args.max_slope,
+                        f"RSS slope {slope:+.1f} MB/h over the last "
+                        f"{result['slope_window_s'] / 60:.1f} min (goal <= {args.max_slope:g} "
+                        f"MB/h); RSS {result['rss_at_fill_mb']} MB at fill, "
+                        f"{result['rss_end_mb']} MB at the end")
 
 
 if __name__ == "__main__":
-    main()
+    _verdict.run_main(main)

@@ -8,20 +8,32 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
 from watcher.keeper.keeper import StreamKeeper
+from watcher.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
+from watcher.store.database import MEMORY
 
 LIVE_TIMEOUT_S = 60.0
+ANSWERED = ("answered", "unchanged")
+"""Outcomes of a rule that was evaluated; any other (a model error, an answer that does
+not fit the schema, a condition that cannot be evaluated) makes test-rule exit 1."""
 
 
 async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = None) -> int:
-    """Evaluate one rule once against its live stream(s); print request, answer, verdict."""
+    """Evaluate one rule once against its live stream(s); print request, answer, verdict.
+
+    It asks once the streams are live (their first frame reached the API) and
+    the rule's window (or its confirm block's, if longer) has filled since.
+    Returns 0 when the rule was evaluated, 1 when it could not be (the model
+    failed, the answer was invalid, ...), 2 for an unknown rule.
+    """
     out = out or sys.stdout
     rule = next((r for r in config.rules if r.name == rule_name), None)
     if rule is None:
@@ -46,8 +58,12 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
                 print(f"stream {keeper.name} is not live after {LIVE_TIMEOUT_S:.0f} s "
                       f"({keeper.state}: {keeper.last_error or 'no error'})", file=sys.stderr)
                 return 1
-        if rule.window:
-            await asyncio.sleep(min(rule.window, 3.0))  # let the window fill a little
+        fill_s = max(rule.window or 0.0, (rule.confirm.window or 0.0) if rule.confirm else 0.0)
+        if fill_s:
+            # The first frame has arrived; the window is full one window later.
+            print(f"waiting {fill_s:g} s for the {fill_s:g} s window to fill...",
+                  file=sys.stderr)
+            await asyncio.sleep(fill_s)
         runner = RuleRunner(rule, default_model=config.overshoot.model, client=client,
                             streams=keepers, store=None, clock=keeper.clock)
         ids = [keepers[n].stream_id or "" for n in rule.stream_names]
@@ -66,6 +82,10 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
         print(f"when: {runner.primary.condition.expr}  ->  {result.matched}", file=out)
         if result.confirm is not None:
             print(f"confirm answer: {result.confirm.raw}  ->  {result.confirmed}", file=out)
+        if result.outcome not in ANSWERED:
+            print(f"watcher test-rule: the rule could not be evaluated ({result.outcome})",
+                  file=sys.stderr)
+            return 1
         return 0
 
 
@@ -78,7 +98,16 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    store = AlertStore(config.state.path)
+    state = config.state
+    path = state.path if state.url is None else None
+    if path is not None and (path == MEMORY or not Path(path).is_file()):  # noqa: ASYNC240
+        why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
+               else f"{path} does not exist yet (`watcher run` creates it)")
+        print(f"no alert state: {why}", file=sys.stderr)
+        if as_json:
+            print("[]", file=out)
+        return 0
+    store = AlertStore(state.location, read_only=True)
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)
@@ -110,7 +139,7 @@ def event_json(event: AlertEventRecord, deliveries: list[DeliveryRecord] | None 
         "episode": event.episode, "notify": event.notify, "severity": event.severity,
         "labels": event.labels, "answer": event.answer, "urls": event.urls,
         "stream_ids": event.stream_ids, "stream_time_ms": event.stream_time_ms,
-        "model": event.model, "usage": event.usage, "created_at": _time(event.created_ms),
+        "model": event.model, "usage": event.usage, "created_at": iso(event.created_ms),
         "created_ms": event.created_ms,
         "deliveries": [delivery_json(d, now_ms) for d in deliveries or []],
     }
@@ -146,6 +175,7 @@ def delivery_text(d: DeliveryRecord, now_ms: int) -> str:
 
 def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
 
 
 def _one_line(text: str, limit: int = 120) -> str:

@@ -70,7 +70,7 @@ async def test_store_locked_18_s_across_an_event_delivers_it_once_afterwards(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     scene = Scene()
-    async with running_daemon(tmp_path, reply=scene.reply) as d:
+    async with running_daemon(tmp_path, reply=scene.reply, probe_interval=0.5) as d:
         await d.keeper.wait_live(15)
         await eventually(lambda: readyz(d, 200), timeout=15)
         await eventually(lambda: d.runner.stats.evaluations >= 2)

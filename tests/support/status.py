@@ -82,7 +82,7 @@ class Running:
 async def running_daemon(tmp_path: Path, *, timings: KeeperTimings | None = None,
                          reply: ScriptedReply = '{"answer": true}',
                          state_path: Path | None = None, max_pending_age: float = 60.0,
-                         max_pending_steps: int = 1000, probe_interval: float = 0.5,
+                         max_pending_steps: int = 1000, probe_interval: float = 5.0,
                          rule: dict | None = None) -> AsyncIterator[Running]:
     """Wired as ``Daemon.run`` wires it: the store behind a StoreHealth, one StepWriter."""
     harness = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=6), SystemClock())

@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 
 _LOCKER = """
-import sqlite3, sys
+import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-conn.execute("BEGIN EXCLUSIVE")
+for attempt in range(600):  # SQLite may say busy at once (WAL recovery, a checkpoint)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        break
+    except sqlite3.OperationalError:
+        time.sleep(0.1)
+else:
+    raise SystemExit("could not take the lock")
 print("locked", flush=True)
 sys.stdin.read()
 conn.execute("ROLLBACK")

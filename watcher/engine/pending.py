@@ -48,14 +48,16 @@ from typing import Any, Protocol
 from watcher.backoff import Backoff
 from watcher.clock import Clock, SystemClock
 from watcher.engine.state import AlertState
-from watcher.engine.store import (
-    EVIDENCE_COLUMNS,
+from watcher.engine.storehealth import StoreHealth
+from watcher.errors import LeaseLostError
+from watcher.store import (
     AlertEventRecord,
     DuplicateEventError,
+    FencedError,
     StoreError,
     delivery_key,
 )
-from watcher.engine.storehealth import StoreHealth
+from watcher.store.evidence import EVIDENCE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class PendingStep:
     sent: list[set[str]] = field(default_factory=list)
     """Per event, the actions that got it best effort."""
     delivering: asyncio.Task[None] | None = None
+    fence: Any = None
+    """Cluster mode: the fence the write carries."""
     writing: bool = False
     """A write of it is in flight: no best-effort delivery may start (it could race the
     outbox deliveries the write creates)."""
@@ -159,18 +163,21 @@ class StepWriter:
         return len(self._queue) + self._in_flight
 
     async def write(self, rule: str, stream_key: str, state: AlertState,
-                    events: list[AlertEventRecord], targets: list[list[str]],
-                    ) -> list[int] | None:
+                    events: list[AlertEventRecord], targets: list[list[str]], *,
+                    fence: Any = None) -> list[int] | None:
         """Write one step now and return its event ids, or keep it pending and return None.
 
-        Raises :class:`DuplicateEventError` (nothing written) like the store does.
+        Raises :class:`DuplicateEventError` (nothing written) like the store does, and
+        :class:`~watcher.errors.LeaseLostError` / :class:`FencedError` when ``fence``
+        (cluster mode) says this instance no longer owns the work: such a step is never
+        kept, the new owner carries on.
         """
         if not self._queue:
             self._in_flight += 1
             try:
                 ids = await self._record(rule, stream_key, state, events,
-                                         lambda e: targets[events.index(e)])
-            except DuplicateEventError:
+                                         lambda e: targets[events.index(e)], fence)
+            except (DuplicateEventError, FencedError):
                 self._in_flight -= 1
                 raise
             except StoreError as exc:
@@ -186,7 +193,7 @@ class StepWriter:
                 return ids
         self._enqueue(PendingStep(rule, stream_key, state, list(events),
                                   [list(t) for t in targets], self.clock.now_ms(),
-                                  [set() for _ in events]))
+                                  [set() for _ in events], fence=fence))
         return None
 
     async def close(self, grace_s: float = 5.0) -> None:
@@ -263,9 +270,12 @@ class StepWriter:
             step.writing = True
             try:
                 await self._record(step.rule, step.stream_key, step.state, step.events,
-                                   lambda e, owed=owed: owed[e.event_key])
+                                   lambda e, owed=owed: owed[e.event_key], step.fence)
             except DuplicateEventError:
                 log.info("alert %s on %s: step already recorded", step.rule, step.stream_key)
+            except (FencedError, LeaseLostError) as exc:
+                log.info("alert %s on %s: step not recorded, this instance lost the work (%s)",
+                         step.rule, step.stream_key, exc)
             except StoreError as exc:
                 step.writing = False
                 self.health.failed(exc)
@@ -288,9 +298,11 @@ class StepWriter:
 
     async def _record(self, rule: str, stream_key: str, state: AlertState,
                       events: list[AlertEventRecord],
-                      actions_for: Callable[[AlertEventRecord], list[str]]) -> list[int]:
+                      actions_for: Callable[[AlertEventRecord], list[str]],
+                      fence: Any = None) -> list[int]:
+        fenced = {} if fence is None else {"fence": fence}
         return await self.store.record(rule, stream_key, state, events,
-                                       actions_for=actions_for)
+                                       actions_for=actions_for, **fenced)
 
     async def _pause(self, seconds: float) -> None:
         self._kick.clear()

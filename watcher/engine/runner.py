@@ -40,7 +40,7 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
-from watcher.errors import OvershootError
+from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
 from watcher.media.tracks import LatestFrame
 from watcher.overshoot.client import OvershootClient
@@ -59,6 +59,12 @@ Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error"
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
+StepObserver = Callable[[str, str, AlertState, list[AlertEventRecord]], None]
+"""``(rule, stream_key, new state, stored events)`` after a step that changed an alert."""
+FenceFor = Callable[[Sequence[str]], Any]
+"""Cluster mode: the fence a rule's writes carry, given its stream names (passed to
+``store.record(fence=...)``); raises :class:`~watcher.errors.LeaseLostError` when this
+instance no longer owns those streams' group."""
 
 
 class Deliverable(Protocol):
@@ -147,11 +153,14 @@ class RuleRunner:
         state: AlertState | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
         writer: StepWriter | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
-        stored with none (``test-rule``, tests). ``writer`` (shared by the engine's
-        runners) writes the steps to ``store`` and keeps them while it fails."""
+        stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
+        write: a step whose fence is refused records nothing and changes no state.
+        ``writer`` (shared by the engine's runners) writes the steps to ``store`` and
+        keeps them while it fails."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -160,6 +169,8 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.observers: list[StepObserver] = []
+        self.fence = fence
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
         self.primary = _compile(rule.name, rule, default_model)
@@ -333,8 +344,15 @@ class RuleRunner:
         events = [await self._event(t, result, live, ids) for t in transitions]
         written: list[int] | None = []
         if state != self.state or events:
-            written = await self.writer.write(self.rule.name, self.stream_key, state, events,
-                                              [self._targets(e) for e in events])
+            try:
+                fence = None if self.fence is None else self.fence(self.stream_names)
+                written = await self.writer.write(
+                    self.rule.name, self.stream_key, state, events,
+                    [self._targets(e) for e in events], fence=fence)
+            except LeaseLostError as exc:
+                result.detail = f"not recorded: {exc}"
+                log.info("rule %s: %s", self.rule.name, result.detail)
+                return result
             result.event_ids = written or []
         previous, self.state = self.state, state  # pending or written: what will be stored
         for event in events:
@@ -348,6 +366,9 @@ class RuleRunner:
         stored = events if written is None else [
             replace(e, id=i) for e, i in zip(events, written, strict=False)]
         notify = [e for e in stored if e.notify]
+        if state != previous or stored:
+            for observe in self.observers:
+                observe(self.rule.name, self.stream_key, state, stored)
         if notify and written is not None and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:

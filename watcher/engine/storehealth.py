@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from watcher.clock import Clock, SystemClock
-from watcher.engine.store import DuplicateEventError, StoreError
+from watcher.store import DuplicateEventError, FencedError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ PROBE_INTERVAL_S = 5.0
 WRITES = frozenset({
     "record", "mark_delivering", "mark_sent", "mark_retry", "mark_dead", "mark_summarized",
     "reset_in_flight", "forget", "prune", "trim_evidence", "drop_oldest_evidence", "ping",
+    "claim_due", "save_switch",
 })
 """Store methods that write (their success can prove the store is back)."""
 
@@ -98,8 +99,8 @@ class MonitoredStore:
         async def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 result = await value(*args, **kwargs)
-            except DuplicateEventError:
-                raise  # the store works: it refused a duplicate
+            except (DuplicateEventError, FencedError):
+                raise  # the store works: it refused a duplicate, or a stale writer
             except StoreError as exc:
                 self.health.failed(exc)
                 raise

@@ -34,6 +34,7 @@ per action (label ``action``)
 the state store
     ``watcher_store_errors_total`` (failed store calls), ``watcher_store_up`` (0 while it
     is unavailable), ``watcher_store_pending_steps`` (alert steps waiting to be written)
+the cluster families of :mod:`watcher.cluster.observe` (cluster mode only),
 and ``watcher_build_info{version,python}`` (always 1).
 
 The histograms are real prometheus_client histograms: each scrape drains the
@@ -55,6 +56,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from watcher import __version__
+from watcher.cluster.observe import metric_families
 from watcher.engine.engine import TickStats
 from watcher.engine.state import Status
 from watcher.keeper.health import StreamHealth
@@ -152,6 +154,9 @@ class WatcherCollector(Collector):
         yield from self._rules(runners, ticks)
         yield from _actions(actions)
         yield from self._store()
+        cluster = _read("cluster", self.source.cluster_snapshot, None)
+        if cluster is not None:
+            yield from metric_families(cluster)
         info = GaugeMetricFamily("watcher_build_info", "watcher's version and Python's (always 1).",
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)

@@ -6,7 +6,8 @@
     GET /readyz    200 when the state store takes writes and every stream is ready (leased,
                    receiving frames now, its model answering), else 503 naming each stream
                    (or the store) that is not and why; JSON, or text with ``?format=text``
-                   (or ``Accept: text/plain``). See :mod:`watcher.observe.readiness`.
+                   (or ``Accept: text/plain``). See :mod:`watcher.observe.readiness`. In
+                   cluster mode the streams are those of the camera groups this instance owns
     GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
     GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
 
@@ -83,7 +84,11 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
         code = 200 if report.ready else 503
         if _wants_text(request):
             return Response(redact(report.as_text()), status_code=code, media_type="text/plain")
-        return _json(report.as_json(), code)
+        doc = report.as_json()
+        cluster = source.cluster_snapshot()
+        if cluster is not None:  # this instance's streams are those of the groups it owns
+            doc["cluster"] = {"instance_id": cluster["instance_id"], "owned": cluster["owned"]}
+        return _json(doc, code)
 
     async def metrics(request: Request) -> Response:
         await source.refresh()

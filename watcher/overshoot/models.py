@@ -75,6 +75,8 @@ class StreamCreated(_Response):
     id: str
     state: Literal["active", "ended"] = "active"
     publish: Publish | None = None
+    source: dict[str, Any] | None = None
+    """Server-pulled sources: ``{"type": ...}`` echoed back (never the url)."""
     expires_at_ms: int
     ttl_seconds: float
 
@@ -92,6 +94,9 @@ class StreamStatus(_Response):
     first_available_frame_index: int | None = None
     created_at_ms: int | None = None
     recent_fps: float | None = None
+    """Frames *stored* per second lately: the rate ``frame_index`` advances at."""
+    received_fps: float | None = None
+    """(watcher's server) Frames per second the publisher sent, before ``max_stored_fps``."""
     retained_frame_count: int | None = None
     evicted_frame_count: int | None = None
     expires_at_ms: int | None = None
@@ -100,7 +105,12 @@ class StreamStatus(_Response):
     end_reason: str | None = None
     """``expired``, ``deleted`` or ``reaped`` once the stream has ended."""
     audio: bool | None = None
-    last_pull: dict[str, Any] | None = None
+    last_pull: int | None = None
+    """Server-pulled sources: when the server last pulled a frame, in ms."""
+    pull: dict[str, Any] | None = None
+    """The embedded server's extension for pulled sources: state, counters, last error."""
+    source: dict[str, Any] | None = None
+    """Server-pulled sources: ``{"type": "rtsp"|"hls"}`` (never the url)."""
 
     @property
     def active(self) -> bool:
