@@ -151,7 +151,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                 lateness = [x * 1000 for t in engine.ticks.values() for x in t.lateness_s]
                 missed = sum(t.missed + t.overruns for t in engine.ticks.values()) - missed0
                 errors = sum(t.errors for t in engine.ticks.values()) - errors0
-                statuses = [await daemon._client.get_stream(k.stream_id) for k in keepers
+                statuses = [await _raw_status(daemon, k.stream_id) for k in keepers
                             if k.stream_id is not None]
                 result = {
                     "mode": args.mode, "cameras": args.cameras, "seconds": window.wall,
@@ -165,12 +165,12 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                     "evaluations": sum(r.stats.evaluations for r in engine.runners.values())
                     - evals0,
                     "vlm_calls": vlm.calls - calls0,
-                    "recent_fps": [s.recent_fps or 0.0 for s in statuses],
+                    "recent_fps": [s.get("recent_fps") or 0.0 for s in statuses],
                     "streams_live": len(statuses),
                     "lease_lapses": sum(k.streams_created for k in keepers) - created0,
                     "paths": Counter(k.health().publish_path or "testsrc" for k in keepers),
                     "rss_mb": _common.current_rss_mb(), "rss_before_mb": rss_before,
-                    "retained_mb": sum(_retained_bytes(s) for s in statuses) / 1e6,
+                    "retained_mb": sum(s.get("retained_bytes") or 0 for s in statuses) / 1e6,
                     "threads": threads_now(), "threads_before": threads_before,
                 }
             finally:
@@ -180,12 +180,13 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _retained_bytes(status: Any) -> int:
-    """The server's ``retained_bytes`` (an extra field of the stream status)."""
-    value = getattr(status, "retained_bytes", None)
-    if value is None:
-        value = (getattr(status, "model_extra", None) or {}).get("retained_bytes", 0)
-    return int(value or 0)
+async def _raw_status(daemon: Any, stream_id: str) -> dict[str, Any]:
+    """``GET /streams/{id}`` as JSON, with the server's extra fields (``retained_bytes``)."""
+    client = daemon._client
+    response = await daemon._http.get(f"{client.base_url}/streams/{stream_id}", headers={
+        "authorization": f"Bearer {client._api_key}"})
+    response.raise_for_status()
+    return dict(response.json())
 
 
 def kept(r: dict[str, Any]) -> bool:
