@@ -164,3 +164,18 @@ async def test_claimers_in_three_processes_split_the_work(state_location: str) -
         done = [d for ds in (await store.deliveries_for_events(ids)).values() for d in ds]
     assert {(d.status, d.attempts) for d in done} == {("sent", 1)}
     assert {d.claimed_by for d in done} <= {"worker0", "worker1", "worker2"}
+
+
+async def test_the_claims_of_a_dead_instance_are_released_at_once(
+        stores: tuple[AlertStore, AlertStore]) -> None:
+    a, b = stores
+    ids = await record(a, 2)
+    first, second = [(await a.deliveries_for_event(i))[0].id for i in ids]
+    assert await a.mark_delivering(first, 1_000, claim_ms=600_000)  # a dies holding it
+    assert await b.mark_delivering(second, 1_000, claim_ms=600_000)
+    assert await b.release_claims(["a", "nobody"], 2_000) == 1
+    [due] = await b.due_deliveries(2_000)
+    assert (due.id, due.status, due.claimed_by) == (first, "pending", None)
+    assert await b.mark_delivering(first, 2_000)
+    assert not await a.mark_sent(first, 2_100)
+    assert await b.release_claims([], 2_000) == 0
