@@ -34,6 +34,7 @@ from watcher.server.backends.base import (
     Part,
 )
 from watcher.server.faults import FaultInjector, FaultMiddleware
+from watcher.server.openapi import install_openapi
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(_router(), prefix=API_PREFIX)
     app.add_middleware(FaultMiddleware, injector=server.faults)
     _install_error_handlers(app)
+    install_openapi(app)
     return app
 
 
