@@ -76,8 +76,16 @@ REJECTED = {
         "watcher.yaml:3: YAML syntax error"),
     "unclosed quote": (
         "streams:\n  - name: \"a\n",
-        "watcher.yaml:3: YAML syntax error: found unexpected end of stream "
-        "(while scanning a quoted scalar on line 2)"),
+        "watcher.yaml:2: YAML syntax error: a quoted string opened on this line is not "
+        "closed (found unexpected end of stream on line 3)"),
+    "unclosed flow mapping": (
+        "streams:\n  - {name: a, source: testsrc\n  - name: b\nrules: []\n",
+        "watcher.yaml:2: YAML syntax error: a flow mapping ({...}) opened on this line is "
+        "not closed (expected ',' or '}', but got ':' on line 3)"),
+    "unclosed flow sequence": (
+        "overshoot: {}\nstreams: [\n  {name: a, source: testsrc},\n\nrules: []\n",
+        "watcher.yaml:2: YAML syntax error: a flow sequence ([...]) opened on this line is "
+        "not closed (expected ',' or ']', but got '<stream end>' on line 6)"),
     "duplicate key": (
         "overshoot:\n  model: a\n  timeout_seconds: 5s\n  model: b\n",
         "watcher.yaml:4: overshoot.model: duplicate key (first given on line 2)"),
@@ -626,3 +634,9 @@ def test_check_rejects_a_bad_synthetic_source(
     assert code == 2
     assert err.splitlines()[0].startswith("watcher.yaml:3: streams[0].source: ")
     assert "evnts" in err
+
+
+def test_embedded_server_media_url_forwarding_is_off_unless_set() -> None:
+    assert EmbeddedServerConfig().server_settings(["ovs-k"]).forward_media_urls is False
+    on = EmbeddedServerConfig(forward_media_urls=True).server_settings(["ovs-k"])
+    assert on.forward_media_urls is True

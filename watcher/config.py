@@ -8,7 +8,7 @@
     ├── streams: [StreamConfig]           live sources kept published (or pulled by the API)
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
-    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
+    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the alert state file
     └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
@@ -92,6 +92,7 @@ from watcher.configerrors import (
 )
 from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
+from watcher.engine.modelcheck import ServedModels, model_problems
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
 from watcher.media.testsrc import parse_spec
@@ -332,6 +333,9 @@ class EmbeddedServerConfig(Section):
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given (off: refused with a 400).")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
@@ -357,6 +361,7 @@ class EmbeddedServerConfig(Section):
             public_url=self.public_url,
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
+            forward_media_urls=self.forward_media_urls,
         )
 
 
@@ -381,7 +386,7 @@ class OvershootConfig(Section):
         "a free port, with a random key); otherwise the API's URL, e.g. "
         "https://api.overshoot.ai/v1beta.")
     api_key: SecretStr | None = Field(
-        None, validate_default=True, description="API key (ovs_...); required unless base_url "
+        None, validate_default=True, description="API key (ovs-...); required unless base_url "
         "is embedded, where it is the key the embedded server accepts (default: random).")
     model: str = Field(DEFAULT_MODEL, min_length=1,
                        description="Model rules use when they do not name one.")
@@ -434,7 +439,7 @@ class WatcherConfig(Section):
         "name_prefix} binds the pack's rules.")
     actions: dict[str, ActionConfig] = Field(
         default_factory=dict, description="Named places alerts are sent (type: webhook, "
-        "slack or email, with its options), referred to by rules' `actions`.")
+        "slack, email or mqtt, with its options), referred to by rules' `actions`.")
     state: _rules.StateConfig = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="Where alert state is kept across restarts.")
@@ -629,17 +634,21 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     model: type[WatcherConfig] = WatcherConfig,
+    served_models: ServedModels | None = None,
 ) -> WatcherConfig:
     """Read, substitute, validate and cross-check the config file at ``path``.
 
     Raises :class:`~watcher.errors.ConfigError` (and nothing else) whose
     every message starts with ``path:line:``. ``environ`` defaults to
-    ``os.environ``; ``model`` lets tests and tools validate with a subclass.
+    ``os.environ``; ``model`` lets tests and tools validate with a subclass;
+    ``served_models`` (a remote API's model ids, and how to name that API)
+    checks the rules' model names against them (see :mod:`watcher.engine.modelcheck`).
     """
     name = os.fspath(path)
     text = _read_text(Path(name), name)
     base_dir = Path(os.path.abspath(name)).parent
-    return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model)
+    return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model,
+                        served_models=served_models)
 
 
 def parse_config(
@@ -649,6 +658,7 @@ def parse_config(
     base_dir: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     model: type[WatcherConfig] = WatcherConfig,
+    served_models: ServedModels | None = None,
 ) -> WatcherConfig:
     """:func:`load_config` for text already read; ``name`` is what messages call it.
 
@@ -670,6 +680,10 @@ def parse_config(
         loader.include(index, entry)
     for loc, message in config.check_references():
         loader.report(loc, message)
+    if not loader.found:  # model checks only make sense on an otherwise sound config
+        available, source = served_models or (None, "the embedded server")
+        for loc, message in model_problems(config, available, source=source):
+            loader.report(loc, message)
     if loader.found:
         raise ConfigError(loader.messages())
     config.register_secrets()

@@ -136,8 +136,11 @@ class Daemon:
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
                                      store=store, default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox)
+            self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
+                                  if not on}
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
+            self._bind_actions(config)
             self.status = StatusSource(keepers=self.keepers, engine=self.engine,
                                        outbox=self.outbox, store=store,
                                        max_frame_age_s=config.status.max_frame_age)
@@ -191,6 +194,7 @@ class Daemon:
         changes += await self._apply_actions(new)
         if self.engine is not None:
             changes += await self.engine.apply(new.rules)
+            self._bind_actions(new)
         self.config = new.model_copy(update=kept)
         return changes
 
@@ -265,6 +269,21 @@ class Daemon:
         return {name: build_action(name, options, http=self._http)
                 for name, options in config.actions.items()}
 
+    def _bind_actions(self, config: WatcherConfig) -> None:
+        """Hand the engine and rules to actions that follow them (Home Assistant)."""
+        for action in self.actions.values():
+            bind = getattr(action, "bind", None)
+            if bind is not None:
+                bind(self.engine, config.rules, public_url=_public_url(config),
+                     save_switch=self._save_switch)
+
+    async def _save_switch(self, rule: str, enabled: bool) -> None:
+        if self.store is not None:
+            try:
+                await self.store.save_switch(rule, enabled)
+            except WatcherError as exc:
+                log.warning("rule %s: could not persist the switch: %s", rule, exc)
+
     async def _close_actions(self) -> None:
         for action in self.actions.values():
             with contextlib.suppress(Exception):
@@ -319,3 +338,8 @@ def _mtimes(path: Path, config: WatcherConfig) -> dict[str, tuple[int, int]]:
             stat = file.stat()
             out[str(file)] = (stat.st_mtime_ns, stat.st_size)
     return out
+
+
+def _public_url(config: WatcherConfig) -> str | None:
+    """Where the console's pages are reachable from outside, if configured."""
+    return getattr(config.status, "public_url", None) or None

@@ -11,6 +11,7 @@ recorded per rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -39,9 +40,11 @@ from watcher.engine.runner import (
     SAMPLES_KEPT,
     Deliverable,
     Emit,
+    FenceFor,
     LiveStream,
     OnRecorded,
     RuleRunner,
+    StepObserver,
 )
 from watcher.engine.store import AlertStore
 from watcher.overshoot.client import OvershootClient
@@ -89,10 +92,12 @@ class RuleEngine:
         misfire_grace_s: float | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
-        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored."""
+        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
+        ``fence`` (cluster mode) guards every rule's writes."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -100,11 +105,16 @@ class RuleEngine:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.fence = fence
         self.clock = clock or SystemClock()
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
+        self.observers: list[StepObserver] = []
+        """Called after every step that changed an alert (live views, Home Assistant)."""
+        self.paused: set[str] = set()
+        """Rules switched off at run time: kept, with their alert state, but not asked."""
         self._scheduler: AsyncIOScheduler | None = None
 
     async def start(self) -> None:
@@ -126,17 +136,21 @@ class RuleEngine:
         scheduler.start()
         log.info("rule engine started with %d rule(s)", len(self.runners))
 
-    async def apply(self, rules: list[RuleConfig]) -> list[str]:
+    async def apply(self, rules: list[RuleConfig], *,
+                    retire_wait_s: float | None = None) -> list[str]:
         """Switch to ``rules`` while running; return what changed, one line each.
 
         Unchanged rules keep their runner and schedule. A changed rule gets a
         new runner that inherits the alert state (when it asks about the same
         streams) and the counters; a removed rule's state stays in the store.
+        An added rule's state is loaded from the store before its first tick.
+        ``retire_wait_s`` bounds the wait for a removed rule's evaluation in
+        flight (cluster mode: its writes are fenced off anyway).
         """
         new = {r.name: r for r in rules if r.enabled}
         changes: list[str] = []
         for name in [n for n in self.runners if n not in new]:
-            await self._retire(name)
+            await self._retire(name, retire_wait_s)
             del self.runners[name], self.ticks[name]
             changes.append(f"rule {name} removed")
         for name, rule in new.items():
@@ -161,22 +175,53 @@ class RuleEngine:
         return changes
 
     def _runner(self, rule: RuleConfig) -> RuleRunner:
-        return RuleRunner(rule, default_model=self.default_model, client=self.client,
-                          streams=self.streams, store=self.store, clock=self.clock,
-                          emit=self.emit, actions=self.actions, on_recorded=self.on_recorded)
+        runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
+                            streams=self.streams, store=self.store, clock=self.clock,
+                            emit=self.emit, actions=self.actions,
+                            on_recorded=self.on_recorded, fence=self.fence)
+        runner.observers = self.observers
+        return runner
+
+    def is_enabled(self, name: str) -> bool:
+        """Whether ``name`` is configured, enabled and not switched off at run time."""
+        return name in self.rules and name not in self.paused
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Switch a configured rule on or off at run time; False if there is no such rule.
+
+        Off, its ticks stop (an evaluation in flight finishes) and its alert state
+        stays as it is; on, it ticks again from its next scheduled time."""
+        if name not in self.rules:
+            return False
+        if enabled:
+            self.paused.discard(name)
+        else:
+            self.paused.add(name)
+        job = self._scheduler.get_job(name) if self._scheduler is not None else None
+        if job is not None:
+            if enabled:
+                job.resume()
+            else:
+                job.pause()
+        return True
 
     def _schedule(self, rule: RuleConfig) -> None:
         assert self._scheduler is not None
-        self._scheduler.add_job(self._tick, trigger=self._trigger(rule), args=[rule.name],
-                                id=rule.name, name=rule.name, coalesce=True, max_instances=1,
-                                misfire_grace_time=self._grace(rule), replace_existing=True)
+        job = self._scheduler.add_job(
+            self._tick, trigger=self._trigger(rule), args=[rule.name], id=rule.name,
+            name=rule.name, coalesce=True, max_instances=1,
+            misfire_grace_time=self._grace(rule), replace_existing=True)
+        if rule.name in self.paused:
+            job.pause()
 
-    async def _retire(self, name: str) -> None:
-        """Unschedule a rule and wait for its evaluation in flight, if any."""
+    async def _retire(self, name: str, wait_s: float | None = None) -> None:
+        """Unschedule a rule and wait for its evaluation in flight, if any (at most
+        ``wait_s``)."""
         if self._scheduler is not None and self._scheduler.get_job(name) is not None:
             self._scheduler.remove_job(name)
-        async with self.runners[name]._lock:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s), self.runners[name]._lock:
+                pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop ticking; let evaluations in flight finish for up to ``grace_s``.
@@ -204,7 +249,7 @@ class RuleEngine:
 
     async def _tick(self, name: str) -> None:
         runner = self.runners.get(name)
-        if runner is not None:
+        if runner is not None and name not in self.paused:
             await runner.evaluate()
 
     # -- scheduling ----------------------------------------------------------

@@ -39,7 +39,7 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
-from watcher.errors import OvershootError
+from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
 from watcher.media.tracks import LatestFrame
 from watcher.overshoot.client import OvershootClient
@@ -58,6 +58,12 @@ Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error"
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
+StepObserver = Callable[[str, str, AlertState, list[AlertEventRecord]], None]
+"""``(rule, stream_key, new state, stored events)`` after a step that changed an alert."""
+FenceFor = Callable[[Sequence[str]], Any]
+"""Cluster mode: the fence a rule's writes carry, given its stream names (passed to
+``store.record(fence=...)``); raises :class:`~watcher.errors.LeaseLostError` when this
+instance no longer owns those streams' group."""
 
 
 class Deliverable(Protocol):
@@ -146,9 +152,11 @@ class RuleRunner:
         state: AlertState | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
-        stored with none (``test-rule``, tests)."""
+        stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
+        write: a step whose fence is refused records nothing and changes no state."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -157,6 +165,8 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.observers: list[StepObserver] = []
+        self.fence = fence
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
         self.primary = _compile(rule.name, rule, default_model)
@@ -320,8 +330,15 @@ class RuleRunner:
             return result
         events = [await self._event(t, result, live, ids) for t in transitions]
         if state != self.state or events:
-            result.event_ids = await self.store.record(
-                self.rule.name, self.stream_key, state, events, actions_for=self._targets)
+            try:
+                fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
+                result.event_ids = await self.store.record(
+                    self.rule.name, self.stream_key, state, events, actions_for=self._targets,
+                    **fenced)
+            except LeaseLostError as exc:
+                result.detail = f"not recorded: {exc}"
+                log.info("rule %s: %s", self.rule.name, result.detail)
+                return result
         previous, self.state = self.state, state
         for event in events:
             log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
@@ -332,6 +349,9 @@ class RuleRunner:
         self.stats.events += len(events)
         stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
         notify = [e for e in stored if e.notify]
+        if state != previous or stored:
+            for observe in self.observers:
+                observe(self.rule.name, self.stream_key, state, stored)
         if notify and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:

@@ -39,13 +39,18 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`; each entry of
   ``attempts`` counts started attempts (``mark_delivering``), so an attempt
   cut short by a crash still counts. ``last_error`` is bounded to
   :data:`MAX_ERROR_CHARS`; actions must keep secrets out of their errors.
+* ``rule_switches`` (migration 3): rules switched on or off at run time
+  (Home Assistant's per-rule switch), so the choice survives a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -112,6 +117,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_ms, id)",
         "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
         "CREATE INDEX deliveries_by_action ON deliveries (action, status)",
+    ),
+    (
+        """CREATE TABLE rule_switches (
+            rule TEXT PRIMARY KEY,
+            enabled INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -228,8 +240,14 @@ def delivery_key(event_key: str, action: str) -> str:
 class AlertStore:
     """Alert states, events and their deliveries in SQLite (WAL); async methods, one thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (creating it, with its folder, unless ``read_only``) the store at ``path``.
+
+        ``read_only`` (for ``watcher alerts``) never creates or changes the file:
+        a missing file is a :class:`StoreError`.
+        """
         self.path = str(path)
+        self.read_only = read_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -313,11 +331,25 @@ class AlertStore:
         """When the next pending delivery (of an action not excluded) is due; None if none."""
         return await self._call(self._next_due, tuple(exclude_actions))
 
-    async def mark_delivering(self, delivery_id: int, now_ms: int) -> bool:
-        """pending -> delivering, counting one attempt; False if it was not pending."""
+    async def mark_delivering(self, delivery_id: int, now_ms: int,
+                              summary_id: str | None = None) -> bool:
+        """pending -> delivering, counting one attempt; False if it was not pending.
+
+        ``summary_id``: the delivery goes out as a member of that summary message;
+        the key is kept, so a summary whose outcome is unknown is sent again
+        under the same key (see :meth:`summary_members`).
+        """
+        if summary_id is None:
+            return await self._call(
+                self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
+                "status = 'delivering', attempts = attempts + 1", ())
         return await self._call(
             self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
-            "status = 'delivering', attempts = attempts + 1", ())
+            "status = 'delivering', attempts = attempts + 1, summary_id = ?", (summary_id,))
+
+    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        """The unfinished (pending or delivering) members of a summary, by event id."""
+        return await self._call(self._summary_members, summary_id)
 
     async def mark_sent(self, delivery_id: int, now_ms: int) -> bool:
         return await self._call(
@@ -373,6 +405,15 @@ class AlertStore:
         (sent, dead or summarized), with those deliveries. Returns how many events went."""
         return await self._call(self._prune, before_ms)
 
+    async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
+        """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""
+        await self._call(self._save_switch, rule, enabled,
+                         now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+
+    async def load_switches(self) -> dict[str, bool]:
+        """Every rule switched at run time: rule -> enabled."""
+        return await self._call(self._load_switches)
+
     async def close(self) -> None:
         """Finish queued work and close the file. Idempotent."""
         if self._closed:
@@ -396,6 +437,9 @@ class AlertStore:
             raise StoreError(f"alert store {self.path}: {exc}") from exc
 
     def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -416,6 +460,16 @@ class AlertStore:
         except BaseException:
             conn.close()
             raise
+        self._conn = conn
+
+    def _open_read_only(self) -> None:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read alert store {self.path}: {exc}") from exc
         self._conn = conn
 
     def _db(self) -> sqlite3.Connection:
@@ -547,6 +601,11 @@ class AlertStore:
         sql += " ORDER BY next_attempt_ms, id LIMIT ?"
         return [_delivery_from_row(r) for r in self._db().execute(sql, (*params, limit))]
 
+    def _summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        sql = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE summary_id = ?"
+               " AND status IN ('pending', 'delivering') ORDER BY event_id, id")
+        return [_delivery_from_row(r) for r in self._db().execute(sql, (summary_id,))]
+
     def _next_due(self, exclude: tuple[str, ...]) -> int | None:
         sql = "SELECT MIN(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
         if exclude:
@@ -590,6 +649,15 @@ class AlertStore:
         for action, status, n in rows:
             counts.setdefault(action, {})[status] = n
         return counts
+
+    def _save_switch(self, rule: str, enabled: bool, now_ms: int) -> None:
+        self._db().execute("INSERT INTO rule_switches (rule, enabled, updated_ms) VALUES (?, ?, ?)"
+                           " ON CONFLICT (rule) DO UPDATE SET enabled = excluded.enabled,"
+                           " updated_ms = excluded.updated_ms", (rule, int(enabled), now_ms))
+
+    def _load_switches(self) -> dict[str, bool]:
+        rows = self._db().execute("SELECT rule, enabled FROM rule_switches")
+        return {rule: bool(enabled) for rule, enabled in rows}
 
     def _deliveries_for(self, event_ids: list[int]) -> dict[int, list[DeliveryRecord]]:
         out: dict[int, list[DeliveryRecord]] = {}

@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="OpenAI-compatible servers whose models are listed.")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given. Off by default: the upstream would fetch any address a caller names.")
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(

@@ -31,6 +31,11 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
+def generate_api_key() -> str:
+    """A new random API key, shaped like the cloud's (``ovs-...``)."""
+    return f"ovs-{secrets.token_urlsafe(24)}"
+
+
 @dataclass(frozen=True, slots=True)
 class PullSource:
     """A camera the server pulls itself. ``url`` may hold credentials: never echoed."""

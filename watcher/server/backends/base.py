@@ -29,8 +29,15 @@ class ExternalImage:
     url: str
 
 
-Part = str | ResolvedMedia | ExternalImage
-"""A content part: text, resolved stream frames, or an external image URL."""
+@dataclass(frozen=True, slots=True)
+class ExternalVideo:
+    """A video part whose URL is not an ovs:// reference (``data:`` or ``https:``)."""
+
+    url: str
+
+
+Part = str | ResolvedMedia | ExternalImage | ExternalVideo
+"""A content part: text, resolved stream frames, or an external image or video URL."""
 
 
 @dataclass(slots=True)
@@ -103,6 +110,8 @@ class ModelBackend(ABC):
     id: str
     owned_by: str = "watcher"
     supports_video: bool = True
+    fetches_urls: bool = False
+    """Whether the model can be sent http(s) image/video URLs to fetch itself (upstreams)."""
 
     async def status(self) -> ModelStatus:
         return "ready"
@@ -111,10 +120,14 @@ class ModelBackend(ABC):
     async def complete(self, request: ChatInput) -> Completion:
         """Answer the chat, or raise ChatProblem."""
 
-    async def stream(self, request: ChatInput) -> AsyncIterator[str]:
-        """Yield the answer in pieces (SSE); by default the whole answer at once."""
+    async def stream(self, request: ChatInput) -> AsyncIterator[str | Usage]:
+        """Yield the answer in pieces (SSE), then optionally its :class:`Usage`.
+
+        By default the whole answer at once, then its usage.
+        """
         completion = await self.complete(request)
         yield completion.content
+        yield completion.usage
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and models."""

@@ -30,6 +30,7 @@ from watcher.server.backends.base import (
     ChatInput,
     Completion,
     ExternalImage,
+    ExternalVideo,
     Message,
     ModelBackend,
     ModelStatus,
@@ -313,6 +314,7 @@ class UpstreamModel(ModelBackend):
     """One listed model answered by the upstream under ``upstream_name``."""
 
     supports_video = True
+    fetches_urls = True
 
     def __init__(self, upstream: Upstream, id: str, upstream_name: str) -> None:
         self.upstream = upstream
@@ -348,11 +350,22 @@ class UpstreamModel(ModelBackend):
             finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
         )
 
-    async def stream(self, request: ChatInput) -> AsyncIterator[str]:
-        """Pass the upstream SSE through, yielding content deltas."""
+    async def stream(self, request: ChatInput) -> AsyncIterator[str | Usage]:
+        """Pass the upstream SSE through, yielding content deltas, then the usage.
+
+        The usage is asked for with ``stream_options.include_usage`` when the
+        client asked for it; an upstream that does not send it gets an estimate
+        from the server.
+        """
         body = await self.build_request(request)
         body["stream"] = True
+        options = (request.raw or {}).get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            body["stream_options"] = {"include_usage": True}
         async for event in self.upstream.stream_chat(body):
+            usage = _usage(event.get("usage"))
+            if usage is not None:
+                yield usage
             choices = event.get("choices")
             if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                 continue
@@ -409,6 +422,8 @@ def _message(
             content.append({"type": "text", "text": part})
         elif isinstance(part, ExternalImage):
             content.append({"type": "image_url", "image_url": {"url": part.url}})
+        elif isinstance(part, ExternalVideo):
+            content.append({"type": "video_url", "video_url": {"url": part.url}})
         elif isinstance(part, ResolvedMedia):
             video = part.part_type == "video_url"
             for frame in part.frames:
