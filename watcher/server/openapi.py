@@ -194,8 +194,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                                      "example": COMPLETION_EXAMPLE},
                                 "text/event-stream": {"schema": {"type": "string"}}}},
             "400": {"description": "The model cannot answer this request (unknown, "
-                                   "unavailable, no video, a property it cannot measure); "
-                                   "or a body that is not JSON",
+                                   "unavailable, no video, a property it cannot measure, a "
+                                   "media URL it cannot fetch); or a body that is not JSON",
                     "content": {"application/json": {"schema": {
                         "oneOf": [ref("ChatError"), ref("StreamError")]}}}},
             "401": _chat_error("Missing or unknown API key", headers=_WWW_AUTH),
@@ -203,10 +203,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                "(`stream_unauthorized`)"),
             "404": _chat_error("A referenced stream does not exist or has ended "
                                "(`stream_not_found`)"),
-            "422": _json("An ovs:// reference that does not resolve (`query_param_invalid`, "
-                         "`frame_not_found`, `frame_not_yet_produced`, `segment_empty`, ...), "
-                         "or a body that does not match its schema",
-                         {"oneOf": [ref("ChatError"), ref("ValidationError")]}),
+            "422": _chat_error("An ovs:// reference that does not resolve "
+                               "(`query_param_invalid`, `frame_not_found`, "
+                               "`frame_not_yet_produced`, `segment_empty`, ...), or a body "
+                               "that does not match its schema (`request_invalid`, with "
+                               "`message` and `details`)"),
             "429": _chat_error("The upstream model server is rate limiting"),
             "502": _chat_error("The upstream model server failed"),
             "503": _chat_error("The model is loading, or the upstream is unavailable"),

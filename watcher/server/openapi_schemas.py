@@ -50,12 +50,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": {"type": "string", "enum": list(CHAT_ERROR_TYPES)},
         "code": {"type": "string", "description": "e.g. stream_not_found, frame_not_found, "
                  "segment_empty, query_param_invalid, model_unavailable, upstream_timeout"},
+        "param": {"type": "string", "description": "Request validation only: the field"},
         "upstream": _obj({"provider": {"type": "string"}, "status": INT, "body": {}},
                          required=[], description="What an upstream model server answered"),
     }, required=["message", "type", "code"]),
-    "ChatError": _obj(
-        {"detail": _obj({"error": {"$ref": "#/components/schemas/ChatErrorObject"}})},
-        description="The error envelope of /chat/completions"),
+    "ChatError": _obj({
+        "detail": _obj({"error": {"$ref": "#/components/schemas/ChatErrorObject"}}),
+        "error": {"$ref": "#/components/schemas/ChatErrorObject",
+                  "description": "The same object again, where OpenAI's SDKs read it"},
+        "message": {"type": "string", "description": "Request validation only: the first "
+                    "problem, naming its field"},
+        "details": {"type": "array", "description": "Request validation only: every problem",
+                    "items": _obj({"loc": {"type": "array",
+                                           "items": {"type": ["string", "integer"]}},
+                                   "msg": {"type": "string"}, "type": {"type": "string"}})},
+    }, required=["detail", "error"], description="The error envelope of /chat/completions"),
     "ValidationError": _obj({
         "error": {"type": "string", "enum": ["validation_error"]},
         "message": {"type": "string", "description": "The first problem, naming its field"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Printable ASCII only: a URL's non-ASCII characters are percent-encoded. No brackets (so no
 # IPv6 literals) and no empty host, so that every url matching is one the puller can open.
@@ -22,42 +22,35 @@ HTTP_URL = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_USERINFO}{_HOST}{_REST}"
 """An http:// or https:// URL with a host: an HLS playlist or a progressive stream."""
 
 
-def _url_field(pattern: str, what: str) -> Any:
-    # The pattern is checked by a validator (for a readable message) and published as is.
-    return Field(min_length=1, max_length=4096, description=f"The camera's {what} URL; "
-                 "may carry credentials, never echoed back", json_schema_extra={
-                     "pattern": pattern})
+URL_PATTERNS = {"rtsp": (RTSP_URL, "rtsp:// or rtsps://"), "hls": (HTTP_URL, "http:// or https://")}
 
 
-def _check_url(url: str, pattern: str, expected: str) -> str:
-    if not re.fullmatch(pattern, url):  # fullmatch: "$" alone would allow a final newline
-        raise ValueError(f"needs an {expected} url")
-    return url
+def _per_type_url_patterns(schema: dict[str, Any]) -> None:
+    """Publish which pattern ``url`` must match for each ``type``."""
+    schema["oneOf"] = [
+        {"properties": {"type": {"const": kind},
+                        "url": {"pattern": pattern, "description": f"An {expected} URL"}}}
+        for kind, (pattern, expected) in URL_PATTERNS.items()
+    ]
 
 
-class RtspSourceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["rtsp"]
-    url: str = _url_field(RTSP_URL, "rtsp:// or rtsps://")
+class SourceBody(BaseModel):
+    """A camera the server pulls itself; ``url`` must match the pattern of its ``type``."""
 
-    @field_validator("url")
-    @classmethod
-    def _rtsp_url(cls, url: str) -> str:
-        return _check_url(url, RTSP_URL, "rtsp:// or rtsps://")
-
-
-class HlsSourceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["hls"]
-    url: str = _url_field(HTTP_URL, "http:// or https://")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_per_type_url_patterns)
+    type: Literal["rtsp", "hls"]
+    url: str = Field(min_length=1, max_length=4096,
+                     description="The camera's URL; may carry credentials, never echoed back")
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        return _check_url(url, HTTP_URL, "http:// or https://")
-
-
-SourceBody = Annotated[RtspSourceBody | HlsSourceBody, Field(discriminator="type")]
+    def _url_of_its_type(cls, url: str, info: ValidationInfo) -> str:
+        kind = info.data.get("type")
+        if kind in URL_PATTERNS:
+            pattern, expected = URL_PATTERNS[kind]
+            if not re.fullmatch(pattern, url):  # fullmatch: "$" alone allows a final newline
+                raise ValueError(f"a {kind} source needs an {expected} url")
+        return url
 
 
 class CreateStreamBody(BaseModel):
