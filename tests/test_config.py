@@ -27,6 +27,7 @@ from watcher.config import (
 )
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.errors import ConfigError
+from watcher.server.settings import ServerSettings
 from watcher.yamlfile import substitute
 
 REPO = Path(__file__).resolve().parents[1]
@@ -640,3 +641,15 @@ def test_embedded_server_media_url_forwarding_is_off_unless_set() -> None:
     assert EmbeddedServerConfig().server_settings(["ovs-k"]).forward_media_urls is False
     on = EmbeddedServerConfig(forward_media_urls=True).server_settings(["ovs-k"])
     assert on.forward_media_urls is True
+
+
+def test_the_daemons_embedded_server_may_pull_cameras_on_private_networks() -> None:
+    assert ServerSettings().allow_private_sources is False  # `watcher serve`'s default
+    settings = EmbeddedServerConfig().server_settings(["ovs-k"])
+    assert settings.allow_private_sources is True
+    assert (settings.pull_connect_timeout_seconds, settings.max_streams_per_key,
+            settings.max_pulls) == (15, 64, 16)
+    strict = EmbeddedServerConfig(allow_private_sources=False, pull_connect_timeout_seconds="2s",
+                                  max_streams_per_key=3, max_pulls=0).server_settings(["k"])
+    assert (strict.allow_private_sources, strict.pull_connect_timeout_seconds,
+            strict.max_streams_per_key, strict.max_pulls) == (False, 2, 3, 0)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
 API_KEYS_ENV = "WATCHER_API_KEYS"
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_test_action(sub)
     _add_alerts(sub)
     _add_status(sub)
+    _add_db(sub)
     return parser
 
 
@@ -150,7 +152,6 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import signal
 
     from watcher.daemon import Daemon
-    from watcher.errors import WatcherError
 
     config = _load(args.config)
     if config is None:
@@ -282,8 +283,48 @@ def _run_alerts(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
-                                   as_json=args.json, dead=args.dead))
+    try:
+        return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
+                                       as_json=args.json, dead=args.dead))
+    except WatcherError as exc:
+        print(f"watcher alerts: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_db(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "db", help="the state database's schema: upgrade, status",
+        description="Manage the schema of the state database (state.path or state.url). "
+        "`watcher run` upgrades it by itself at start, under a lock; `watcher db upgrade` "
+        "does it ahead of time (before a rolling restart of several instances).")
+    actions = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = actions.add_parser("upgrade", help="migrate the schema to this version's",
+                                 description="Migrate the state database's schema to the "
+                                 "newest revision this watcher knows, in one transaction, "
+                                 "under a lock (safe while other instances start).")
+    _add_config_option(upgrade)
+    upgrade.set_defaults(handler=_run_db)
+    status = actions.add_parser("status", help="show the schema revision",
+                                description="Print the schema revision; exit 1 if the "
+                                "database needs `watcher db upgrade`.")
+    _add_config_option(status)
+    status.set_defaults(handler=_run_db)
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.store import admin
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    run = admin.upgrade if args.db_command == "upgrade" else admin.status
+    try:
+        return asyncio.run(run(config.state))
+    except WatcherError as exc:
+        print(f"watcher db {args.db_command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _positive_int(text: str) -> int:

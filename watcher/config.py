@@ -9,7 +9,7 @@
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
-    ├── state: StateConfig                the alert state file
+    ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     └── status: StatusConfig              health, metrics and status listener (watcher.observe)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
@@ -51,9 +51,10 @@ problem found by :meth:`WatcherConfig.check_references` is reported in the
 right file. A model built in code keeps ``include`` but reads no files.
 
 Secrets (the API key, upstream keys, passwords and tokens in source URLs,
-the secret options of actions: see each options model's ``secrets()``) are
-hidden from ``repr``/``str`` of the models and registered with
-:func:`watcher.logs.register_secret` by :func:`load_config`.
+the secret options of actions: see each options model's ``secrets()``, the
+password in ``state.url``) are hidden from ``repr``/``str`` of the models
+and registered with :func:`watcher.logs.register_secret` by
+:func:`load_config`.
 """
 
 from __future__ import annotations
@@ -336,6 +337,16 @@ class EmbeddedServerConfig(Section):
     forward_media_urls: bool = Field(
         False, description="Send http(s) image_url/video_url parts to upstream models as "
         "given (off: refused with a 400).")
+    allow_private_sources: bool = Field(
+        True, description="Let `pull: true` cameras live on loopback, private and link-local "
+        "addresses (cameras are on private networks); false refuses them, as `watcher serve` "
+        "does by default.")
+    pull_connect_timeout_seconds: Duration = Field(
+        15.0, gt=0, le=600, description="How long creating a pulled stream waits for the "
+        "camera's first frame before it fails (the keeper then retries with backoff).")
+    max_streams_per_key: int = Field(
+        64, ge=1, description="Most active streams one API key may hold.")
+    max_pulls: int = Field(16, ge=0, description="Most cameras the server pulls at once.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
@@ -362,6 +373,10 @@ class EmbeddedServerConfig(Section):
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
             forward_media_urls=self.forward_media_urls,
+            allow_private_sources=self.allow_private_sources,
+            pull_connect_timeout_seconds=self.pull_connect_timeout_seconds,
+            max_streams_per_key=self.max_streams_per_key,
+            max_pulls=self.max_pulls,
         )
 
 
@@ -556,6 +571,7 @@ class WatcherConfig(Section):
         for action in self.actions.values():
             for secret in action.secrets():
                 register_secret(secret)
+        self.state.register_secrets()
 
 
 def _count(n: int, noun: str) -> str:

@@ -34,13 +34,14 @@ from watcher.clock import SystemClock
 from watcher.config import WatcherConfig, included_files, load_config
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
-from watcher.engine.store import AlertStore
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
 from watcher.overshoot.client import OvershootClient, Policies
 from watcher.server.embedded import run_embedded
+from watcher.store import AlertStore
+from watcher.store.lock import daemon_store
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,15 @@ class Daemon:
     async def run(self, *, watch: bool = False) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
+            # First the state: a locked, outdated or unreachable store fails at once.
+            store = self.store = await stack.enter_async_context(
+                daemon_store(config.state.location))
+            log.info("alert state in %s", store.path)
             client, http = await stack.enter_async_context(api_client(config))
             self._client, self._http = client, http
             log.info("using the Overshoot API at %s", client.base_url)
             stack.push_async_callback(self._stop_keepers)
             await self._apply_streams(config)
-            store = self.store = AlertStore(config.state.path)
-            stack.push_async_callback(store.close)
             self.actions.update(self._build_actions(config))
             stack.push_async_callback(self._close_actions)
             await self._start_outbox()

@@ -50,9 +50,10 @@ class Harness:
     keepers: list[StreamKeeper]
 
     def keeper(self, spec: Spec | None = None, *, sleep=asyncio.sleep,
-               timings: KeeperTimings | None = None) -> StreamKeeper:
+               timings: KeeperTimings | None = None, **options) -> StreamKeeper:
         keeper = StreamKeeper(
             spec or Spec(), self.client, http=self.http, clock=self.clock, sleep=sleep,
+            **options,
             timings=timings or KeeperTimings(check_interval=0.1, first_frame_timeout=10,
                                              stale_after=1.0,
                                              recreate_backoff=(0.05, 0.5),

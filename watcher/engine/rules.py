@@ -55,13 +55,11 @@ inside a pack are reported at the pack's own file:line; loading lives in
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
@@ -75,14 +73,18 @@ from pydantic import (
     model_validator,
 )
 
-from watcher.configbase import BASE_DIR, Section
+from watcher.configbase import Section
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
+from watcher.store.config import DEFAULT_STATE_PATH, StateConfig
+from watcher.store.database import MEMORY
 from watcher.yamlfile import Loc
 
 __all__ = [
+    "DEFAULT_STATE_PATH",
     "IN_PACK",
+    "MEMORY",
     "ConfirmConfig",
     "IncludeConfig",
     "RuleConfig",
@@ -94,8 +96,6 @@ __all__ = [
 
 IN_PACK = "in_pack"
 """Validation-context key: the rules being validated come from a rule pack."""
-DEFAULT_STATE_PATH = "watcher-state.sqlite3"
-MEMORY = ":memory:"
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
@@ -531,29 +531,3 @@ class IncludeConfig(Section):
 
 IncludeEntry = Annotated[IncludeConfig, BeforeValidator(_include_entry)]
 
-
-# --- other sections rules refer to ---------------------------------------------------------
-
-class StateConfig(Section):
-    """Where the daemon keeps alert state and the delivery outbox across restarts."""
-
-    path: str = Field(
-        DEFAULT_STATE_PATH, validate_default=True, description="SQLite file, relative to the "
-        "config file's directory (`:memory:` keeps state only while running).")
-    keep_events_for: PositiveDuration = Field(
-        30 * 86400.0, description="Alert events (with their snapshots) older than this are "
-        "pruned, once none of their deliveries is still pending.")
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("is empty: give a file name such as watcher-state.sqlite3")
-        if value == MEMORY:
-            return value
-        if "\x00" in value:
-            raise ValueError("is not a usable file name")
-        context = info.context if isinstance(info.context, Mapping) else {}
-        base = Path(context.get(BASE_DIR) or Path.cwd())
-        return os.path.normpath(base / Path(value).expanduser())

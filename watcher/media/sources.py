@@ -1,8 +1,14 @@
 """Video sources: files, cameras and network streams decoded into a :class:`LatestFrame`.
 
 :func:`open_source` turns a spec into a :class:`VideoSource` that decodes in
-its own thread and puts BGR frames, scaled to ``width`` x ``height`` and
+its own thread and puts frames, scaled to ``width`` x ``height`` and
 decimated to ``fps``, into a one-slot mailbox (only the newest frame is kept).
+
+Decoded media stays in YUV end to end: an :class:`AvSource` delivers
+``av.VideoFrame`` objects in ``yuv420p`` (the decoder's own frame when it is
+already that format and size), which the encoder takes as they are; the
+change tracker reads their Y plane. BGR is built only where a picture is
+needed (a snapshot, a clip). The synthetic source renders BGR arrays.
 
 Spec grammar::
 
@@ -39,19 +45,21 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import av
-import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from watcher.backoff import Backoff
 from watcher.media.testsrc import SyntheticScene, is_spec, parse_spec
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import Frame, LatestFrame, frame_size
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["file", "rtsp", "http", "hls", "device", "testsrc"]
 SourceState = Literal["connecting", "live", "reconnecting", "ended", "stopped"]
-FrameCallback = Callable[[np.ndarray, float], None]
-"""``on_frame(bgr, monotonic_time)``, called in the source's thread for each delivered frame."""
+FrameCallback = Callable[[Frame, float], None]
+"""``on_frame(frame, monotonic_time)``, called in the source's thread for each delivered frame
+(an ``av.VideoFrame`` in yuv420p, or a BGR array from the synthetic source)."""
+PUBLISH_FORMAT = "yuv420p"
+"""What the video encoders take: frames in this format reach them without a conversion."""
 
 OPEN_TIMEOUT = 10.0
 READ_TIMEOUT = 10.0
@@ -126,13 +134,13 @@ class RecentFrames:
 
     def __init__(self, size: int = 5) -> None:
         self._lock = threading.Lock()
-        self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=size)
+        self._frames: deque[tuple[float, Frame]] = deque(maxlen=size)
 
-    def __call__(self, frame: np.ndarray, at: float) -> None:
+    def __call__(self, frame: Frame, at: float) -> None:
         with self._lock:
             self._frames.append((at, frame))
 
-    def snapshot(self) -> list[tuple[float, np.ndarray]]:
+    def snapshot(self) -> list[tuple[float, Frame]]:
         """``(monotonic_time, frame)`` pairs, oldest first."""
         with self._lock:
             return list(self._frames)
@@ -286,15 +294,15 @@ class VideoSource:
             return max(2, round(width * self.height / height / 2) * 2), self.height
         return width, height
 
-    def _deliver(self, bgr: np.ndarray) -> None:
+    def _deliver(self, frame: Frame) -> None:
         if self._stop.is_set():
             return
-        self.sink.put(bgr)
+        self.sink.put(frame)
         now = time.monotonic()
         stats = self.stats
         stats.frames += 1
         stats.last_frame_at = now
-        stats.height, stats.width = bgr.shape[:2]
+        stats.width, stats.height = frame_size(frame)
         self._was_live = True
         if stats.state != "live":
             if stats.state == "reconnecting":
@@ -303,7 +311,7 @@ class VideoSource:
             log.info("source %s is live (%dx%d)", self.name, stats.width, stats.height)
         if self.on_frame is not None:
             try:
-                self.on_frame(bgr, now)
+                self.on_frame(frame, now)
             except Exception:
                 log.exception("on_frame callback of source %s failed", self.name)
 
@@ -375,7 +383,9 @@ class AvSource(VideoSource):
         super().__init__(spec, kind, **kwargs)  # type: ignore[arg-type]
         self.loop = loop
         self._args = _open_args(spec, kind)
-        self._reformatter = VideoReformatter()  # reuses its scaler from frame to frame
+        # One per source: it keeps its scaler from frame to frame (a bare
+        # frame.reformat() builds a new one, with its own threads, every call).
+        self._reformatter = VideoReformatter()
         self._reset_timeline()
 
     def _reset_timeline(self) -> None:
@@ -443,10 +453,18 @@ class AvSource(VideoSource):
         self._next_due = due + interval
         if self._args.paced and not self._arrival_timed and not self._pace(t):
             return False
-        width, height = self._size(frame.width, frame.height)
-        bgr = self._reformatter.reformat(frame, width, height, "bgr24").to_ndarray()
-        self._deliver(bgr)
+        self._deliver(self._publishable(frame))
         return True
+
+    def _publishable(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """``frame`` in yuv420p at the configured size: as decoded when it already is."""
+        width, height = self._size(frame.width, frame.height)
+        if (frame.format.name != PUBLISH_FORMAT or frame.width != width
+                or frame.height != height):
+            frame = self._reformatter.reformat(frame, width, height, PUBLISH_FORMAT,
+                                               threads=1)
+        frame.pict_type = av.video.frame.PictureType.NONE  # the encoder picks keyframes
+        return frame
 
     def _media_time(self, frame: av.VideoFrame) -> float:
         """Seconds on a timeline that continues across loops of a file."""

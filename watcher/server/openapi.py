@@ -28,6 +28,8 @@ P = "/v1beta"
 API_KEY = [{"ApiKey": []}]
 PUBLISH_TOKEN = [{"PublishToken": []}]
 _WWW_AUTH = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                               "required": True, "schema": {"type": "string"}}}
 STREAM_ID = "cc3e3f79-c5c4-4d1c-985e-028b42030569"
 
 
@@ -114,11 +116,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "and `url`.",
         "request_examples": CREATE_EXAMPLES,
         "responses": {
-            "201": _json("The stream, leased for `ttl_seconds`", ref("StreamCreated"),
+            "201": _json("The stream, leased for `ttl_seconds`; a pulled camera's stream "
+                         "only once the camera gave its first frame", ref("StreamCreated"),
                          example=CREATED_EXAMPLE),
             "400": BAD_JSON, "401": UNAUTHORIZED,
-            "422": _json("The body does not match its schema, or the source url is not of "
-                         "its type", {"oneOf": [ref("ValidationError"), ref("StreamError")]}),
+            "422": _json("The body does not match its schema; or the camera cannot be used: "
+                         "its host does not resolve or is a private address (unless the "
+                         "server allows them), or `Could not connect to source url` within "
+                         "the connect timeout",
+                         {"oneOf": [ref("ValidationError"), ref("StreamError")]}),
+            "429": _stream_error("The key holds `max_streams_per_key` active streams, or the "
+                                 "server pulls `max_pulls` cameras", headers=RETRY_AFTER),
             "503": SHUTTING_DOWN,
         },
     },

@@ -41,6 +41,9 @@ PUBLISH = _obj({
                                                "every keepalive hands out a fresh one"},
 }, description="How to publish video to the stream; null for a stream the server pulls")
 
+SOURCE_TYPE = _obj({"type": {"type": "string", "enum": ["rtsp", "hls"]}},
+                   description="Only for a stream the server pulls; never its url")
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "StreamError": _obj(
         {"detail": {"type": "string", "description": "What went wrong, for a person"}},
@@ -91,7 +94,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "publish": _nullable(PUBLISH),
         "expires_at_ms": MS,
         "ttl_seconds": INT,
-    }),
+        "source": SOURCE_TYPE,
+    }, required=["id", "state", "publish", "expires_at_ms", "ttl_seconds"]),
     "Keepalive": _obj({
         "id": {"type": "string", "format": "uuid"},
         "expires_at_ms": MS,
@@ -125,9 +129,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "ended_at_ms": _nullable(MS),
         "end_reason": _nullable({"type": "string", "enum": ["expired", "deleted", "reaped"]}),
         "audio": {"type": "boolean", "enum": [False]},
-        "source": _obj({"type": {"type": "string", "enum": ["rtsp", "hls"]}},
-                       description="Only for a stream the server pulls; never its url"),
-        "last_pull": _nullable({"type": "object"}),
+        "source": SOURCE_TYPE,
+        "last_pull": {**_nullable(MS), "description": "When the last pulled frame arrived "
+                      "(pulled streams only)"},
+        "pull": _nullable({"type": "object", "description": "The pull's counters and state "
+                           "(pulled streams only)"}),
     }, required=["id", "state", "created_at_ms", "expires_at_ms", "ttl_seconds",
                  "stream_time_ms", "first_frame_at_ms", "last_frame_at_ms", "last_frame_index",
                  "first_available_frame_index", "first_available_frame_at_ms", "recent_fps",

@@ -69,7 +69,10 @@ class Stream:
     end_reason: EndReason | None = None
     first_frame_at_ms: int | None = None
     last_frame_at_ms: int | None = None
-    last_pull: dict[str, object] | None = None
+    last_pull_ms: int | None = None
+    """When the server last pulled a frame from the stream's camera (pull sources)."""
+    pull_status: dict[str, object] | None = None
+    """How the pull goes: state, counters, last error (never the URL)."""
     rate_cap: StoredRateCap | None = None
     """Thins the frames an ingest stores (see :meth:`StreamRegistry.admit_frame`)."""
     received: ReceivedRate = field(default_factory=ReceivedRate)
@@ -120,7 +123,8 @@ class Stream:
         }
         if self.source is not None:
             body["source"] = {"type": self.source.type}
-            body["last_pull"] = self.last_pull
+            body["last_pull"] = self.last_pull_ms
+            body["pull"] = self.pull_status
         return body
 
 
@@ -197,6 +201,20 @@ class StreamRegistry:
         stream = self._streams.get(stream_id)
         if stream is not None and stream.active:
             self._end(stream, "reaped")
+
+    def discard(self, stream_id: str) -> None:
+        """Forget a stream whose create failed: ended (listeners stop its ingest), then 404."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.active:
+            self._end(stream, "reaped")
+        del self._streams[stream_id]
+
+    def active_count(self, owner: str) -> int:
+        """How many active streams ``owner`` holds."""
+        self.sweep()
+        return sum(1 for s in self._streams.values() if s.owner == owner and s.active)
 
     def list(self, owner: str) -> list[Stream]:
         self.sweep()
