@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# Printable ASCII only: a URL's non-ASCII characters are percent-encoded. No brackets (so no
-# IPv6 literals) and no empty host, so that every url matching is one the puller can open.
+# Printable ASCII only: a URL's non-ASCII characters are percent-encoded. A host is a name
+# or an address, IPv6 in brackets; never empty.
 _USERINFO = r"([\x21\x22\x24-\x2e\x30-\x3e\x41-\x5a\x5c\x5e-\x7e]*@)?"
-_HOST = r"[\x21\x22\x24-\x2e\x30-\x39\x3b-\x3e\x41-\x5a\x5c\x5e-\x7e]+(:[0-9]*)?"
+_HOST = (r"(\[[0-9A-Fa-f:.]+\]|[\x21\x22\x24-\x2e\x30-\x39\x3b-\x3e\x41-\x5a\x5c\x5e-\x7e]+)"
+         r"(:[0-9]*)?")
 _REST = r"([/?#][\x21-\x7e]*)?$"
 RTSP_URL = rf"^[Rr][Tt][Ss][Pp][Ss]?://{_USERINFO}{_HOST}{_REST}"
 """An rtsp:// or rtsps:// URL with a host (any case of scheme; credentials allowed)."""
