@@ -72,8 +72,8 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
         print("request:", file=out)
         print(json.dumps(request.model_dump(exclude_none=True), indent=2), file=out)
         result = await runner.evaluate(record=False)
-        print(f"\noutcome: {result.outcome}" + (f" ({result.detail})" if result.detail else ""),
-              file=out)
+        print(f"\noutcome: {result.outcome}" + (f" ({result.detail})" if result.detail else "")
+              + f"  trigger: {result.trigger}", file=out)
         if result.answer is not None:
             print(f"model: {result.answer.model}  tokens: {result.answer.prompt_tokens}+"
                   f"{result.answer.completion_tokens}  latency: "

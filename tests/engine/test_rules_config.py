@@ -184,6 +184,29 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "bad duration in every": (
         "rules:\n" + RULE.replace("every: 5s", "every: 0s"),
         {}, ["watcher.yaml:9: rules[0].every: Input should be greater than 0"]),
+    "on_alert names an unknown rule": (
+        "rules:\n" + RULE + "  - {name: yard, stream: dock, prompt: q, on_alert: "
+        "[dock-ocupied]}\n",
+        {}, ["watcher.yaml:11: rules[1].on_alert[0]: unknown rule 'dock-ocupied' (did you "
+             "mean dock-occupied?)"]),
+    "on_alert names the rule itself": (
+        "rules:\n" + RULE + "  - {name: yard, stream: dock, prompt: q, on_alert: [yard]}\n",
+        {}, ["watcher.yaml:11: rules[1]: on_alert names the rule itself"]),
+    "on_change with a bad threshold, and no schedule without a trigger": (
+        "rules:\n" + RULE + "    on_change: true\n    change_threshold: 2\n"
+        "  - {name: yard, stream: dock, prompt: q}\n",
+        {}, ["watcher.yaml:12: rules[0].change_threshold: Input should be less than or equal "
+             "to 1",
+             "watcher.yaml:13: rules[1]: needs a schedule: `every: 30s`, or `cron: "
+             "'*/5 * * * *'` (or `on_change: true`, with a 1m heartbeat)"]),
+    "on_change on a stream the API server pulls": (
+        "overshoot: {}\nstreams:\n  - {name: cam, source: 'rtsp://10.0.0.5/s', pull: true}\n"
+        "rules:\n  - {name: r, stream: cam, prompt: q, on_change: true}\n",
+        {}, ["watcher.yaml:5: rules[0].on_change: stream 'cam' is pulled by the API server"]),
+    "on_alert prompt that is not a template": (
+        "rules:\n  - {name: yard, stream: dock, on_alert: [dock-occupied], "
+        "prompt: 'Saw {{ trigger.answer '}\n" + RULE,
+        {}, ["watcher.yaml:7: rules[0]: prompt: template syntax error on line 1"]),
     "max_fps without window": (
         "rules:\n" + RULE + "    max_fps: 4\n",
         {}, ["watcher.yaml:11: rules[0].max_fps: only applies with `window`"]),

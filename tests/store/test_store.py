@@ -322,3 +322,23 @@ async def test_read_only_never_creates_a_sqlite_file(sqlite_path: Path) -> None:
         await reader.events()
     await reader.close()
     assert not os.path.exists(sqlite_path)  # noqa: ASYNC240  (one stat)
+
+
+async def test_postgres_connections_killed_under_the_store_are_replaced(
+        postgres_url: str) -> None:
+    """As after a PostgreSQL restart: the pool's connections die; the next call reconnects."""
+    async with AlertStore(postgres_url) as store:
+        await store.record("r", "s", AlertState(updated_ms=1))
+
+        async def kill_others(conn: object) -> int:
+            result = await conn.exec_driver_sql(  # type: ignore[attr-defined]
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return int(result.scalar_one())
+        other = AlertStore(postgres_url)
+        try:
+            assert await other.db.run(kill_others) >= 1  # the first store's pooled connection
+        finally:
+            await other.close()
+        await store.record("r", "s", AlertState(updated_ms=2))
+        assert await store.load_state("r", "s") == AlertState(updated_ms=2)

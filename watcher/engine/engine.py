@@ -47,6 +47,7 @@ from watcher.engine.runner import (
     StepObserver,
 )
 from watcher.engine.store import AlertStore
+from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class RuleEngine:
         """Called after every step that changed an alert (live views, Home Assistant)."""
         self.paused: set[str] = set()
         """Rules switched off at run time: kept, with their alert state, but not asked."""
+        self.triggers = TriggeredRules(self)
+        """``on_change`` and ``on_alert``: asks besides the schedule."""
+        self.observers.append(self.triggers.on_step)
         self._scheduler: AsyncIOScheduler | None = None
 
     async def start(self) -> None:
@@ -134,6 +138,7 @@ class RuleEngine:
         for rule in self.rules.values():
             self._schedule(rule)
         scheduler.start()
+        self.triggers.arm()
         log.info("rule engine started with %d rule(s)", len(self.runners))
 
     async def apply(self, rules: list[RuleConfig], *,
@@ -172,6 +177,8 @@ class RuleEngine:
             self.runners[name] = runner
             self._schedule(rule)
         self.rules = new
+        if self._scheduler is not None:
+            self.triggers.arm()
         return changes
 
     def _runner(self, rule: RuleConfig) -> RuleRunner:
@@ -232,6 +239,7 @@ class RuleEngine:
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
             return
+        await self.triggers.aclose()
         scheduler.pause()
         busy = [r._lock for r in self.runners.values() if r._lock.locked()]
 

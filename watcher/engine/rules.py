@@ -77,6 +77,7 @@ from watcher.configbase import Section
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
+from watcher.media.changes import DEFAULT_CHANGE_THRESHOLD
 from watcher.store.config import DEFAULT_STATE_PATH, StateConfig
 from watcher.store.database import MEMORY
 from watcher.yamlfile import Loc
@@ -103,6 +104,8 @@ _DIGIT = re.compile(r"[0-9]")
 
 Severity = Literal["info", "warning", "critical"]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
+DEFAULT_HEARTBEAT_S = 60.0
+"""The schedule of an ``on_change``/``on_alert`` rule that gives none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +353,20 @@ class RuleConfig(_Question):
         "(default: none; each request still has overshoot.timeout_seconds).")
     confirm: ConfirmConfig | None = Field(
         None, description="A second question asked before the rule may fire.")
+    on_change: bool = Field(
+        False, description="Also ask as soon as the picture of one of the rule's streams "
+        "changes; the schedule stays as a heartbeat (default 1m).")
+    change_threshold: float = Field(
+        DEFAULT_CHANGE_THRESHOLD, gt=0, le=1, description="With on_change: the fraction of "
+        "the picture that must change (of a 32x24 grey thumbnail, brightness removed; 0.01 "
+        "= 1 %).")
+    min_interval: PositiveDuration = Field(
+        1.0, description="With on_change or on_alert: at most one triggered ask per this "
+        "interval; triggers meanwhile coalesce into one follow-up ask.")
+    on_alert: list[str] = Field(
+        default_factory=list, description="Ask at once when one of these rules fires; the "
+        "prompt may use {{ trigger.rule }}, {{ trigger.stream }} and "
+        "{{ trigger.answer.FIELD }} (the default schedule is then a 1m heartbeat).")
 
     _origin: RuleOrigin | None = PrivateAttr(None)
 
@@ -398,7 +415,19 @@ class RuleConfig(_Question):
             raise ValueError("needs `stream: NAME`, or `streams: [A, B]` for a cross-camera "
                              f"question{hint}")
         if self.every is None and self.cron is None:
-            raise ValueError("needs a schedule: `every: 30s`, or `cron: '*/5 * * * *'`")
+            if not (self.on_change or self.on_alert):
+                raise ValueError("needs a schedule: `every: 30s`, or `cron: '*/5 * * * *'` "
+                                 "(or `on_change: true`, with a 1m heartbeat)")
+            self.every = DEFAULT_HEARTBEAT_S
+        if self.name in self.on_alert:
+            raise ValueError("on_alert names the rule itself")
+        if self.on_alert:
+            from watcher.actions.templates import compile_template
+
+            try:
+                compile_template(self.prompt)
+            except ValueError as exc:
+                raise ValueError(f"prompt: {exc}") from None
         return self
 
     # --- views ---

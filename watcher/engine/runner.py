@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 import cv2
 
+from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
 from watcher.engine.condition import Condition, ConditionError, default_condition
@@ -39,6 +40,7 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.triggers import TICK, Trigger
 from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
 from watcher.media.tracks import LatestFrame
@@ -111,6 +113,8 @@ class RuleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     events: int = 0
+    by_trigger: dict[str, int] = field(default_factory=dict)
+    """Evaluations by what caused them: ``tick``, ``change``, ``alert``."""
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     """Model latencies since the last read by metrics (the newest SAMPLES_KEPT)."""
 
@@ -130,6 +134,7 @@ class Evaluation:
     transitions: list[Transition] = field(default_factory=list)
     event_ids: list[int] = field(default_factory=list)
     detail: str | None = None
+    trigger: str = "tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,14 +188,28 @@ class RuleRunner:
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
         self._last_asked_s = 0.0
+        self._prompt_template = (compile_template(rule.prompt) if rule.on_alert else None)
 
-    async def evaluate(self, *, record: bool = True) -> Evaluation:
-        """Evaluate once; with ``record=False`` nothing is stored or sent (``test-rule``)."""
+    def _prompt(self, trigger: Trigger) -> str | None:
+        """The prompt rendered with ``trigger`` (rules with ``on_alert``), else None."""
+        if self._prompt_template is None:
+            return None
+        try:
+            return self._prompt_template.render(trigger=trigger.variables())
+        except Exception as exc:  # a template can raise anything; ask the prompt as written
+            log.warning("rule %s: cannot render its prompt (%s); asking it as written",
+                        self.rule.name, exc)
+            return self.rule.prompt
+
+    async def evaluate(self, *, record: bool = True, trigger: Trigger = TICK) -> Evaluation:
+        """Evaluate once; with ``record=False`` nothing is stored or sent (``test-rule``).
+
+        ``trigger`` says why; a ``change`` trigger's window ends at its ``end_at``."""
         async with self._lock:
-            return await self._evaluate(record)
+            return await self._evaluate(record, trigger)
 
-    async def _evaluate(self, record: bool) -> Evaluation:
-        result = Evaluation(self.rule.name, self.stream_key, "not_ready")
+    async def _evaluate(self, record: bool, trigger: Trigger = TICK) -> Evaluation:
+        result = Evaluation(self.rule.name, self.stream_key, "not_ready", trigger=trigger.kind)
         live = [self.streams.get(name) for name in self.stream_names]
         stream_ids = [s.stream_id if s is not None else None for s in live]
         if any(sid is None for sid in stream_ids):
@@ -202,17 +221,18 @@ class RuleRunner:
             result.detail = blind
             return result
         self.stats.evaluations += 1
+        self.stats.by_trigger[trigger.kind] = self.stats.by_trigger.get(trigger.kind, 0) + 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
         versions = tuple(s.changes.version for s in live)  # type: ignore[union-attr]
-        if self._unchanged(versions, live):  # type: ignore[arg-type]
+        if trigger.kind == "tick" and self._unchanged(versions, live):  # type: ignore[arg-type]
             self.stats.skipped_unchanged += 1
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
             asked_at = time.monotonic()
-            answer = await self._ask(self.primary, ids, result)
+            answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
-                return await self._finish(result, None, live, ids, record)
+                return await self._finish(result, None, live, ids, record, trigger)
             result.answer = answer
             if answer.valid:
                 self._last_answer, self._last_versions = answer, versions
@@ -220,13 +240,18 @@ class RuleRunner:
             matched = self._verdict(self.primary, answer, result)
         if matched and self.confirm is not None and self._would_fire():
             matched = await self._confirmed(ids, result)
-        return await self._finish(result, matched, live, ids, record)
+        return await self._finish(result, matched, live, ids, record, trigger)
 
     # -- asking --------------------------------------------------------------
-    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation) -> Answer | None:
+    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
+                   trigger: Trigger = TICK) -> Answer | None:
+        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+                       if trigger.end_at is not None else 0)
+        prompt = self._prompt(trigger) if spec is self.primary else None
         try:
             async with asyncio.timeout(self.rule.timeout):
-                answer = await ask(self.client, spec.question, ids, self.stream_names)
+                answer = await ask(self.client, spec.question, ids, self.stream_names,
+                                   end_back_ms=end_back_ms, prompt=prompt)
         except TimeoutError:
             self.stats.model_errors += 1
             result.outcome = "model_error"
@@ -322,13 +347,13 @@ class RuleRunner:
     # -- recording -----------------------------------------------------------
     async def _finish(self, result: Evaluation, matched: bool | None,
                       live: Sequence[LiveStream | None], ids: list[str],
-                      record: bool) -> Evaluation:
+                      record: bool, trigger: Trigger = TICK) -> Evaluation:
         now = self.clock.now_ms()
         state, transitions = self.policy.step(self.state, matched, now)
         result.state, result.transitions = state, transitions
         if not record or self.store is None:
             return result
-        events = [await self._event(t, result, live, ids) for t in transitions]
+        events = [await self._event(t, result, live, ids, trigger) for t in transitions]
         if state != self.state or events:
             try:
                 fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
@@ -364,7 +389,8 @@ class RuleRunner:
         return delivery_targets(self.rule.actions, event, self.actions)
 
     async def _event(self, transition: Transition, result: Evaluation,
-                     live: Sequence[LiveStream | None], ids: list[str]) -> AlertEventRecord:
+                     live: Sequence[LiveStream | None], ids: list[str],
+                     trigger: Trigger = TICK) -> AlertEventRecord:
         answer = result.confirm if result.confirm is not None and result.confirm.valid else (
             result.answer)
         snapshot = await _snapshot(live[0].frames) if live and live[0] is not None else None
@@ -382,8 +408,9 @@ class RuleRunner:
                     "completion_tokens": answer.completion_tokens}
                    if answer is not None else None),
             snapshot=snapshot,
-            extra={"streams": self.stream_names, "prompt": self.primary.question.prompt,
-                   "confirmed": result.confirmed},
+            extra={"streams": self.stream_names, "prompt": self._prompt(trigger)
+                   or self.primary.question.prompt, "confirmed": result.confirmed,
+                   "trigger": trigger.kind},
         )
 
     async def _stream_time(self, stream_id: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -27,9 +28,17 @@ async def upgrade(state: StateConfig, out: TextIO | None = None) -> int:
 
 
 async def status(state: StateConfig, out: TextIO | None = None) -> int:
-    """Print the schema's revision; exit 0 if current, 1 if it needs `watcher db upgrade`."""
+    """Print the schema's revision; exit 0 if current, 1 if it needs `watcher db upgrade`.
+
+    Read-only: a SQLite file that does not exist yet is reported, not created.
+    """
     out = out or sys.stdout
-    db = Database(state.location)
+    db = Database(state.location, read_only=True)
+    if db.sqlite_path is not None and not os.path.exists(db.sqlite_path):  # noqa: ASYNC240
+        print(f"{db.name}: no database yet (`watcher run` or `watcher db upgrade` creates it)",
+              file=out)
+        await db.close()
+        return 1
     try:
         found = await migrate.status(db)
     finally:

@@ -197,6 +197,16 @@ async def reset_in_flight(conn: AsyncConnection, now_ms: int, claimer: str,
     return result.rowcount
 
 
+async def release_claims(conn: AsyncConnection, claimers: Sequence[str], now_ms: int) -> int:
+    """``delivering`` rows claimed by any of ``claimers`` -> ``pending`` (they are dead)."""
+    if not claimers:
+        return 0
+    result = await conn.execute(
+        update(deliveries).where(d.status == DELIVERING, d.claimed_by.in_(list(claimers)))
+        .values(status=PENDING, updated_ms=now_ms, claimed_by=None, claim_expires_ms=None))
+    return result.rowcount
+
+
 async def counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     rows = await conn.execute(

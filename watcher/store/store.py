@@ -310,6 +310,18 @@ class AlertStore:
         return await self._write(lambda c: outbox.reset_in_flight(
             c, now_ms, self.instance, everything=not self.shared))
 
+    async def release_claims(self, claimers: Iterable[str], now_ms: int) -> int:
+        """Take back the in-flight deliveries of claimers known to be dead; returns how many.
+
+        A claim lapses by itself at its deadline (the attempt timeout plus a
+        margin, minutes); a cluster that learns sooner that an instance died
+        (its heartbeats stopped) calls this with the dead instances' ids, so
+        their deliveries go out again at once, with the same Idempotency-Key.
+        The store's ``instance`` must then be the cluster's instance id.
+        """
+        names = list(claimers)
+        return await self._write(lambda c: outbox.release_claims(c, names, now_ms))
+
     async def delivery_counts(self) -> dict[str, dict[str, int]]:
         """``{action: {status: count}}`` over all deliveries (for metrics and status)."""
         return await self._read(outbox.counts)
