@@ -98,7 +98,7 @@ def _run_check(args: argparse.Namespace) -> int:
     note = ""
     try:
         config = load_config(args.config)
-        if not config.overshoot.is_embedded:
+        if not config.overshoot.is_embedded and config.rules:
             key = config.overshoot.api_key
             try:
                 served = asyncio.run(fetch_served_models(
