@@ -40,7 +40,6 @@ from watcher.server.schemas import ChatBody, CreateStreamBody
 from watcher.server.settings import ServerSettings
 from watcher.server.sourceguard import check_source_host
 from watcher.server.sse import sse_chunks
-from watcher.server.statuses import chat_errors, stream_errors
 from watcher.server.streams import PullSource, Stream, StreamRegistry, key_id
 
 log = logging.getLogger(__name__)
@@ -207,8 +206,7 @@ def _router() -> APIRouter:
                              "owned_by": backend.owned_by, "status": status})
         return {"object": "list", "data": data}
 
-    @router.post("/streams", status_code=201,
-                 responses=stream_errors(401, 422, 429, 503))
+    @router.post("/streams", status_code=201)
     async def create_stream(request: Request, body: CreateStreamBody | None = None,
                             owner: str = Depends(_stream_owner)) -> dict[str, Any]:
         server = _server(request)
@@ -225,7 +223,7 @@ def _router() -> APIRouter:
             created["source"] = {"type": source.type}  # never the url: it carries credentials
         return created
 
-    @router.get("/streams", responses=stream_errors(401))
+    @router.get("/streams")
     async def list_streams(request: Request) -> dict[str, Any]:
         owner = _stream_owner(request)
         server = _server(request)
@@ -233,14 +231,13 @@ def _router() -> APIRouter:
         return {"object": "list",
                 "data": [s.status(now) for s in server.registry.list(owner)]}
 
-    @router.get("/streams/{stream_id}", responses=stream_errors(401, 403, 404))
+    @router.get("/streams/{stream_id}")
     async def get_stream(request: Request, stream_id: str) -> dict[str, Any]:
         server = _server(request)
         stream = server.registry.get(stream_id, _stream_owner(request))
         return stream.status(server.clock.now_ms())
 
-    @router.post("/streams/{stream_id}/keepalive",
-                 responses=stream_errors(401, 403, 404))
+    @router.post("/streams/{stream_id}/keepalive")
     async def keepalive(request: Request, stream_id: str) -> dict[str, Any]:
         server = _server(request)
         stream = server.registry.keepalive(stream_id, _stream_owner(request))
@@ -252,13 +249,12 @@ def _router() -> APIRouter:
             "publish": _publish_info(request, stream),
         }
 
-    @router.delete("/streams/{stream_id}", responses=stream_errors(401, 403, 404))
+    @router.delete("/streams/{stream_id}")
     async def delete_stream(request: Request, stream_id: str) -> dict[str, Any]:
         stream = _server(request).registry.delete(stream_id, _stream_owner(request))
         return {"id": stream.id, "deleted": True}
 
-    @router.post("/streams/{stream_id}/whip", status_code=201,
-                 responses=stream_errors(401, 404, 415, 503))
+    @router.post("/streams/{stream_id}/whip", status_code=201)
     async def whip_offer(request: Request, stream_id: str) -> Response:
         server = _server(request)
         stream = server.registry.get_active(stream_id)
@@ -282,7 +278,7 @@ def _router() -> APIRouter:
         # A plain OPTIONS (not a CORS preflight, which the CORS middleware answers).
         return Response(status_code=204, headers={"allow": "POST, OPTIONS"})
 
-    @router.delete("/streams/{stream_id}/whip/{session_id}", responses=stream_errors(404))
+    @router.delete("/streams/{stream_id}/whip/{session_id}")
     async def whip_delete(request: Request, stream_id: str, session_id: str) -> Response:
         closed = await _server(request).ingest.unpublish(stream_id, session_id)
         if not closed:
@@ -294,8 +290,7 @@ def _router() -> APIRouter:
         # Trickle ICE is not supported: the answer carries every candidate.
         return Response(status_code=405, headers={"allow": "DELETE"})
 
-    @router.post("/chat/completions", response_model=None,
-                 responses=chat_errors(400, 401, 403, 404, 422, 429, 502, 503, 504))
+    @router.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request, body: ChatBody,
                                owner: str = Depends(_chat_owner),
                                ) -> JSONResponse | StreamingResponse:
