@@ -37,8 +37,7 @@ async def run_schemathesis(schema_url: str, config: Path, *args: str,
                            max_examples: int = 25, timeout: float = 300) -> Run:
     """``schemathesis run SCHEMA --checks all --seed SEED`` with ``config``; never raises."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(SUPPORT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"}
+        [str(SUPPORT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), "NO_COLOR": "1"}
     command = [SCHEMATHESIS, "--config-file", str(config), "run", schema_url,
                "--checks", "all", "--seed", str(SEED), "--max-examples", str(max_examples),
                "--workers", "1", "--generation-database", "none", "--no-color", *args]
