@@ -138,7 +138,8 @@ class Daemon:
             stack.push_async_callback(self._stop_outbox)
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
                                      store=store, default_model=config.overshoot.model,
-                                     actions=self.actions, on_recorded=self._wake_outbox)
+                                     actions=self.actions, on_recorded=self._wake_outbox,
+                                     model_budgets=config.overshoot.budgets)
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
             await self.engine.start()
