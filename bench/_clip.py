@@ -2,7 +2,8 @@
 
 ``render_clip`` writes ``SyntheticScene`` frames (the benchmarks' scene) to an MP4 with
 PyAV: H.264 (libx264, baseline profile, a keyframe every ``gop`` frames, no B-frames,
-as a camera sends) by default.
+at ``bitrate`` bit/s: 500 kbit/s, aiortc's VP8 target, so that passthrough and
+transcoding put about the same bits on the wire) by default.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ DEFAULT_SPEC = "testsrc:events=person,period=20,duration=6,size=640x480"
 
 
 def render_clip(path: Path, *, seconds: float = 20.0, fps: float = 5.0, gop: int = 10,
-                spec: str = DEFAULT_SPEC, codec: str = "libx264") -> Path:
+                spec: str = DEFAULT_SPEC, codec: str = "libx264",
+                bitrate: int = 500_000) -> Path:
     """Render ``seconds`` of the scene at ``fps`` into ``path`` (an .mp4); returns it."""
     scene = SyntheticScene.from_spec(spec, fps=fps)
     rate = Fraction(fps).limit_denominator(1000)
@@ -29,6 +31,7 @@ def render_clip(path: Path, *, seconds: float = 20.0, fps: float = 5.0, gop: int
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 0
+        stream.codec_context.bit_rate = bitrate
         if codec == "libx264":
             stream.codec_context.profile = "Baseline"
             stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency",

@@ -62,7 +62,7 @@ async def _index(client: Any, stream_id: str) -> int:
 
 async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, settle: float,
                   clip_seconds: float, codec: str = "VP8", stream_extra: str = "",
-                  label: str = "watcher run") -> dict[str, Any]:
+                  label: str = "watcher run", path: str = "transcode") -> dict[str, Any]:
     """One side-by-side window; raises when either side never stores a frame."""
     with tempfile.TemporaryDirectory(prefix="watcher-bench-") as tmp:
         clip = _clip.render_clip(Path(tmp) / "clip.mp4", seconds=clip_seconds, fps=fps)
@@ -94,6 +94,8 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
                 pids = [daemon.pid, bare.pid, server_pid]
                 window = await _common.measure_cpu(seconds, pids=pids)
                 index1 = {s: await _index(client, s) for s in (watcher_id, bare_id)}
+                first_picture = {side: await _first_picture_s(client, sid) for side, sid in
+                                 (("watcher", watcher_id), ("bare", bare_id))}
                 threads = {"watcher": process_threads(daemon.pid),
                            "bare": process_threads(bare.pid)}
                 rss = {"watcher": process_rss_mb(daemon.pid), "bare": process_rss_mb(bare.pid)}
@@ -107,11 +109,15 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
                 await daemon.wait()
             with contextlib.suppress(Exception):
                 await client.delete(f"/streams/{bare_id}")
+        log_text = await asyncio.to_thread(log_path.read_text, errors="replace")
     wall = window.wall
     watcher_cpu = (window.others or {})[daemon.pid]
     bare_cpu = (window.others or {})[bare.pid]
     return {
-        "label": label, "fps": fps, "codec": codec, "seconds": wall,
+        "label": label, "path": path, "fps": fps, "codec": codec, "seconds": wall,
+        "watcher_path": ("passthrough" if "H.264 passthrough" in log_text else
+                         "transcode"),
+        "first_picture_s": first_picture,
         "watcher_cpu_s": watcher_cpu, "bare_cpu_s": bare_cpu,
         "watcher_percent": 100 * watcher_cpu / wall, "bare_percent": 100 * bare_cpu / wall,
         "ratio": watcher_cpu / bare_cpu if bare_cpu else float("inf"),
@@ -121,6 +127,14 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
         "threads": threads, "rss_mb": rss,
         "machine_busy_cores": window.machine_busy_cores,
     }
+
+
+async def _first_picture_s(client: Any, stream_id: str) -> float | None:
+    """Seconds from the stream's creation to its first stored frame (server clock)."""
+    status = (await client.get(f"/streams/{stream_id}")).raise_for_status().json()
+    if status["first_frame_at_ms"] is None:
+        return None
+    return (status["first_frame_at_ms"] - status["created_at_ms"]) / 1000
 
 
 async def _wait_for_watcher_stream(client: Any, bare_id: str, daemon: Any,

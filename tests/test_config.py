@@ -109,6 +109,13 @@ REJECTED = {
     "missing required key": (
         "streams:\n  - name: a\n    fps: 2\n",
         "watcher.yaml:2: streams[0].source: required, but not given"),
+    "passthrough of a synthetic source": (
+        "streams:\n  - name: a\n    source: testsrc\n    passthrough: always\n",
+        "watcher.yaml:4: streams[0].passthrough: a testsrc source has no H.264 to pass "
+        "through"),
+    "unknown passthrough mode": (
+        "streams:\n  - name: a\n    source: testsrc\n    passthrough: sometimes\n",
+        "watcher.yaml:4: streams[0].passthrough: "),
     "odd width": (
         "streams:\n  - {name: a, source: testsrc, width: 641}\n",
         "watcher.yaml:2: streams[0].width: must be an even number"),

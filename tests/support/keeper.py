@@ -39,6 +39,7 @@ class Spec:
     width: int = 160
     height: int = 120
     pull: bool = False
+    passthrough: str = "never"
 
 
 @dataclass

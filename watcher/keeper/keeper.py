@@ -71,7 +71,8 @@ def open_stream_source(spec: StreamSpec, sink: LatestFrame,
                        on_frame: FrameCallback) -> VideoSource:
     """The configured camera, file or synthetic source, scaled and paced as configured."""
     return open_source(spec.source, fps=spec.fps, width=spec.width, height=spec.height,
-                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name)
+                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name,
+                       passthrough=getattr(spec, "passthrough", "never"))
 PublisherFactory = Callable[..., Publisher]
 
 
@@ -192,6 +193,8 @@ class StreamKeeper:
             keepalive_failures=self.keepalive_failures,
             source_state=self._source.stats.state if self._source else "stopped",
             source_reconnects=self._source.stats.reconnects if self._source else 0,
+            publish_path=self._source.stats.path if self._source else None,
+            publish_path_reason=self._source.stats.path_reason if self._source else None,
             last_error=self.last_error,
         )
 
@@ -382,10 +385,15 @@ class StreamKeeper:
         """Start a publisher with the newest token; refresh the token once on a 401."""
         for attempt in range(2):
             assert self._publish is not None
+            extra: dict[str, Any] = {}
+            packets = self._passthrough_packets()
+            if packets is not None:  # only then: factories that predate it keep working
+                extra["packets"] = packets
             publisher = self._publisher_factory(
                 self._publish.type, self._publish.url, self._publish.token, self.frames,
                 fps=self.spec.fps, width=self.spec.width, height=self.spec.height,
-                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC))
+                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC),
+                **extra)
             try:
                 await publisher.start()
             except AuthenticationError:
@@ -402,6 +410,13 @@ class StreamKeeper:
             self._publisher = publisher
             self._rate.start(self.frames_sent, self.clock.now_ms())
             return
+
+    def _passthrough_packets(self) -> Any:
+        """The source's packet feed when it publishes its H.264 as it is, else None."""
+        source = self._source
+        if source is None or source.stats.path != "passthrough":
+            return None
+        return getattr(source, "packets", None)
 
     async def _stop_publisher(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -8,6 +8,7 @@
                    the streams are those of the camera groups this instance owns
     GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
     GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
+    GET /openapi.json  the OpenAPI document of these routes (:mod:`watcher.observe.openapi`)
 
 Like the embedded API server (:mod:`watcher.server.embedded`), it is a
 Starlette app served by uvicorn on the daemon's own event loop, leaving
@@ -42,12 +43,13 @@ from watcher.errors import WatcherError
 from watcher.logs import redact, redact_data
 from watcher.observe.config import DEFAULT_PORT, StatusConfig
 from watcher.observe.metrics import build_registry
+from watcher.observe.openapi import OPENAPI_PATH, status_openapi
 from watcher.observe.snapshot import status_document
 from watcher.observe.source import StatusSource
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/status")
+ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/status", OPENAPI_PATH)
 SHUTDOWN_GRACE_S = 2
 
 
@@ -96,8 +98,14 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     async def status(request: Request) -> Response:
         return _json(await status_document(source))
 
+    document = status_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return _json(document)
+
     routes = [Route("/", index), Route("/healthz", healthz), Route("/readyz", readyz),
-              Route("/metrics", metrics), Route("/status", status)]
+              Route("/metrics", metrics), Route("/status", status),
+              Route(OPENAPI_PATH, openapi)]
     app = Starlette(routes=routes)
     app.state.registry = registry
     return app

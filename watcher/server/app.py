@@ -28,10 +28,12 @@ from watcher.server.backends.base import (
     ModelBackend,
     Part,
 )
+from watcher.server.cors import install_cors
 from watcher.server.external import external_part
 from watcher.server.faults import FaultInjector, FaultMiddleware
 from watcher.server.handlers import install_error_handlers
 from watcher.server.limits import check_pull_limit, check_stream_limit
+from watcher.server.openapi import install_openapi
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
@@ -151,7 +153,9 @@ def create_app(
     app.state.server = server
     app.include_router(_router(), prefix=API_PREFIX)
     app.add_middleware(FaultMiddleware, injector=server.faults)
+    install_cors(app, settings.cors_origins)  # outermost: preflights skip the faults
     install_error_handlers(app)
+    install_openapi(app)
     return app
 
 
@@ -268,6 +272,11 @@ def _router() -> APIRouter:
         location = f"{API_PREFIX}/streams/{stream.id}/whip/{session_id}"
         return Response(answer, status_code=201, media_type="application/sdp",
                         headers={"location": location, "etag": f'"{session_id}"'})
+
+    @router.options("/streams/{stream_id}/whip", status_code=204)
+    async def whip_options(stream_id: str) -> Response:
+        # A plain OPTIONS (not a CORS preflight, which the CORS middleware answers).
+        return Response(status_code=204, headers={"allow": "POST, OPTIONS"})
 
     @router.delete("/streams/{stream_id}/whip/{session_id}")
     async def whip_delete(request: Request, stream_id: str, session_id: str) -> Response:

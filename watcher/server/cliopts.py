@@ -30,6 +30,11 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
         help="most active streams one API key may hold; one more is a 429 (default "
         "%(default)s)")
     group.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN",
+        help="let web pages from ORIGIN (scheme://host[:port], or * for any) call the API "
+        "and publish over WHIP: answers CORS preflights and exposes Location (repeatable; "
+        "default: none, no CORS)")
+    group.add_argument(
         "--max-pulls", type=_non_negative_int, default=16, metavar="N",
         help="most cameras pulled at once over all keys; one more is a 429, 0 refuses pull "
         "sources (default %(default)s)")
@@ -43,6 +48,7 @@ def limit_settings(args: argparse.Namespace) -> dict[str, Any]:
         "pull_connect_timeout_seconds": args.pull_connect_timeout,
         "max_streams_per_key": args.max_streams_per_key,
         "max_pulls": args.max_pulls,
+        "cors_origins": args.cors_origin,
     }
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from watcher.server.backends.upstream import UpstreamSettings
+from watcher.server.cors import normalize_origin
 from watcher.server.streams import StreamSettings
 
 
@@ -48,7 +49,12 @@ class ServerSettings(BaseModel):
         "is a 429. 0: refuse pull sources.")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins whose web pages may call the API and "
-        "publish over WHIP (CORS); `*` allows any.")
+        "publish over WHIP (CORS), as scheme://host[:port]; `*` allows any.")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_origin(v) for v in values))
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(

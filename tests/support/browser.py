@@ -1,0 +1,48 @@
+"""A real headless Chromium (Debian's ``chromium``) driven by Playwright, with a fake camera.
+
+Where no browser is installed the test is skipped with the reason, except under
+``CI=true``, where that is a failure: a skipped browser test tests nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _executable() -> str | None:
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+
+
+@contextlib.asynccontextmanager
+async def chromium(*, fake_camera: bool = False) -> AsyncIterator[Any]:
+    """A launched Chromium browser (Playwright ``Browser``)."""
+    executable = _executable()
+    if executable is None:
+        _unavailable(f"no browser: {CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=ARGS + (FAKE_CAMERA if fake_camera else []))
+        try:
+            yield browser
+        finally:
+            await browser.close()
