@@ -101,8 +101,8 @@ def test_bad_labels_name_file_line_and_field(tmp_path: Path, recording, capsys) 
 class TruthfulUpstream:
     """An OpenAI-compatible model that answers from the recording's ground truth.
 
-    Each frame reaches it after a ``[stream ... frame N at t=12.345s]`` label, so
-    it knows the video time of the newest frame. Every 7th request fails with
+    Each frame of a window reaches it after a ``[stream ... frame N at t=12.345s]``
+    label, so it knows the video time of the newest frame. Every 7th request fails with
     HTTP 500 and every 5th is not JSON (the repair round then gets a good answer).
     Usage is 100 prompt + 10 completion tokens per answer.
     """
@@ -161,6 +161,8 @@ rules:
   - name: lobby-object
     stream: lobby
     every: 1s
+    window: 1s
+    max_fps: 2
     prompt: Is there an object in the lobby?
     schema: {{object: boolean}}
 streams:
@@ -202,3 +204,37 @@ async def test_the_html_report_opens_in_a_browser(tmp_path: Path, recording) -> 
         assert "lobby-motion" in await page.inner_text("table")
         await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         assert errors == []
+
+
+SHIPPED_PACKS = Path(__file__).resolve().parents[2] / "rules"
+
+
+def local_vision_packs() -> list[Path]:
+    """The shipped packs whose every rule is pinned to local/vision (the others need a VLM)."""
+    import yaml
+
+    packs = []
+    for path in sorted(SHIPPED_PACKS.glob("*.yaml")):
+        rules = (yaml.safe_load(path.read_text()) or {}).get("rules") or []
+        if rules and all(r.get("model") == "local/vision" for r in rules):
+            packs.append(path)
+    return packs
+
+
+@pytest.mark.parametrize("pack", local_vision_packs(), ids=lambda p: p.stem)
+def test_shipped_pack_finds_every_scripted_person(pack: Path, tmp_path: Path, capsys) -> None:
+    """A regression test of the pack: two people walk through a 640x480 room, 45 s apart
+    (longer than any keep_firing_for, so the episodes stay apart); every rule of the pack
+    must fire on both and nowhere else (a firing in a cooldown is still an episode)."""
+    video = tmp_path / "room.mp4"
+    labels = write_recording(video, seconds=68, width=640, height=480, events=("person",),
+                             start=8, period=45, duration=12, stream="room")
+    write_labels(tmp_path / "labels.jsonl", labels)
+    config = (f"overshoot: {{base_url: embedded}}\ninclude:\n  - {{path: {pack}, stream: room}}\n"
+              "streams:\n  - {name: room, source: testsrc, fps: 5, width: 640, height: 480}\n")
+    code, doc, err = backtest(tmp_path, config, video, tmp_path / "labels.jsonl", capsys)
+    assert code == 0, err
+    assert doc["results"], err
+    for result in doc["results"]:
+        assert (result["rule"], result["recall"], result["precision"]) == (
+            result["rule"], 1.0, 1.0), result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,10 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     if unknown:
         print(f"--actions: no action named {unknown[0]!r}", file=sys.stderr)
         return 2
+    for name in ("watcher.engine", "watcher.server", "watcher.overshoot"):
+        # Every firing and stream step of the replay would be logged: results say it all.
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     return asyncio.run(_run(config, files, stream, rules, labels, args, speed, action_names))
 
 
