@@ -125,6 +125,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "max_stored_fps": _nullable(NUMBER),
         "retained_frame_count": INT,
         "retained_bytes": INT,
+        "retention_shortfall": _nullable(_obj({
+            "retention_seconds": NUMBER, "held_seconds": NUMBER, "max_bytes": INT,
+            "frames_evicted_early": INT},
+            description="Set once the byte cap evicted frames younger than the retention")),
         "evicted_frame_count": INT,
         "ended_at_ms": _nullable(MS),
         "end_reason": _nullable({"type": "string", "enum": ["expired", "deleted", "reaped"]}),
