@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.backtest.command import add_parser as add_backtest_parser
 from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_alerts(sub)
     _add_status(sub)
     _add_db(sub)
+    add_backtest_parser(sub, _add_config_option)
     return parser
 
 
