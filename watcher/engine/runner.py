@@ -175,6 +175,8 @@ class RuleRunner:
         self.actions = actions
         self.on_recorded = on_recorded
         self.observers: list[StepObserver] = []
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock of change times and ask times (a backtest replays on its own)."""
         self.fence = fence
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
@@ -239,7 +241,7 @@ class RuleRunner:
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
-            asked_at = time.monotonic()
+            asked_at = self.monotonic()
             answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
                 return await self._finish(result, None, live, ids, record, trigger)
@@ -255,7 +257,7 @@ class RuleRunner:
     # -- asking --------------------------------------------------------------
     async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
                    trigger: Trigger = TICK) -> Answer | None:
-        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+        end_back_ms = (max(0, round((self.monotonic() - trigger.end_at) * 1000))
                        if trigger.end_at is not None else 0)
         prompt = self._prompt(trigger) if spec is self.primary else None
         try:
@@ -326,7 +328,7 @@ class RuleRunner:
         """
         asks = (self.primary, self.confirm) if self.confirm is not None else (self.primary,)
         window_s = max(a.question.window_ms or 0 for a in asks) / 1000
-        now = time.monotonic()
+        now = self.monotonic()
         for name, stream in zip(self.stream_names, live, strict=True):
             if not stream.source_live:
                 return f"source {name} is down"
@@ -344,7 +346,7 @@ class RuleRunner:
         """
         if not (self.rule.skip_unchanged and self._last_answer is not None
                 and self._last_versions == versions
-                and time.monotonic() - self._last_asked_s < MAX_REUSE_S):
+                and self.monotonic() - self._last_asked_s < MAX_REUSE_S):
             return False
         window_ms = self.primary.question.window_ms
         if not window_ms:
