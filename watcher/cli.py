@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.backtest.command import add_parser as add_backtest_parser
 from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_alerts(sub)
     _add_status(sub)
     _add_db(sub)
+    add_backtest_parser(sub, _add_config_option)
     return parser
 
 
@@ -91,6 +93,7 @@ def _run_check(args: argparse.Namespace) -> int:
     import asyncio
 
     from watcher.config import load_config
+    from watcher.duration import format_duration
     from watcher.engine.modelcheck import fetch_served_models
     from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
@@ -117,6 +120,12 @@ def _run_check(args: argparse.Namespace) -> int:
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK ({config.summary()}){note}")
+    state = config.state
+    print(redact(f"state store {state.shown}: evidence budget {state.evidence_budget_mb:g} MB "
+                 f"(oldest dropped first), events kept {format_duration(state.keep_events_for)};"
+                 f" while unavailable, {state.max_pending_steps} steps wait in memory and "
+                 f"notifications go out best effort after "
+                 f"{format_duration(state.max_pending_age)}"))
     return 0
 
 
@@ -151,6 +160,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from watcher.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before the daemon's threads exist (see watcher.memory)
     from watcher.daemon import Daemon
 
     config = _load(args.config)

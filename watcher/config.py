@@ -408,6 +408,15 @@ def _check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+class ModelPrice(Section):
+    """What one model costs, for cost estimates (`watcher backtest`)."""
+
+    input_per_mtok: float = Field(0.0, ge=0, description="Price of a million prompt tokens.")
+    output_per_mtok: float = Field(0.0, ge=0,
+                                   description="Price of a million completion tokens.")
+    per_call: float = Field(0.0, ge=0, description="Price of one call, on top of tokens.")
+
+
 class OvershootConfig(Section):
     """Where the Overshoot API is and how to talk to it."""
 
@@ -427,6 +436,9 @@ class OvershootConfig(Section):
     embedded: EmbeddedServerConfig = Field(
         default_factory=EmbeddedServerConfig,
         description="Options of the embedded server; ignored unless base_url is embedded.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Per model: {input_per_mtok, output_per_mtok, "
+        "per_call}, for the cost estimates of `watcher backtest`.")
 
     @field_validator("base_url")
     @classmethod

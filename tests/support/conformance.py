@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,15 @@ async def run_schemathesis(schema_url: str, config: Path, *args: str,
                "--checks", "all", "--seed", str(SEED), "--max-examples", str(max_examples),
                "--workers", "1", "--generation-database", "none", "--no-color", *args]
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
+    with tempfile.TemporaryDirectory(prefix="schemathesis-") as workdir:  # reports land here
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=env, cwd=workdir)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
     output = out.decode(errors="replace")
     found = re.search(r"(\d+) generated", output)
     return Run(proc.returncode if proc.returncode is not None else -1, output,

@@ -17,7 +17,10 @@ The context of one event (:func:`event_context`)::
     severity, labels, answer (dict), description (answer["description"] or None),
     created_at, started_at, resolved_at (ISO 8601 UTC or None), time (readable UTC),
     episode, event_id, event_key, urls, stream_ids, stream_time_ms, model, usage,
-    prompt, action, has_snapshot
+    prompt, action, has_snapshot, persisted
+
+``persisted`` is False for an event delivered best effort while the state store
+was unavailable (it has no ``event_id`` yet; it is recorded once the store is back).
 
 ``started_at`` is the start of the episode when the engine recorded it
 (``extra["started_ms"]``), else the event's time for a ``firing`` event and
@@ -68,6 +71,9 @@ Firing since {{ started_at or created_at }}.
 {% for key, value in answer.items() if key != 'description' %}
 {{ key }}: {{ value|plain }}
 {% endfor %}
+{% if not persisted %}
+(Not recorded yet: the alert state store is unavailable.)
+{% endif %}
 {% endif %}
 """
 """Plain text bodies (email text part, Slack text, webhook ``text``)."""
@@ -246,6 +252,7 @@ def event_context(event: AlertEventRecord, action_name: str) -> dict[str, Any]:
         "prompt": extra.get("prompt"),
         "action": action_name,
         "has_snapshot": event.snapshot is not None,
+        "persisted": event.id is not None,
     }
 
 

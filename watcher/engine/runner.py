@@ -36,6 +36,7 @@ from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
 from watcher.engine.condition import Condition, ConditionError, default_condition
+from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
@@ -158,10 +159,13 @@ class RuleRunner:
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
+        writer: StepWriter | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
         stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
-        write: a step whose fence is refused records nothing and changes no state."""
+        write: a step whose fence is refused records nothing and changes no state.
+        ``writer`` (shared by the engine's runners) writes the steps to ``store`` and
+        keeps them while it fails."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -171,6 +175,8 @@ class RuleRunner:
         self.actions = actions
         self.on_recorded = on_recorded
         self.observers: list[StepObserver] = []
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock of change times and ask times (a backtest replays on its own)."""
         self.fence = fence
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
@@ -182,8 +188,14 @@ class RuleRunner:
             keep_firing_for_ms=_ms(rule.keep_firing_for) or 0,
             cooldown_ms=_ms(rule.cooldown) or 0,
             repeat_every_ms=_ms(rule.repeat_every))
+        self.writer = writer if writer is not None or store is None else StepWriter(
+            store, clock=clock)
         self.state = state or AlertState()
         self.stats = RuleStats()
+        self.last_answer_ms: int | None = None
+        """When the model last answered this rule (valid or not)."""
+        self.model_error: tuple[int, str] | None = None
+        """(when, why) the model last failed to answer, if it has not answered since."""
         self._lock = asyncio.Lock()
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
@@ -229,7 +241,7 @@ class RuleRunner:
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
-            asked_at = time.monotonic()
+            asked_at = self.monotonic()
             answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
                 return await self._finish(result, None, live, ids, record, trigger)
@@ -245,7 +257,7 @@ class RuleRunner:
     # -- asking --------------------------------------------------------------
     async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
                    trigger: Trigger = TICK) -> Answer | None:
-        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+        end_back_ms = (max(0, round((self.monotonic() - trigger.end_at) * 1000))
                        if trigger.end_at is not None else 0)
         prompt = self._prompt(trigger) if spec is self.primary else None
         try:
@@ -256,6 +268,7 @@ class RuleRunner:
             self.stats.model_errors += 1
             result.outcome = "model_error"
             result.detail = f"no answer within the rule's timeout ({self.rule.timeout:g} s)"
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: %s", self.rule.name, result.detail)
             return None
         except StreamNotReady as exc:
@@ -265,8 +278,10 @@ class RuleRunner:
         except (ModelsExhausted, OvershootError) as exc:
             self.stats.model_errors += 1
             result.outcome, result.detail = "model_error", str(exc)
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: no answer: %s", self.rule.name, exc)
             return None
+        self.last_answer_ms, self.model_error = self.clock.now_ms(), None
         self.stats.model_calls += 1
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
@@ -313,7 +328,7 @@ class RuleRunner:
         """
         asks = (self.primary, self.confirm) if self.confirm is not None else (self.primary,)
         window_s = max(a.question.window_ms or 0 for a in asks) / 1000
-        now = time.monotonic()
+        now = self.monotonic()
         for name, stream in zip(self.stream_names, live, strict=True):
             if not stream.source_live:
                 return f"source {name} is down"
@@ -331,7 +346,7 @@ class RuleRunner:
         """
         if not (self.rule.skip_unchanged and self._last_answer is not None
                 and self._last_versions == versions
-                and time.monotonic() - self._last_asked_s < MAX_REUSE_S):
+                and self.monotonic() - self._last_asked_s < MAX_REUSE_S):
             return False
         window_ms = self.primary.question.window_ms
         if not window_ms:
@@ -351,33 +366,37 @@ class RuleRunner:
         now = self.clock.now_ms()
         state, transitions = self.policy.step(self.state, matched, now)
         result.state, result.transitions = state, transitions
-        if not record or self.store is None:
+        if not record or self.writer is None:
             return result
         events = [await self._event(t, result, live, ids, trigger) for t in transitions]
+        written: list[int] | None = []
         if state != self.state or events:
             try:
-                fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
-                result.event_ids = await self.store.record(
-                    self.rule.name, self.stream_key, state, events, actions_for=self._targets,
-                    **fenced)
+                fence = None if self.fence is None else self.fence(self.stream_names)
+                written = await self.writer.write(
+                    self.rule.name, self.stream_key, state, events,
+                    [self._targets(e) for e in events], fence=fence)
             except LeaseLostError as exc:
                 result.detail = f"not recorded: {exc}"
                 log.info("rule %s: %s", self.rule.name, result.detail)
                 return result
-        previous, self.state = self.state, state
+            result.event_ids = written or []
+        previous, self.state = self.state, state  # pending or written: what will be stored
         for event in events:
-            log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
+            log.info("alert %s on %s: %s%s (episode %d)%s", self.rule.name, self.stream_key,
                      event.kind, "" if event.notify else " (suppressed by cooldown)",
-                     event.episode)
+                     event.episode, "" if written is not None else
+                     " (not recorded yet: the state store is unavailable)")
         if previous.status != state.status and state.status == Status.PENDING:
             log.info("alert %s on %s: pending", self.rule.name, self.stream_key)
         self.stats.events += len(events)
-        stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
+        stored = events if written is None else [
+            replace(e, id=i) for e, i in zip(events, written, strict=False)]
         notify = [e for e in stored if e.notify]
         if state != previous or stored:
             for observe in self.observers:
                 observe(self.rule.name, self.stream_key, state, stored)
-        if notify and self.on_recorded is not None:
+        if notify and written is not None and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:
             await self.emit(notify)

@@ -6,7 +6,8 @@
       enabled: true          # default: on when port or host is set, else off
       host: 127.0.0.1        # 0.0.0.0 for Prometheus in another container (no auth!)
       port: 9464
-      max_frame_age: 30s     # /readyz: a stream whose newest frame is older is not ready
+      max_frame_age: 2s      # /readyz: a stream whose newest frame is older is not ready
+                             # (default: 5 frame intervals, at least 2 s)
 
 The model follows :class:`watcher.config.Section` (``extra="forbid"``, every
 option described) without importing it, so that :mod:`watcher.config` can
@@ -38,9 +39,9 @@ class StatusConfig(BaseModel):
     port: int = Field(
         DEFAULT_PORT, ge=0, le=65535, description="Port to listen on (0 picks a free one, "
         "logged at start).")
-    max_frame_age: Duration = Field(
-        30.0, gt=0, description="/readyz reports a stream not ready when the API's newest "
-        "frame of it is older than this.")
+    max_frame_age: Duration | None = Field(
+        None, gt=0, description="/readyz reports a stream not ready when the API's newest "
+        "frame of it is older than this; unset: a few frame intervals (5 / fps, at least 2 s).")
 
     @model_validator(mode="before")
     @classmethod
