@@ -160,6 +160,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from watcher.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before the daemon's threads exist (see watcher.memory)
     from watcher.daemon import Daemon
 
     config = _load(args.config)
