@@ -25,30 +25,15 @@ from pathlib import Path
 import _common
 import _verdict
 from support.receivers import HttpReceiver, reply
-from support.recording import write_labels, write_recording
+from support.recording import LOBBY_MOTION_RULE, LOBBY_STREAM, write_labels, write_recording
 
 from watcher.cli import main as watcher_main
 
 GOAL_S = 60.0
 UPSTREAM_LATENCY_S = 0.3
 
-MOTION = """\
-overshoot: {base_url: embedded, model: local/vision}
-rules:
-  - name: lobby-motion
-    stream: lobby
-    every: 2s
-    window: 2s
-    max_fps: 3
-    prompt: Is anything moving in the lobby?
-    schema: {motion_detected: boolean, motion: number, description: string}
-    when: motion_detected
-    for: 2
-    keep_firing_for: 3s
-    cooldown: 10s
-streams:
-  - {name: lobby, source: testsrc, fps: 5, width: 320, height: 240}
-"""
+MOTION = ("overshoot: {base_url: embedded, model: local/vision}\nrules:\n"
+          + LOBBY_MOTION_RULE + LOBBY_STREAM)
 
 
 def upstream_config(url: str, rules: int) -> str:

@@ -10,26 +10,12 @@ from pathlib import Path
 import pytest
 from support.browser import chromium
 from support.receivers import HttpReceiver, reply
-from support.recording import write_labels, write_recording
+from support.recording import LOBBY_MOTION_RULE, LOBBY_STREAM, write_labels, write_recording
 
 from watcher.cli import main
 
-MOTION_RULES = """\
-overshoot:
-  base_url: embedded
-  model: local/vision
-rules:
-  - name: lobby-motion
-    stream: lobby
-    every: 2s
-    window: 2s
-    max_fps: 3
-    prompt: Is anything moving in the lobby?
-    schema: {motion_detected: boolean, motion: number, description: string}
-    when: motion_detected
-    for: 2
-    keep_firing_for: 3s
-    cooldown: 10s
+MOTION_RULES = ("overshoot:\n  base_url: embedded\n  model: local/vision\nrules:\n"
+                + LOBBY_MOTION_RULE + """\
   - name: blind
     stream: lobby
     every: 2s
@@ -38,9 +24,7 @@ rules:
     prompt: Is the whole room moving?
     schema: {motion_detected: boolean, motion: number}
     when: motion > 0.9
-streams:
-  - {name: lobby, source: testsrc, fps: 5, width: 320, height: 240}
-"""
+""" + LOBBY_STREAM)
 
 
 @pytest.fixture(scope="module")

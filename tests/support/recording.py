@@ -9,6 +9,22 @@ import av
 
 from watcher.media.testsrc import SyntheticScene
 
+LOBBY_MOTION_RULE = """\
+  - name: lobby-motion
+    stream: lobby
+    every: 2s
+    window: 2s
+    max_fps: 3
+    prompt: Is anything moving in the lobby?
+    schema: {motion_detected: boolean, motion: number, description: string}
+    when: motion_detected
+    for: 2
+    keep_firing_for: 3s
+    cooldown: 10s
+"""
+"""The example config's motion rule, as a `rules:` entry."""
+LOBBY_STREAM = "streams:\n  - {name: lobby, source: testsrc, fps: 5, width: 320, height: 240}\n"
+
 
 def codec_name() -> str:
     """H.264 where this av build can encode it, else MPEG-4 part 2."""
