@@ -9,6 +9,8 @@ both: a new revision (see ``migrations/__init__.py``) and here.
   URLs, JPEG snapshot). ``id`` never repeats, even after pruning.
 * ``rule_switches``: rules switched on or off at run time (Home Assistant),
   so the choice survives a restart.
+* ``budget_spend``: calls and tokens spent in the current UTC hour and day of
+  each rule and model budget, so a restart keeps counting.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
 
@@ -94,6 +96,17 @@ rule_switches = Table(
     Column("rule", Text, primary_key=True),
     Column("enabled", Integer, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+)
+
+
+budget_spend = Table(
+    "budget_spend", metadata,
+    Column("scope", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("period", Text, primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
 )
 
 
