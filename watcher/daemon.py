@@ -149,7 +149,7 @@ class Daemon:
                                      store=store,  # type: ignore[arg-type]
                                      default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
-                                     writer=self.writer)
+                                     writer=self.writer, model_budgets=config.overshoot.budgets)
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
             await self.engine.start()
