@@ -41,8 +41,10 @@ from watcher.engine.runner import (
     Emit,
     LiveStream,
     OnRecorded,
+    OnStored,
     RuleRunner,
 )
+from watcher.engine.silences import SilenceBook
 from watcher.engine.store import AlertStore
 from watcher.overshoot.client import OvershootClient
 
@@ -89,6 +91,8 @@ class RuleEngine:
         misfire_grace_s: float | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
@@ -100,6 +104,8 @@ class RuleEngine:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.silences = silences
+        self.on_stored = on_stored
         self.clock = clock or SystemClock()
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
@@ -163,7 +169,8 @@ class RuleEngine:
     def _runner(self, rule: RuleConfig) -> RuleRunner:
         return RuleRunner(rule, default_model=self.default_model, client=self.client,
                           streams=self.streams, store=self.store, clock=self.clock,
-                          emit=self.emit, actions=self.actions, on_recorded=self.on_recorded)
+                          emit=self.emit, actions=self.actions, on_recorded=self.on_recorded,
+                          silences=self.silences, on_stored=self.on_stored)
 
     def _schedule(self, rule: RuleConfig) -> None:
         assert self._scheduler is not None

@@ -37,6 +37,7 @@ from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady
 from watcher.engine.condition import Condition, ConditionError, default_condition
 from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
+from watcher.engine.silences import AlertLabels, SilenceBook
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.errors import OvershootError
@@ -58,6 +59,10 @@ Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error"
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
+OnStored = Callable[[list[AlertEventRecord]], None]
+"""Called with every stored event, notifying or not (evidence clips)."""
+HISTORY_KEPT = 240
+"""Evaluations kept per rule for the console's chart."""
 
 
 class Deliverable(Protocol):
@@ -146,9 +151,12 @@ class RuleRunner:
         state: AlertState | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
-        stored with none (``test-rule``, tests)."""
+        stored with none (``test-rule``, tests). ``silences`` keeps matching events
+        from notifying; an acknowledged episode (in the store) gets no repeats."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -157,6 +165,10 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.silences = silences
+        self.on_stored = on_stored
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_KEPT)
+        """The latest evaluations: ``{at_ms, outcome, matched, answer, latency_s}``."""
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
         self.primary = _compile(rule.name, rule, default_model)
@@ -315,22 +327,30 @@ class RuleRunner:
                       record: bool) -> Evaluation:
         now = self.clock.now_ms()
         state, transitions = self.policy.step(self.state, matched, now)
-        result.state, result.transitions = state, transitions
+        if record:
+            self._remember(result, matched, now)
         if not record or self.store is None:
+            result.state, result.transitions = state, transitions
             return result
-        events = [await self._event(t, result, live, ids) for t in transitions]
+        state, transitions, silenced_by = await self._gate(state, transitions)
+        result.state, result.transitions = state, transitions
+        events = [await self._event(t, result, live, ids, silenced_by.get(i))
+                  for i, t in enumerate(transitions)]
         if state != self.state or events:
             result.event_ids = await self.store.record(
                 self.rule.name, self.stream_key, state, events, actions_for=self._targets)
         previous, self.state = self.state, state
         for event in events:
+            why = (f" (silenced by {event.silenced_by})" if event.silenced_by else
+                   "" if event.notify else " (suppressed by cooldown)")
             log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
-                     event.kind, "" if event.notify else " (suppressed by cooldown)",
-                     event.episode)
+                     event.kind, why, event.episode)
         if previous.status != state.status and state.status == Status.PENDING:
             log.info("alert %s on %s: pending", self.rule.name, self.stream_key)
         self.stats.events += len(events)
         stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)
         notify = [e for e in stored if e.notify]
         if notify and self.on_recorded is not None:
             self.on_recorded()
@@ -338,13 +358,59 @@ class RuleRunner:
             await self.emit(notify)
         return result
 
+    async def _gate(self, state: AlertState, transitions: list[Transition],
+                    ) -> tuple[AlertState, list[Transition], dict[int, str]]:
+        """Apply acknowledgements and silences to a step's transitions.
+
+        A ``repeat`` of an acknowledged episode is dropped (acks stop repeats until the
+        alert resolves). A notifying transition that an active silence matches is kept
+        but does not notify; a silenced firing leaves the episode un-notified, so its
+        resolve is not sent either. Returns the state, the transitions and, by index,
+        the silences that held them.
+        """
+        kept: list[Transition] = []
+        silenced_by: dict[int, str] = {}
+        for t in transitions:
+            if t.kind is Kind.REPEAT and await self._acked(t.episode):
+                continue
+            silence = (self.silences.match(self._labels(), t.at_ms)
+                       if t.notify and self.silences is not None else None)
+            if silence is not None:
+                if t.kind is Kind.FIRING:
+                    state = replace(state, episode_notified=False)
+                elif t.kind is Kind.REPEAT:
+                    state = replace(state, episode_notified=self.state.episode_notified)
+                silenced_by[len(kept)] = silence.id
+                t = replace(t, notify=False)
+            kept.append(t)
+        return state, kept, silenced_by
+
+    def _labels(self) -> AlertLabels:
+        return AlertLabels(self.rule.name, self.stream_key, self.rule.severity,
+                           dict(self.rule.labels))
+
+    async def _acked(self, episode: int) -> bool:
+        assert self.store is not None
+        key = (self.rule.name, self.stream_key, episode)
+        return key in await self.store.acks([key])
+
+    def _remember(self, result: Evaluation, matched: bool | None, now_ms: int) -> None:
+        answer = result.answer
+        self.history.append({
+            "at_ms": now_ms, "outcome": result.outcome, "matched": matched,
+            "answer": answer.data if answer is not None and answer.valid else None,
+            "latency_s": (round(answer.latency_s, 3)
+                          if answer is not None and result.outcome != "unchanged" else None),
+        })
+
     def _targets(self, event: AlertEventRecord) -> list[str]:
         if self.actions is None:
             return []
         return delivery_targets(self.rule.actions, event, self.actions)
 
     async def _event(self, transition: Transition, result: Evaluation,
-                     live: Sequence[LiveStream | None], ids: list[str]) -> AlertEventRecord:
+                     live: Sequence[LiveStream | None], ids: list[str],
+                     silenced_by: str | None = None) -> AlertEventRecord:
         answer = result.confirm if result.confirm is not None and result.confirm.valid else (
             result.answer)
         snapshot = await _snapshot(live[0].frames) if live and live[0] is not None else None
@@ -362,8 +428,16 @@ class RuleRunner:
                     "completion_tokens": answer.completion_tokens}
                    if answer is not None else None),
             snapshot=snapshot,
+            silenced_by=silenced_by,
             extra={"streams": self.stream_names, "prompt": self.primary.question.prompt,
-                   "confirmed": result.confirmed},
+                   "confirmed": result.confirmed,
+                   "confirm_answer": (result.confirm.data if result.confirm is not None
+                                      else None),
+                   "latency_s": (round(answer.latency_s, 3) if answer is not None else None),
+                   "first_match_ms": (self.state.pending_since_ms
+                                      if self.state.pending_since_ms is not None
+                                      else transition.at_ms),
+                   "window_ms": self.primary.question.window_ms},
         )
 
     async def _stream_time(self, stream_id: str) -> int | None:

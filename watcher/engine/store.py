@@ -53,7 +53,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from watcher.engine import reviews
+from watcher.engine.reviews import Ack, Clip, Feedback
+from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState, Kind, Transition
+from watcher.engine.timeline import TimelineQuery, timeline_rows
 from watcher.errors import WatcherError
 
 T = TypeVar("T")
@@ -113,6 +117,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
         "CREATE INDEX deliveries_by_action ON deliveries (action, status)",
     ),
+    reviews.MIGRATION,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_ERROR_CHARS = 500
@@ -121,7 +126,7 @@ MAX_ERROR_CHARS = 500
 _EVENT_COLUMNS = (
     "id", "event_key", "rule", "stream_key", "episode", "kind", "notify", "created_ms",
     "severity", "labels", "answer", "urls", "stream_ids", "stream_time_ms", "model", "usage",
-    "snapshot", "snapshot_type", "extra",
+    "snapshot", "snapshot_type", "extra", "silenced_by",
 )
 _DELIVERY_COLUMNS = (
     "id", "event_id", "action", "idempotency_key", "status", "attempts", "next_attempt_ms",
@@ -172,6 +177,8 @@ class AlertEventRecord:
     snapshot: bytes | None = field(default=None, repr=False)
     snapshot_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    silenced_by: str | None = None
+    """The id of the silence that kept this event from notifying."""
     id: int | None = None
 
     @property
@@ -297,6 +304,56 @@ class AlertStore:
     async def events_by_ids(self, event_ids: Iterable[int]) -> list[AlertEventRecord]:
         """The stored events among ``event_ids``, in the order given."""
         return await self._call(self._events_by_ids, list(event_ids))
+
+    async def timeline(self, query: TimelineQuery) -> list[AlertEventRecord]:
+        """The console's page of events (without snapshots); see :mod:`~watcher.engine.timeline`."""
+        columns = ", ".join(c if c != "snapshot" else "NULL" for c in _EVENT_COLUMNS)
+        rows = await self._call(timeline_rows_of, self, columns, query)
+        return [_event_from_row(row) for row in rows]
+
+    async def snapshot(self, event_id: int) -> tuple[bytes, str] | None:
+        """An event's snapshot and its content type, if it has one."""
+        return await self._call(self._snapshot, event_id)
+
+    # -- silences, acks, feedback, clips (:mod:`watcher.engine.reviews`) --------
+    async def add_silence(self, silence: Silence) -> None:
+        await self._call(lambda: reviews.save_silence(self._db(), silence))
+
+    async def silences(self, since_ms: int | None = None) -> list[Silence]:
+        """Silences ending after ``since_ms`` (every silence with None), newest first."""
+        return await self._call(lambda: reviews.load_silences(self._db(), since_ms))
+
+    async def expire_silence(self, silence_id: str, now_ms: int) -> bool:
+        return await self._call(lambda: reviews.expire_silence(self._db(), silence_id, now_ms))
+
+    async def add_ack(self, ack: Ack) -> bool:
+        return await self._call(lambda: reviews.save_ack(self._db(), ack))
+
+    async def acks(self, keys: Iterable[tuple[str, str, int]]) -> dict[tuple[str, str, int], Ack]:
+        wanted = list(keys)
+        return await self._call(lambda: reviews.load_acks(self._db(), wanted))
+
+    async def set_feedback(self, feedback: Feedback) -> None:
+        await self._call(lambda: reviews.save_feedback(self._db(), feedback))
+
+    async def feedback(self, event_ids: Iterable[int] | None = None) -> dict[int, Feedback]:
+        """Marks by event id (every mark with None)."""
+        ids = None if event_ids is None else list(event_ids)
+        return await self._call(lambda: reviews.load_feedback(self._db(), ids))
+
+    async def save_clip(self, clip: Clip) -> bool:
+        return await self._call(lambda: reviews.save_clip(self._db(), clip))
+
+    async def clip(self, event_id: int, *, data: bool = True) -> Clip | None:
+        return await self._call(lambda: reviews.load_clip(self._db(), event_id, data))
+
+    async def clip_ids(self, event_ids: Iterable[int]) -> set[int]:
+        ids = list(event_ids)
+        return await self._call(lambda: reviews.clip_ids(self._db(), ids))
+
+    async def trim_clips(self, max_bytes: int, max_count: int | None = None) -> int:
+        """Drop the oldest clips beyond the budget; alert records are never dropped."""
+        return await self._call(lambda: reviews.trim_clips(self._db(), max_bytes, max_count))
 
     # -- the delivery outbox ---------------------------------------------------
 
@@ -498,6 +555,14 @@ class AlertStore:
         sql += " ORDER BY created_ms DESC, id DESC LIMIT ?"
         return [_event_from_row(row) for row in self._db().execute(sql, (*params, limit))]
 
+    def _snapshot(self, event_id: int) -> tuple[bytes, str] | None:
+        row = self._db().execute(
+            "SELECT snapshot, snapshot_type FROM alert_events WHERE id = ?", (event_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return bytes(row[0]), row[1] or "image/jpeg"
+
     def _event(self, event_id: int) -> AlertEventRecord | None:
         row = self._db().execute(
             f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events WHERE id = ?", (event_id,)
@@ -520,7 +585,8 @@ class AlertStore:
                " AND d.status IN ('pending', 'delivering'))")
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(f"DELETE FROM deliveries WHERE event_id IN ({old})", (before_ms,))
+            for table in ("deliveries", *reviews.PRUNE_DEPENDENTS):
+                db.execute(f"DELETE FROM {table} WHERE event_id IN ({old})", (before_ms,))
             count = db.execute(f"DELETE FROM alert_events WHERE id IN ({old})",
                                (before_ms,)).rowcount
             db.execute("COMMIT")
@@ -603,6 +669,10 @@ class AlertStore:
         return out
 
 
+def timeline_rows_of(store: AlertStore, columns: str, query: TimelineQuery) -> list[tuple]:
+    return timeline_rows(store._db(), columns, query)
+
+
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
     while True:
         conn.execute("BEGIN IMMEDIATE")
@@ -629,15 +699,15 @@ def _insert_event(db: sqlite3.Connection, e: AlertEventRecord) -> int:
     cursor = db.execute(
         "INSERT INTO alert_events (event_key, rule, stream_key, episode, kind, status, notify,"
         " created_ms, severity, labels, answer, urls, stream_ids, stream_time_ms, model, usage,"
-        " snapshot, snapshot_type, extra)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " snapshot, snapshot_type, extra, silenced_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             e.event_key, e.rule, e.stream_key, e.episode, str(e.kind), e.status, int(e.notify),
             e.created_ms, e.severity, _dumps(e.labels),
             None if e.answer is None else _dumps(e.answer), _dumps(list(e.urls)),
             _dumps(list(e.stream_ids)), e.stream_time_ms, e.model,
             None if e.usage is None else _dumps(e.usage), e.snapshot, e.snapshot_type,
-            _dumps(e.extra),
+            _dumps(e.extra), e.silenced_by,
         ),
     )
     assert cursor.lastrowid is not None
@@ -656,6 +726,7 @@ def _event_from_row(row: tuple[Any, ...]) -> AlertEventRecord:
         usage=None if r["usage"] is None else json.loads(r["usage"]),
         snapshot=None if r["snapshot"] is None else bytes(r["snapshot"]),
         snapshot_type=r["snapshot_type"], extra=json.loads(r["extra"]),
+        silenced_by=r["silenced_by"],
     )
 
 
