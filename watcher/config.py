@@ -10,7 +10,8 @@
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
     ├── state: StateConfig                the alert state file
-    └── status: StatusConfig              health, metrics and status listener (watcher.observe)
+    ├── status: StatusConfig              health, metrics, status and the console (watcher.observe)
+    └── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -90,6 +91,7 @@ from watcher.configerrors import (
     did_you_mean,
     validation_messages,
 )
+from watcher.console.config import ClipsConfig
 from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
 from watcher.errors import ConfigError
@@ -442,6 +444,9 @@ class WatcherConfig(Section):
         default_factory=StatusConfig,
         description="The daemon's HTTP listener for /healthz, /readyz, Prometheus /metrics "
         "and /status (read by `watcher status`); off unless enabled.")
+    clips: ClipsConfig = Field(
+        default_factory=ClipsConfig,
+        description="The short evidence video kept with each firing event.")
 
     @model_validator(mode="before")
     @classmethod
@@ -551,6 +556,8 @@ class WatcherConfig(Section):
         for action in self.actions.values():
             for secret in action.secrets():
                 register_secret(secret)
+        if self.status.token is not None:
+            register_secret(self.status.token.get_secret_value())
 
 
 def _count(n: int, noun: str) -> str:

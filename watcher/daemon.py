@@ -32,8 +32,11 @@ from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig, included_files, load_config
+from watcher.console.api import ConsoleSource
+from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
+from watcher.engine.silences import SilenceBook
 from watcher.engine.store import AlertStore
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
@@ -109,6 +112,8 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.store: AlertStore | None = None
         self.status: StatusSource | None = None
+        self.silences: SilenceBook | None = None
+        self.clips: ClipRecorder | None = None
         self._client: OvershootClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
@@ -133,16 +138,32 @@ class Daemon:
             stack.push_async_callback(self._close_actions)
             await self._start_outbox()
             stack.push_async_callback(self._stop_outbox)
+            clock = SystemClock()
+            silences = self.silences = SilenceBook(
+                lambda: store.silences(since_ms=clock.now_ms()), clock.now_ms)
+            await silences.start()
+            stack.push_async_callback(silences.stop)
+            clips = self.clips = ClipRecorder(config.clips, store, self.keepers, clock,
+                                              self._is_pulled)
+            clips.start()
+            stack.push_async_callback(clips.stop)
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
                                      store=store, default_model=config.overshoot.model,
-                                     actions=self.actions, on_recorded=self._wake_outbox)
+                                     actions=self.actions, on_recorded=self._wake_outbox,
+                                     silences=silences, on_stored=clips.on_stored)
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
             self.status = StatusSource(keepers=self.keepers, engine=self.engine,
                                        outbox=self.outbox, store=store,
                                        max_frame_age_s=config.status.max_frame_age)
             if config.status.enabled:
-                await stack.enter_async_context(status_listener(config.status, self.status))
+                console = ConsoleSource(
+                    status=self.status, store=store, silences=silences, clips=config.clips,
+                    pulled=self._is_pulled, clock=clock,
+                    token_required=config.status.token is not None,
+                    public_url=config.status.public_url)
+                await stack.enter_async_context(
+                    status_listener(config.status, self.status, console))
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
@@ -260,6 +281,11 @@ class Daemon:
                 seen = _mtimes(self.path, self.config)
 
     # -- parts ---------------------------------------------------------------
+    def _is_pulled(self, stream: str) -> bool:
+        """Whether the API server pulls ``stream`` itself (no frames pass through here)."""
+        spec = next((s for s in self.config.streams if s.name == stream), None)
+        return spec is not None and spec.pull
+
     def _build_actions(self, config: WatcherConfig) -> dict[str, Action]:
         assert self._http is not None
         return {name: build_action(name, options, http=self._http)

@@ -23,6 +23,7 @@ from watcher.engine.silences import Matcher, Silence
 MIGRATION: tuple[str, ...] = (
     "ALTER TABLE alert_events ADD COLUMN silenced_by TEXT",
     "CREATE INDEX alert_events_by_stream ON alert_events (stream_key, created_ms)",
+    "CREATE INDEX alert_events_by_episode ON alert_events (rule, stream_key, episode)",
     """CREATE TABLE silences (
         id TEXT PRIMARY KEY,
         matchers TEXT NOT NULL,

@@ -57,7 +57,7 @@ from watcher.engine import reviews
 from watcher.engine.reviews import Ack, Clip, Feedback
 from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState, Kind, Transition
-from watcher.engine.timeline import TimelineQuery, timeline_rows
+from watcher.engine.timeline import TimelineQuery, episode_times, timeline_rows
 from watcher.errors import WatcherError
 
 T = TypeVar("T")
@@ -310,6 +310,12 @@ class AlertStore:
         columns = ", ".join(c if c != "snapshot" else "NULL" for c in _EVENT_COLUMNS)
         rows = await self._call(timeline_rows_of, self, columns, query)
         return [_event_from_row(row) for row in rows]
+
+    async def episode_times(self, keys: Iterable[tuple[str, str, int]],
+                            ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
+        """When each (rule, stream_key, episode) fired and resolved."""
+        wanted = list(keys)
+        return await self._call(lambda: episode_times(self._db(), wanted))
 
     async def snapshot(self, event_id: int) -> tuple[bytes, str] | None:
         """An event's snapshot and its content type, if it has one."""

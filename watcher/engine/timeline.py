@@ -75,3 +75,15 @@ def timeline_rows(db: sqlite3.Connection, columns: str, q: TimelineQuery) -> lis
 
 def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def episode_times(db: sqlite3.Connection, keys: list[tuple[str, str, int]],
+                  ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
+    """When each (rule, stream_key, episode) fired and resolved (None: not yet)."""
+    out: dict[tuple[str, str, int], tuple[int | None, int | None]] = {}
+    for key in keys:
+        times = dict(db.execute(
+            "SELECT kind, MIN(created_ms) FROM alert_events WHERE rule = ? AND stream_key = ?"
+            " AND episode = ? AND kind IN ('firing', 'resolved') GROUP BY kind", key))
+        out[key] = (times.get("firing"), times.get("resolved"))
+    return out
