@@ -114,6 +114,8 @@ class Daemon:
         self.status: StatusSource | None = None
         self.silences: SilenceBook | None = None
         self.clips: ClipRecorder | None = None
+        self.status_url: str | None = None
+        """The status listener's (and console's) base URL once it listens."""
         self._client: OvershootClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
@@ -150,7 +152,9 @@ class Daemon:
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
                                      store=store, default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
-                                     silences=silences, on_stored=clips.on_stored)
+                                     silences=silences, on_stored=clips.on_stored,
+                                     console_url=(config.status.public_url
+                                                  if config.status.enabled else None))
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
             self.status = StatusSource(keepers=self.keepers, engine=self.engine,
@@ -162,8 +166,9 @@ class Daemon:
                     pulled=self._is_pulled, clock=clock,
                     token_required=config.status.token is not None,
                     public_url=config.status.public_url)
-                await stack.enter_async_context(
+                endpoint = await stack.enter_async_context(
                     status_listener(config.status, self.status, console))
+                self.status_url = endpoint.url if endpoint is not None else None
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")

@@ -10,6 +10,7 @@ JavaScript they are still complete, only not live.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +38,11 @@ SEVERITIES = ("info", "warning", "critical")
 _env = Environment(loader=FileSystemLoader(HERE / "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True),
                    trim_blocks=True, lstrip_blocks=True)
+_env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+_env.filters["compact"] = lambda value: json.dumps(value, ensure_ascii=False)
+_env.filters["shown"] = lambda value: value if isinstance(value, str) else json.dumps(
+    value, ensure_ascii=False)
+"""JSON as text; autoescape then makes it safe (``tojson`` would show ``\u003c``)."""
 
 
 def render(request: Request, auth: ConsoleAuth, src: ConsoleSource, template: str,

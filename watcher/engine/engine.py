@@ -93,6 +93,7 @@ class RuleEngine:
         on_recorded: OnRecorded | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
@@ -106,6 +107,7 @@ class RuleEngine:
         self.on_recorded = on_recorded
         self.silences = silences
         self.on_stored = on_stored
+        self.console_url = console_url
         self.clock = clock or SystemClock()
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
@@ -170,7 +172,8 @@ class RuleEngine:
         return RuleRunner(rule, default_model=self.default_model, client=self.client,
                           streams=self.streams, store=self.store, clock=self.clock,
                           emit=self.emit, actions=self.actions, on_recorded=self.on_recorded,
-                          silences=self.silences, on_stored=self.on_stored)
+                          silences=self.silences, on_stored=self.on_stored,
+                          console_url=self.console_url)
 
     def _schedule(self, rule: RuleConfig) -> None:
         assert self._scheduler is not None

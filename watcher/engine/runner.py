@@ -153,10 +153,12 @@ class RuleRunner:
         on_recorded: OnRecorded | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
         stored with none (``test-rule``, tests). ``silences`` keeps matching events
-        from notifying; an acknowledged episode (in the store) gets no repeats."""
+        from notifying; an acknowledged episode (in the store) gets no repeats.
+        ``console_url`` (``status.public_url``) is kept with each event for links."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -167,6 +169,7 @@ class RuleRunner:
         self.on_recorded = on_recorded
         self.silences = silences
         self.on_stored = on_stored
+        self.console_url = console_url
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_KEPT)
         """The latest evaluations: ``{at_ms, outcome, matched, answer, latency_s}``."""
         self.stream_names = list(rule.stream_names)
@@ -437,7 +440,8 @@ class RuleRunner:
                    "first_match_ms": (self.state.pending_since_ms
                                       if self.state.pending_since_ms is not None
                                       else transition.at_ms),
-                   "window_ms": self.primary.question.window_ms},
+                   "window_ms": self.primary.question.window_ms,
+                   **({"console_url": self.console_url} if self.console_url else {})},
         )
 
     async def _stream_time(self, stream_id: str) -> int | None:
