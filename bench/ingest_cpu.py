@@ -11,6 +11,7 @@ WebRTC media flows over the machine's non-loopback interface (aioice never
 offers 127.0.0.1 as a candidate); only HTTP signalling uses 127.0.0.1.
 
     .venv/bin/python bench/ingest_cpu.py [--streams 1,3] [--seconds 30] [--json]
+    .venv/bin/python bench/ingest_cpu.py --smoke     # 1 stream, 2 s
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from typing import Any
 
 import _common
+import _verdict
 
 DEFAULT_SPEC = "testsrc:events=person,period=20,duration=6,size=640x480"
 
@@ -141,12 +143,14 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--spec", default=DEFAULT_SPEC)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    args = parser.parse_args()
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), streams="1", seconds=2.0, settle=0.5,
+                                idle_seconds=1.0)
     args.streams = [int(s) for s in args.streams.split(",") if s.strip()]
     report = asyncio.run(run(args))
     if args.json:
         _common.emit_json(report)
-        return 0
+        return verdict(report, quiet=True)
     print(f"Machine: {_common.describe_machine(report['machine'])}")
     rows = report["results"]
     _common.print_table(
@@ -165,8 +169,24 @@ def main() -> int:
           f"{r['machine_busy_cores']:.2f} cores"] for r in rows])
     bitrates = sorted({b for r in rows for b in r["vp8_target_bitrate"] if b})
     print(f"\nVP8 target bitrate at the end (after REMB): {bitrates} bit/s")
-    return 0
+    return verdict(report)
+
+
+def verdict(report: dict[str, Any], quiet: bool = False) -> int:
+    """No goal: figures only, valid when every stream stored frames near its frame rate."""
+    check = _verdict.Verdict("ingest_cpu")
+    rows = report["results"]
+    check.require_work(len(rows), "runs")
+    for r in rows:
+        check.require(r["frames_stored_per_s_per_stream"] >= 0.5 * report["fps"],
+                      f"{r['streams']} stream(s) stored "
+                      f"{r['frames_stored_per_s_per_stream']:.2f} fps of {report['fps']:g}")
+    summary = ", ".join(f"{r['streams']} stream(s): {r['per_stream_cpu_percent']:.1f}% of one "
+                        "core per stream" for r in rows)
+    if quiet:
+        return _verdict.FAILED_EXIT if check.failed else 0
+    return check.finish(None, summary)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _verdict.run_main(main)

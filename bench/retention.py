@@ -17,6 +17,7 @@ Each frame rate runs in a fresh subprocess so its peak RSS is its own.
     .venv/bin/python bench/retention.py                 # 5 and 15 fps, 600 s
     .venv/bin/python bench/retention.py --fps 5 --json
     .venv/bin/python bench/retention.py --fps 15 --max-stored-fps 0   # store every frame
+    .venv/bin/python bench/retention.py --smoke   # 5 fps, 20 simulated seconds
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fractions import Fraction
 from typing import Any
 
 import _common
+import _verdict
 
 GOAL_BYTES = 40_000_000
 SWEEP_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80)
@@ -212,7 +214,10 @@ def main() -> int:
                         "0: store every frame)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    _verdict.add_smoke(parser)
     args = parser.parse_args()
+    if not args.one:
+        _verdict.apply_smoke(args, fps="5", seconds=20.0)
     rates = [float(f) for f in args.fps.split(",") if f.strip()]
 
     if args.one:  # child: one rate, JSON on stdout
@@ -240,7 +245,7 @@ def main() -> int:
     report = {"benchmark": "retention", "machine": machine, "runs": results}
     if args.json:
         _common.emit_json(report)
-        return 0
+        return verdict(results, quiet=True)
     print(f"Machine: {_common.describe_machine(report['machine'])}")
     mb = 1e6
     _common.print_table(
@@ -282,8 +287,26 @@ def main() -> int:
               f"VP8 keyframes {r['vp8_keyframes']}; skipped by max_stored_fps "
               f"{r['frames_skipped']}; evicted {r['evicted_frames']}; "
               f"RSS {r['rss_before_mb']:.0f} -> {r['rss_end_mb']:.0f} MB")
-    return 0
+    return verdict(results)
+
+
+def verdict(results: list[dict[str, Any]], quiet: bool = False) -> int:
+    """Met only when frames were really encoded, decoded and stored at every rate."""
+    check = _verdict.Verdict("retention")
+    check.require_work(len(results), "runs")
+    for r in results:
+        rate = f"{r['fps']:g} fps"
+        check.require_work(r["bitstream_payload_bytes"], f"VP8 bitstream ({rate})")
+        check.require(r["frames_decoded"] == r["frames_in"],
+                      f"{r['frames_decoded']} of {r['frames_in']} frames decoded ({rate})")
+        check.require_work(r["frames_decoded_and_stored"], f"frames stored ({rate})")
+    if quiet:
+        return _verdict.FAILED_EXIT if check.failed else 0
+    return check.finish(all(r["goal_met"] for r in results), "; ".join(
+        f"{r['fps']:g} fps: {r['retained_bytes'] / 1e6:.1f} MB, {r['retained_frames']}/"
+        f"{r['expected_frames']} frames over {r['retained_span_s']:.0f} s at "
+        f"q{r['jpeg_quality_mode_after_60s']}" for r in results))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _verdict.run_main(main)

@@ -27,6 +27,7 @@ end) are compared one by one with the ticks that ran. Lateness is the engine's o
 its overshoot) and a ``gc.callbacks`` probe run alongside.
 
     .venv/bin/python bench/scheduling.py [--seconds 600] [--transport uvicorn|asgi] [--json]
+    .venv/bin/python bench/scheduling.py --smoke    # 8 s, 2 streams x 3 rules every 1 s
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _verdict
 
 GOAL_P99_MS = 50.0
 MODEL_ID = "bench/vlm"
@@ -97,7 +99,8 @@ def make_backend(delay: float, period: float, on: float) -> Any:
 
 
 # -- the rules -----------------------------------------------------------------------------------
-def rule_specs(streams: int, per_stream: int, every: str) -> list[dict[str, Any]]:
+def rule_specs(streams: int, per_stream: int, every: str, window: str = "5s",
+               ) -> list[dict[str, Any]]:
     variants: list[dict[str, Any]] = [
         {"prompt": "Is anyone at the door?"},
         {"prompt": "How many people are there?",
@@ -116,7 +119,7 @@ def rule_specs(streams: int, per_stream: int, every: str) -> list[dict[str, Any]
                     "severity": "warning", "labels": {"bench": "scheduling"},
                     **variants[r % len(variants)]}
             if r % 2:
-                spec.update(window="5s", max_fps=1)
+                spec.update(window=window, max_fps=1)
             specs.append(spec)
     return specs
 
@@ -155,7 +158,10 @@ async def loop_lag(samples: list[float], interval: float = 0.05) -> None:
 
 # -- the fake keepers ------------------------------------------------------------------------------
 class FakeStream:
-    """What a rule needs of a kept stream: ``stream_id``, ``frames``, ``changes``."""
+    """What a rule needs of a kept stream (``watcher.engine.runner.LiveStream``).
+
+    Its source is always live: these streams never have a camera outage.
+    """
 
     def __init__(self, name: str, stream_id: str, picture: Any) -> None:
         from watcher.media.changes import ChangeTracker
@@ -166,6 +172,8 @@ class FakeStream:
         self.frames = LatestFrame()
         self.frames.put(picture)
         self.changes = ChangeTracker()
+        self.source_live = True
+        self.source_resumed_at: float | None = None
         self.status_reads = 0
         self.keepalives = 0
         self.failures = 0
@@ -284,7 +292,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     app = create_app(ServerSettings(api_keys=[_common.API_KEY]), backends=[backend])
     server = app.state.server
     picture, jpeg = camera_picture()
-    specs = rule_specs(args.streams, args.rules_per_stream, f"{args.every:g}s")
+    specs = rule_specs(args.streams, args.rules_per_stream, f"{args.every:g}s",
+                       f"{args.window:g}s")
     rules = [RuleConfig.model_validate(spec) for spec in specs]
 
     class CountingStore(AlertStore):
@@ -318,7 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     streams[f"cam{s:02d}"] = FakeStream(f"cam{s:02d}", created.id, picture)
                 tasks.append(asyncio.create_task(
                     feed_frames(server.registry, server_streams, jpeg, args.frame_fps)))
-                await asyncio.sleep(max(6.0, 1.5 / args.frame_fps))  # windows have frames
+                # every window has frames before the first tick
+                await asyncio.sleep(max(args.window + 1.0, 1.5 / args.frame_fps))
                 for i, fake in enumerate(streams.values()):
                     tasks.append(asyncio.create_task(keep(client, fake, 5.0 * i / len(streams))))
 
@@ -392,7 +402,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "scheduling",
         "machine": machine,
         "config": {"seconds": args.seconds, "streams": args.streams, "rules": len(rules),
-                   "every_s": args.every, "model_delay_s": args.model_delay,
+                   "every_s": args.every, "window_s": args.window,
+                   "model_delay_s": args.model_delay,
                    "transport": args.transport, "frame_fps": args.frame_fps,
                    "event_period_s": args.event_period, "event_on_s": args.event_on,
                    "gc_freeze": args.gc_freeze, "started_at": started_at.isoformat()},
@@ -470,11 +481,32 @@ def report(r: dict[str, Any]) -> None:
         ["generation", "count", "p50 ms", "max ms", "total ms"],
         [[g, v["count"], f"{v['p50_ms']:.1f}", f"{v['max_ms']:.1f}", f"{v['total_ms']:.0f}"]
          for g, v in r["gc"].items()])
+
+
+def verdict(r: dict[str, Any]) -> int:
+    """Met only when every rule really ran: ticks, evaluations, model calls, events."""
+    t, w = r["ticks"], r["work"]
+    check = _verdict.Verdict("scheduling")
+    check.require_work(t["expected"], "ticks expected")
+    check.require_work(w["evaluations"], "evaluations")
+    check.require_work(w["model_calls_runner"], "model calls")
+    check.require(w["model_calls_backend"] >= w["model_calls_runner"],
+                  f"the model served {w['model_calls_backend']} of "
+                  f"{w['model_calls_runner']} calls")
+    check.require_no_errors(t["errors"], "evaluation errors")
+    check.require_no_errors(w["model_errors"], "model errors")
+    check.require_no_errors(w["invalid"], "invalid answers")
+    check.require_no_errors(w["keeper_failures"], "keeper failures")
+    if r["config"]["event_period_s"] > 0:
+        check.require_work(w["events"], "alert events (the scripted activity fired nothing)")
+    check.require(t["drained"], "evaluations still running 15 s after the end")
     p99 = r["lateness_ms"].get("p99", float("inf"))
     ok = t["missing"] == 0 and t["engine_missed"] == 0 and p99 <= GOAL_P99_MS
-    print(f"\nGoal {'met' if ok else 'MISSED'}: {t['missing']} tick(s) missing of "
-          f"{t['expected']} (+{t['skipped_at_start']} first tick(s) due before the engine "
-          f"had started), p99 lateness {p99:.1f} ms (goal <= {GOAL_P99_MS:g} ms)")
+    return check.finish(ok, f"{t['missing']} tick(s) missing of {t['expected']} "
+                            f"(+{t['skipped_at_start']} first tick(s) due before the engine had "
+                            f"started), p99 lateness {p99:.1f} ms (goal <= {GOAL_P99_MS:g} ms); "
+                            f"{w['evaluations']} evaluations, {w['model_calls_runner']} model "
+                            f"calls, {t['errors']} errors, {w['events']} events")
 
 
 def main() -> int:
@@ -483,6 +515,8 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--rules-per-stream", type=int, default=10)
     parser.add_argument("--every", type=float, default=5.0, help="seconds between ticks")
+    parser.add_argument("--window", type=float, default=5.0,
+                        help="window of the odd-numbered rules, in seconds")
     parser.add_argument("--model-delay", type=float, default=0.2, help="seconds per answer")
     parser.add_argument("--transport", choices=("uvicorn", "asgi"), default="uvicorn")
     parser.add_argument("--frame-fps", type=float, default=5.0,
@@ -494,15 +528,18 @@ def main() -> int:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after imports and setup")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    args = parser.parse_args()
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), seconds=8.0, streams=2,
+                                rules_per_stream=3, every=1.0, window=1.0, model_delay=0.05,
+                                event_period=4.0, event_on=2.0)
     _common.quiet_logs()
     result = asyncio.run(run(args))
     if args.json:
         _common.emit_json(result)
     else:
         report(result)
-    return 0
+    return verdict(result)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _verdict.run_main(main)

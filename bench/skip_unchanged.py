@@ -38,6 +38,7 @@ runs the tracker alone on the static scene at several noise levels.
 
     .venv/bin/python bench/skip_unchanged.py [--minutes 30] [--json]
         [--cases person:truth,box:truth,person:vision]
+    .venv/bin/python bench/skip_unchanged.py --smoke   # 1 simulated minute, 3 events
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _verdict
 
 GOAL_SAVED = 0.80
 TRUTH_MODEL = "bench/truth"
@@ -181,9 +183,13 @@ async def simulate(kind: str, model: str, variants: list[str], args: argparse.Na
     sim_time = _SimTime(clock, start_ms)
 
     class Live:
+        """A kept stream whose source never goes down."""
+
         stream_id: str | None = stream.id
         frames = LatestFrame()
         changes = make_tracker(sim_time.monotonic)
+        source_live = True
+        source_resumed_at: float | None = None
 
     live = Live()
     placeholder = cv2.imencode(".jpg", scene.background[::8, ::8])[1].tobytes()
@@ -382,13 +388,26 @@ def report(r: dict[str, Any]) -> None:
         ["noise sigma", "clock overlay", "frames", "false changes", "rate"],
         [[f"{x['noise']:g}", "on" if x["clock_overlay"] else "off", x["frames"],
           x["false_changes"], f"{100 * x['rate']:.2f}%"] for x in r["tracker_noise"]])
-    skip = [k for s in r["simulations"] for k in s["cases"] if k["variant"] == "skip"]
+
+
+def verdict(r: dict[str, Any]) -> int:
+    """Met only when every case evaluated, called its model without errors and saw events."""
+    check = _verdict.Verdict("skip_unchanged")
+    cases = [k for s in r["simulations"] for k in s["cases"]]
+    check.require_work(len(cases), "cases")
+    for k in cases:
+        name = f"{k['scene']}/{k['model']}/{k['variant']}"
+        check.require_work(k["evaluations"], f"evaluations ({name})")
+        check.require_work(k["model_calls"], f"model calls ({name})")
+        check.require_work(k["events"], f"scripted events ({name})")
+        check.require_no_errors(k["not_ready"] + k["model_errors"] + k["invalid"],
+                                f"not-ready/model errors/invalid answers ({name})")
+    skip = [k for k in cases if k["variant"] == "skip"]
     ok = all(k["saved"] >= GOAL_SAVED and k["events_seen"] == k["events"]
              and k["events_fired"] == k["events"] for k in skip)
     worst = min((k["saved"] for k in skip), default=math.nan)
-    print(f"\nGoal {'met' if ok else 'MISSED'}: worst saving {100 * worst:.1f}%, events "
-          + ", ".join(f"{k['scene']}/{k['model']} {k['events_fired']}/{k['events']}"
-                      for k in skip))
+    return check.finish(ok, f"worst saving {100 * worst:.1f}%, events " + ", ".join(
+        f"{k['scene']}/{k['model']} {k['events_fired']}/{k['events']}" for k in skip))
 
 
 def main() -> int:
@@ -413,15 +432,17 @@ def main() -> int:
     parser.add_argument("--noise-frames", type=int, default=1500,
                         help="frames per row of the tracker-alone table")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    args = parser.parse_args()
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), minutes=1.0, period=20.2,
+                                noise_levels=[2.0], noise_frames=50)
     _common.quiet_logs()
     result = asyncio.run(run(args))
     if args.json:
         _common.emit_json(result)
     else:
         report(result)
-    return 0
+    return verdict(result)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _verdict.run_main(main)

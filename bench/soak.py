@@ -14,6 +14,7 @@ Compression: the API's real lease is 45 s; with ``--ttl T`` every lease-driven
 cadence runs 45/T times faster, so the run stands for ``wall * 45/T`` of lease time.
 
     .venv/bin/python bench/soak.py --minutes 34 --ttl 1 --streams 2 --cameras 1 --seed 3
+    .venv/bin/python bench/soak.py --smoke   # 30 s, a few faults, no kill
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -44,6 +46,7 @@ from _common import (
     process_cpu_seconds,
 )
 from _soak_receivers import MODEL_FAULTS, SmtpSink, SoakModel, WebhookReceiver
+from _verdict import Verdict, add_smoke, apply_smoke, run_main
 from support.camera import MjpegCamera  # shared with the test suite
 
 from watcher.media.testsrc import SyntheticScene
@@ -950,7 +953,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         faults = Faults(server, model, hook, smtp, daemon, rng, args.ttl, names, cameras)
         t_start = time.time()
         t_end = t_start + args.minutes * 60
-        quiet_tail = min(90.0, max(30.0, args.minutes * 60 * 0.06))
+        quiet_tail = (args.quiet_tail if args.quiet_tail is not None
+                      else min(90.0, max(30.0, args.minutes * 60 * 0.06)))
         # Kills early, so that the last instance runs long enough to judge its memory.
         kill_times = [t_start + args.minutes * 60 * (0.1 + 0.1 * i / max(1, args.kills - 1))
                       for i in range(args.kills)] if args.kills > 1 else (
@@ -971,7 +975,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(args.sample_every)
 
             background.append(asyncio.create_task(sampler()))
-            await asyncio.sleep(10)  # let the first streams go live before any fault
+            await asyncio.sleep(args.first_fault_after)  # the first streams go live
             background.append(asyncio.create_task(
                 faults.schedule(t_end - quiet_tail, (args.gap_min, args.gap_max))))
             background.append(asyncio.create_task(faults.kills(kill_times)))
@@ -1025,7 +1029,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def verdict(r: dict[str, Any]) -> int:
+    """Met: nothing lost or duplicated, no unintended lapse, no crash (memory is judged by
+    reading the RSS table, not here). FAILED when the run did no work to judge."""
+    ev, de = r["events"], r["delivery"]
+    check = Verdict("soak")
+    check.require_work(ev["expected"], "expected events (nothing to judge)")
+    check.require_work(r["model_calls"], "model calls")
+    check.require_work(de["hook_keys_accepted"], "webhook deliveries accepted")
+    ok = (ev["expected_missed"] == 0 and de["hook_duplicate_events_accepted"] == 0
+          and not r["lapses"]["unintended"] and not r["crashes"])
+    return check.finish(ok, f"{ev['expected_delivered']}/{ev['expected']} expected events "
+                            f"delivered, {ev['expected_missed']} lost, "
+                            f"{de['hook_duplicate_events_accepted']} duplicate events accepted, "
+                            f"{len(r['lapses']['unintended'])} unintended lapses, "
+                            f"{len(r['crashes'])} crashes, {r['model_calls']} model calls")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=25.0, help="wall-clock length")
     parser.add_argument("--ttl", type=int, default=1, help="server lease TTL in seconds")
@@ -1037,13 +1058,16 @@ def main() -> None:
     parser.add_argument("--gap-min", type=float, default=8.0, help="s between faults (min)")
     parser.add_argument("--gap-max", type=float, default=20.0, help="s between faults (max)")
     parser.add_argument("--sample-every", type=float, default=3.0, help="RSS/CPU sampling, s")
+    parser.add_argument("--quiet-tail", type=float, default=None,
+                        help="seconds without faults before the end (default: 6%% of the "
+                        "run, 30-90 s)")
+    parser.add_argument("--first-fault-after", type=float, default=10.0,
+                        help="seconds after the daemon starts before the first fault")
     parser.add_argument("--json", action="store_true", help="print the raw JSON result")
-    args = parser.parse_args()
-    try:
-        result = asyncio.run(run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    add_smoke(parser)
+    args = apply_smoke(parser.parse_args(), minutes=0.5, kills=0, gap_min=3.0, gap_max=5.0,
+                       quiet_tail=8.0, first_fault_after=6.0, sample_every=1.0)
+    result = asyncio.run(run(args))
     out = BENCH_DIR / "results"
     out.mkdir(exist_ok=True)
     path = out / f"soak-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
@@ -1051,8 +1075,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     report(result)
-    print(f"\nJSON: {path}\nlogs: {result['work_dir']}")
+    code = verdict(result)
+    if args.smoke and code == 0:  # CI runs this often: keep nothing of a good smoke run
+        shutil.rmtree(result["work_dir"], ignore_errors=True)
+        path.unlink(missing_ok=True)
+    else:
+        print(f"\nJSON: {path}\nlogs: {result['work_dir']}")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -5,7 +5,8 @@ watches its log for the line saying the stream is live (the keeper only says
 so after `GET /streams/{id}` shows a frame), and reports the wall time from
 process start. Repeats N times.
 
-    python bench/startup.py --runs 5
+    .venv/bin/python bench/startup.py --runs 5
+    .venv/bin/python bench/startup.py --smoke     # one run
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _verdict
+
+GOAL_S = 2.0
 
 CONFIG = """\
 overshoot:
@@ -58,11 +63,12 @@ def one_run(config: Path) -> tuple[float, float]:
     return live, first_line
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    _verdict.add_smoke(parser)
+    args = _verdict.apply_smoke(parser.parse_args(), runs=1)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp, "watcher.yaml")
         config.write_text(CONFIG)
@@ -77,12 +83,17 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(summary))
-        return
+        return 0
     print("| runs | to first queryable frame, median | max | of which start-up to first log line |")
     print("|---|---|---|---|")
     print(f"| {summary['runs']} | {summary['live_median_s']} s | {summary['live_max_s']} s "
           f"| {summary['first_log_line_median_s']} s |")
+    check = _verdict.Verdict("startup")
+    check.require(len(live) == args.runs, f"{len(live)} of {args.runs} runs went live")
+    return check.finish(summary["live_max_s"] < GOAL_S,
+                        f"median {summary['live_median_s']} s, max {summary['live_max_s']} s "
+                        f"to the first queryable frame (goal < {GOAL_S:g} s)")
 
 
 if __name__ == "__main__":
-    main()
+    _verdict.run_main(main)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import secrets
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+DESCRIPTION = ("Keep live video streams published to an Overshoot-compatible API, ask "
+               "vision-language models scheduled questions about them, and deliver the "
+               "alerts their answers raise. One subcommand per job; `watcher COMMAND -h` "
+               "tells more.")
 
 
 def _env_choice(name: str, choices: list[str]) -> str:
@@ -40,14 +45,16 @@ def _env_choice(name: str, choices: list[str]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watcher", description=__doc__)
+    parser = argparse.ArgumentParser(prog="watcher", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
     parser.add_argument("--log-level", default=_env_choice("WATCHER_LOG_LEVEL", LOG_LEVELS),
-                        choices=LOG_LEVELS, type=str.upper)
+                        choices=LOG_LEVELS, type=str.upper,
+                        help="least severe messages logged (default %(default)s; also "
+                        "$WATCHER_LOG_LEVEL)")
     parser.add_argument("--log-format", default=os.environ.get("WATCHER_LOG_FORMAT", "text"),
                         choices=["text", "json"], type=str.lower,
-                        help="text for people (default), json for log pipelines: one object "
-                        "per line (also $WATCHER_LOG_FORMAT)")
+                        help="text for people, json for log pipelines: one object per line "
+                        "(default %(default)s; also $WATCHER_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
     _add_check(sub)
@@ -71,19 +78,34 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="validate a config file",
         description="Validate a config file: YAML syntax, ${VAR} substitution, every option, "
-        "and references between sections. Prints every problem as file:line: field: message "
+        "references between sections, and the models rules ask (against the embedded "
+        "server's models, or the API's GET /models when it answers; local/vision only "
+        "for schemas it can measure). Prints every problem as file:line: field: message "
         "and exits 2 if there is any.")
     _add_config_option(p)
     p.set_defaults(handler=_run_check)
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    import asyncio
+
     from watcher.config import load_config
-    from watcher.errors import ConfigError
+    from watcher.engine.modelcheck import fetch_served_models
+    from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
 
+    note = ""
     try:
         config = load_config(args.config)
+        if not config.overshoot.is_embedded:
+            key = config.overshoot.api_key
+            try:
+                served = asyncio.run(fetch_served_models(
+                    config.overshoot.base_url, key.get_secret_value() if key else None))
+            except OvershootError as exc:
+                note = f" (model names not checked: {redact(str(exc))})"
+            else:
+                config = load_config(args.config, served_models=served)
     except ConfigError as exc:
         for problem in exc.problems:
             print(redact(problem), file=sys.stderr)
@@ -93,7 +115,7 @@ def _run_check(args: argparse.Namespace) -> int:
             count = len(exc.problems)
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
-    print(f"{args.config}: OK ({config.summary()})")
+    print(f"{args.config}: OK ({config.summary()}){note}")
     return 0
 
 
@@ -156,7 +178,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models of the configured API",
                        description="List the models the configured API serves, with status.")
     _add_config_option(p)
-    p.add_argument("--json", action="store_true", help="print the raw JSON list")
+    p.add_argument("--json", action="store_true", help="print the JSON list; each model "
+                   "also has \"default\": true for overshoot.model, false otherwise")
     p.set_defaults(handler=_run_models)
 
 
@@ -179,10 +202,13 @@ def _run_models(args: argparse.Namespace) -> int:
     except OvershootError as exc:
         print(f"watcher models: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(models.model_dump_json(indent=2))
-        return 0
     default = config.overshoot.model
+    if args.json:
+        listed = models.model_dump(mode="json")
+        for entry in listed.get("data", []):
+            entry["default"] = entry.get("id") == default
+        print(json.dumps(listed, indent=2))
+        return 0
     for model in models.data:
         mark = " (default)" if model.id == default else ""
         print(f"{model.id:<40} {model.status:<12} {model.owned_by or ''}{mark}")
@@ -241,7 +267,8 @@ def _add_alerts(sub: argparse._SubParsersAction) -> None:
                        "with its delivery status per action.")
     _add_config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    p.add_argument("--limit", type=_positive_int, default=50, metavar="N",
+                   help="how many events, newest first (default %(default)s)")
     p.add_argument("--rule", help="only this rule's events")
     p.add_argument("--dead", action="store_true",
                    help="only events with a dead-lettered delivery")
@@ -342,6 +369,16 @@ def _run_silence_expire(args: argparse.Namespace) -> int:
     return asyncio.run(silence_expire(config, args.id))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (1 or more)")
+    return value
+
+
 def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status", help="show a running daemon's streams, rules and recent alerts",
@@ -382,27 +419,44 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", action="append", default=[], metavar="KEY",
                    help=f"accepted API key (repeatable; also ${API_KEYS_ENV}, comma-separated); "
                    "with none, one is generated and printed once")
-    p.add_argument("--ttl-seconds", type=int, default=45, help="stream lease length")
-    p.add_argument("--retention-seconds", type=int, default=600, help="frame retention")
-    p.add_argument("--tombstone-seconds", type=int, default=300,
-                   help="how long ended streams stay readable")
-    p.add_argument("--max-mb-per-stream", type=float, default=40,
-                   help="memory cap of one stream's retained frames")
+    p.add_argument("--ttl-seconds", type=int, default=45, metavar="SECONDS",
+                   help="stream lease length a keepalive renews to (default %(default)s; "
+                   "300 for clients that keep alive every two minutes)")
+    p.add_argument("--retention-seconds", type=int, default=600, metavar="SECONDS",
+                   help="how long frames are retained (default %(default)s)")
+    p.add_argument("--tombstone-seconds", type=int, default=300, metavar="SECONDS",
+                   help="how long ended streams stay readable (default %(default)s)")
+    p.add_argument("--max-mb-per-stream", type=float, default=40, metavar="MB",
+                   help="memory cap of one stream's retained frames (default %(default)s)")
     p.add_argument("--max-stored-fps", type=float, default=5, metavar="FPS",
                    help="most frames per second stored per stream, whatever the publisher "
-                   "sends (0: every frame)")
-    p.add_argument("--public-url", help="base URL publishers use to reach this server "
-                   "(default: the URL each request came in on)")
-    p.add_argument("--no-vision", action="store_true", help="do not serve local/vision")
+                   "sends (0: every frame; default %(default)s)")
+    p.add_argument("--public-url", metavar="URL", help="base URL publishers use to reach "
+                   "this server (default: the URL each request came in on)")
+    p.add_argument("--no-vision", action="store_true",
+                   help="do not serve local/vision (default: served)")
     p.add_argument("--upstream-url", metavar="URL",
                    help="an OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio, "
-                   "OpenAI) to answer with, e.g. http://127.0.0.1:11434/v1")
+                   "OpenAI) to answer with, e.g. http://127.0.0.1:11434/v1 (default: none)")
     p.add_argument("--upstream-model", action="append", default=[], metavar="NAME[=UPSTREAM]",
-                   help="list NAME and send it upstream as UPSTREAM (repeatable)")
+                   help="list NAME and send it upstream as UPSTREAM (repeatable; default: "
+                   "none)")
     p.add_argument("--upstream-api-key", metavar="KEY",
-                   help=f"key for the upstream server (also ${UPSTREAM_KEY_ENV})")
-    p.add_argument("--upstream-timeout", type=float, default=60.0, metavar="SECONDS")
+                   help=f"key for the upstream server (also ${UPSTREAM_KEY_ENV}; default: none)")
+    p.add_argument("--upstream-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="deadline of one upstream request (default %(default)s)")
     p.set_defaults(handler=_run_serve)
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    """A socket listening on host:port, or None after one line on stderr saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"watcher serve: cannot listen on {host}:{port}: {why}", file=sys.stderr)
+        return None
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -411,11 +465,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
     from watcher.server.settings import ServerSettings
+    from watcher.server.streams import generate_api_key
 
+    listener = _listen(args.host, args.port)  # before anything is printed
+    if listener is None:
+        return 1
     keys = list(args.api_key) + [
         k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     if not keys:
-        generated = f"ovs_{secrets.token_urlsafe(24)}"
+        generated = generate_api_key()
         keys = [generated]
         print(f"No API key given; generated one for this run:\n  {generated}", flush=True)
     for key in keys:
@@ -433,11 +491,16 @@ def _run_serve(args: argparse.Namespace) -> int:
             upstreams=_upstreams(args),
         )
     except (ValueError, ConfigError) as exc:
+        listener.close()
         print(f"watcher serve: {exc}", file=sys.stderr)
         return 2
     print(f"Serving the Overshoot API at http://{args.host}:{args.port}/v1beta", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None,
-                access_log=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None,
+                                           access_log=False))
+    try:
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
     return 0
 
 

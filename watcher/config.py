@@ -94,6 +94,7 @@ from watcher.configerrors import (
 from watcher.console.config import ClipsConfig
 from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
+from watcher.engine.modelcheck import ServedModels, model_problems
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
 from watcher.media.testsrc import parse_spec
@@ -383,7 +384,7 @@ class OvershootConfig(Section):
         "a free port, with a random key); otherwise the API's URL, e.g. "
         "https://api.overshoot.ai/v1beta.")
     api_key: SecretStr | None = Field(
-        None, validate_default=True, description="API key (ovs_...); required unless base_url "
+        None, validate_default=True, description="API key (ovs-...); required unless base_url "
         "is embedded, where it is the key the embedded server accepts (default: random).")
     model: str = Field(DEFAULT_MODEL, min_length=1,
                        description="Model rules use when they do not name one.")
@@ -636,17 +637,21 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     model: type[WatcherConfig] = WatcherConfig,
+    served_models: ServedModels | None = None,
 ) -> WatcherConfig:
     """Read, substitute, validate and cross-check the config file at ``path``.
 
     Raises :class:`~watcher.errors.ConfigError` (and nothing else) whose
     every message starts with ``path:line:``. ``environ`` defaults to
-    ``os.environ``; ``model`` lets tests and tools validate with a subclass.
+    ``os.environ``; ``model`` lets tests and tools validate with a subclass;
+    ``served_models`` (a remote API's model ids, and how to name that API)
+    checks the rules' model names against them (see :mod:`watcher.engine.modelcheck`).
     """
     name = os.fspath(path)
     text = _read_text(Path(name), name)
     base_dir = Path(os.path.abspath(name)).parent
-    return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model)
+    return parse_config(text, name=name, base_dir=base_dir, environ=environ, model=model,
+                        served_models=served_models)
 
 
 def parse_config(
@@ -656,6 +661,7 @@ def parse_config(
     base_dir: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     model: type[WatcherConfig] = WatcherConfig,
+    served_models: ServedModels | None = None,
 ) -> WatcherConfig:
     """:func:`load_config` for text already read; ``name`` is what messages call it.
 
@@ -677,6 +683,10 @@ def parse_config(
         loader.include(index, entry)
     for loc, message in config.check_references():
         loader.report(loc, message)
+    if not loader.found:  # model checks only make sense on an otherwise sound config
+        available, source = served_models or (None, "the embedded server")
+        for loc, message in model_problems(config, available, source=source):
+            loader.report(loc, message)
     if loader.found:
         raise ConfigError(loader.messages())
     config.register_secrets()

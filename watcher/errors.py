@@ -5,6 +5,7 @@
     WatcherError
     ├── ConfigError                  a config file is invalid (names file:line and field)
     ├── RefError                     an ovs:// URL is malformed or cannot be resolved
+    ├── LeaseLostError               this instance no longer owns the camera group it wrote for
     └── OvershootError               talking to an Overshoot-compatible API failed
         ├── TransportError           network failure or timeout; the outcome may be unknown
         └── APIError                 the server answered with an error envelope
@@ -52,6 +53,18 @@ class RefError(WatcherError):
         self.code = code
         self.status = status
         self.type = type
+
+
+class LeaseLostError(WatcherError):
+    """Cluster mode: the write's fencing token (group, owner, epoch) is stale.
+
+    Another instance owns the camera group now (this one was paused or cut off
+    past its lease); nothing was written, and this instance drops the group.
+    """
+
+    def __init__(self, message: str, *, group_id: str) -> None:
+        super().__init__(message)
+        self.group_id = group_id
 
 
 class OvershootError(WatcherError):

@@ -8,13 +8,22 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
+from watcher.engine.rules import MEMORY
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
+from watcher.engine.store import (
+    AlertEventRecord,
+    AlertStore,
+    DeliveryRecord,
+    DeliveryStatus,
+    StoreError,
+)
 from watcher.keeper.keeper import StreamKeeper
 
 LIVE_TIMEOUT_S = 60.0
@@ -78,7 +87,19 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    store = AlertStore(config.state.path)
+    path = config.state.path
+    if path == MEMORY or not Path(path).is_file():  # noqa: ASYNC240  (one stat, at start)
+        why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
+               else f"{path} does not exist yet (`watcher run` creates it)")
+        print(f"no alert state: {why}", file=sys.stderr)
+        if as_json:
+            print("[]", file=out)
+        return 0
+    try:
+        store = AlertStore(path, read_only=True)
+    except StoreError as exc:
+        print(f"watcher alerts: {exc}", file=sys.stderr)
+        return 1
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)
@@ -110,7 +131,7 @@ def event_json(event: AlertEventRecord, deliveries: list[DeliveryRecord] | None 
         "episode": event.episode, "notify": event.notify, "severity": event.severity,
         "labels": event.labels, "answer": event.answer, "urls": event.urls,
         "stream_ids": event.stream_ids, "stream_time_ms": event.stream_time_ms,
-        "model": event.model, "usage": event.usage, "created_at": _time(event.created_ms),
+        "model": event.model, "usage": event.usage, "created_at": iso(event.created_ms),
         "created_ms": event.created_ms,
         "deliveries": [delivery_json(d, now_ms) for d in deliveries or []],
     }
@@ -146,6 +167,7 @@ def delivery_text(d: DeliveryRecord, now_ms: int) -> str:
 
 def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
 
 
 def _one_line(text: str, limit: int = 120) -> str:

@@ -158,6 +158,7 @@ def secret_config(hook_url: str = "https://h.example/in", smtp_port: int = 25) -
         f"username: u, password: {SMTP_PASSWORD}, from: a@example.com, to: b@example.com}}\n"
         "rules:\n"
         "  - {name: dock-busy, stream: dock, every: 5s, prompt: 'Anyone at the dock?', "
+        "schema: {people: integer}, when: people > 0, "
         "severity: critical, labels: {site: north}, actions: [hook, chat, mail]}\n")
 
 

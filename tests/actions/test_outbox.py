@@ -545,3 +545,100 @@ async def test_alerts_dead_lists_only_dead_letters(
     text = capsys.readouterr().out
     assert "mail: dead (550" in text and "slack" not in text
     env.store = AlertStore(env.path)  # for the fixture's teardown
+
+
+# -- store failures and unknown outcomes -----------------------------------------
+
+async def all_settled(env: Env, events: list[AlertEventRecord]) -> bool:
+    return all([await settled(env, e) for e in events])
+
+
+def fail_first(store: AlertStore, method: str, times: int) -> list[str]:
+    """Make ``store.<method>`` raise a store error its first ``times`` calls (as a locked or
+    full disk would); returns a log of the calls ("failed" / "ok")."""
+    real = getattr(store, method)
+    calls: list[str] = []
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if calls.count("failed") < times:
+            calls.append("failed")
+            raise sqlite3.OperationalError("database is locked")
+        calls.append("ok")
+        return await real(*args, **kwargs)
+
+    setattr(store, method, flaky)
+    return calls
+
+
+async def test_a_store_error_marking_a_delivery_sent_is_retried_in_process(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    marks = fail_first(env.store, "mark_sent", times=3)
+    hook = Recording("hook", env.clock)
+    env.outbox(hook)
+    event = await env.record(["hook"])
+    await until(lambda: settled(env, event))
+    assert marks == ["failed", "failed", "failed", "ok"]
+    [d] = await env.store.deliveries_for_event(event.id or 0)
+    assert (d.status, d.attempts) == ("sent", 1)  # no restart needed, and sent only once
+    assert [c.key for c in hook.calls] == [d.idempotency_key]
+    assert env.time.sleeps[:3] == [0.5, 1.0, 2.0]
+    assert "storing the delivery of event" in caplog.text
+
+
+async def test_a_store_error_scheduling_a_retry_is_retried_in_process(env: Env) -> None:
+    marks = fail_first(env.store, "mark_retry", times=1)
+    hook = Recording("hook", env.clock, script=[DeliveryError("503 from the receiver")])
+    env.outbox(hook)
+    event = await env.record(["hook"])
+    await until(lambda: settled(env, event))
+    assert marks == ["failed", "ok"]
+    [d] = await env.store.deliveries_for_event(event.id or 0)
+    assert (d.status, d.attempts) == ("sent", 2)
+    assert [c.key for c in hook.calls] == [d.idempotency_key] * 2
+
+
+async def test_a_summary_cut_short_by_a_crash_is_sent_again_under_its_own_key(
+        env: Env) -> None:
+    gate = asyncio.Event()
+    limited = Recording("limited", env.clock, rate_limit={"count": 1, "per": "1m"}, gate=gate)
+    events = [await env.record(["limited"]) for _ in range(4)]
+    outbox = env.outbox(limited)
+    await until(lambda: len(limited.calls) == 1)
+    env.time.freeze()  # the minute until the window reopens passes only when thawed
+    gate.set()  # the first goes out on its own; the other three are held
+    await until(lambda: settled(env, events[0]))
+    gate.clear()
+    env.time.thaw()
+    await until(lambda: len(limited.calls) == 2)  # the summary, a minute later, hangs
+    summary = limited.calls[1]
+    assert summary.summary and summary.event_ids == [e.id for e in events[1:]]
+    await outbox.stop(grace_s=0)  # the process dies: did the receiver get it? unknown
+    await env.store.close()
+
+    env.store = AlertStore(env.path)  # the restart: a fresh rate-limit allowance
+    env.clock.advance(5)
+    after = Recording("limited", env.clock, rate_limit={"count": 1, "per": "1m"})
+    env.outbox(after)
+    await until(lambda: all_settled(env, events))
+    assert [(c.key, c.event_ids, c.summary) for c in after.calls] == [
+        (summary.key, summary.event_ids, True)]  # the same message, never one by one
+    accepted: dict[str, list[int]] = {}
+    for call in [*limited.delivered, *after.delivered]:  # a receiver deduping on the key
+        assert call.key not in accepted, f"{call.key} accepted twice"
+        accepted[call.key] = call.event_ids
+    assert sorted(i for ids in accepted.values() for i in ids) == [e.id for e in events]
+    for e in events[1:]:
+        [d] = await env.store.deliveries_for_event(e.id or 0)
+        assert (d.status, d.summary_id) == ("summarized", summary.key)
+
+
+async def test_a_failed_summary_is_retried_with_the_same_members_and_key(env: Env) -> None:
+    limited = Recording("limited", env.clock, rate_limit={"count": 1, "per": "1m"},
+                        script=[None, DeliveryError("timed out after 120 s")])
+    events = [await env.record(["limited"]) for _ in range(3)]
+    env.outbox(limited)
+    await until(lambda: all_settled(env, events), timeout=20)
+    summaries = [c for c in limited.calls if c.summary]
+    assert len(summaries) == 2 and summaries[0].key == summaries[1].key
+    assert summaries[0].event_ids == summaries[1].event_ids == [e.id for e in events[1:]]
+    assert not [c for c in limited.calls[1:] if not c.summary]

@@ -6,6 +6,7 @@ import pytest
 from support.receivers import event
 
 from watcher.actions.base import DeliveryError
+from watcher.actions.slack import event_message
 from watcher.actions.templates import (
     DEFAULT_BODY,
     DEFAULT_HTML,
@@ -16,7 +17,6 @@ from watcher.actions.templates import (
     render,
     summary_context,
 )
-from watcher.actions.slack import event_message
 from watcher.actions.webhook import am_alert, event_payload
 
 

@@ -21,6 +21,7 @@ rules:
   - name: motion
     stream: front
     every: 1s
+    window: 1s
     prompt: Is anything moving?
     schema: {{motion_detected: boolean}}
 {extra}streams:
@@ -100,7 +101,7 @@ async def test_sections_that_need_a_restart_are_reported_until_restarted(
     model = daemon.config.overshoot.model
     text = BASE.format(state=path.parent / "state.sqlite3", extra="")
     path.write_text(text.replace("  base_url: embedded\n",
-                                 "  base_url: embedded\n  model: other/model\n"))
+                                 "  base_url: embedded\n  model: local/frames\n"))
     with caplog.at_level(logging.INFO, logger="watcher.daemon"):
         assert await daemon.reload()
         assert await daemon.reload()

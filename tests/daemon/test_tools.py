@@ -60,7 +60,7 @@ def test_unknown_rule_and_empty_alert_list(tmp_path: Path,
         assert main(["test-rule", "-c", str(config), "lobby-motoin"]) == 2
         assert "no rule named 'lobby-motoin'" in capsys.readouterr().err
         assert main(["alerts", "-c", str(config)]) == 0
-        assert "no alert events" in capsys.readouterr().out
+        assert "no alert state:" in capsys.readouterr().err
         assert main(["alerts", "-c", str(config), "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
 

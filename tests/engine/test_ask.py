@@ -89,6 +89,11 @@ def test_request_shape_image_and_window() -> None:
     assert [p["type"] for p in parts] == ["text", "text", "video_url", "text", "video_url"]
     assert parts[1]["text"] == "Camera a:"
     assert parts[2]["video_url"]["url"] == "ovs://streams/s1?start_offset_ms=-10000&max_fps=2"
+    # A sub-millisecond window still counts back from now: start_offset_ms=0 would be the
+    # oldest retained frame.
+    tiny = build_request(question("m", window_ms=0), ["s1"], ["a"], "m")
+    assert tiny.model_dump(exclude_none=True)["messages"][-1]["content"][-1]["video_url"] == {
+        "url": "ovs://streams/s1?start_offset_ms=-1"}
 
 
 @pytest.mark.parametrize(("text", "ok"), [

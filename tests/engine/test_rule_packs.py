@@ -31,6 +31,9 @@ def write_config(tmp_path: Path, includes: list[str]) -> Path:
         "  - {name: yard, source: testsrc}\n"
         "actions:\n"
         "  ops: {type: webhook, url: 'https://hooks.example/alerts'}\n"
+        "overshoot:\n"  # the packs are written for a vision-language model
+        "  model: vlm\n"
+        "  embedded: {upstreams: [{base_url: 'http://127.0.0.1:9/v1', models: {vlm: qwen}}]}\n"
         "include:\n" + "".join(f"  - {entry}\n" for entry in includes))
     return path
 

@@ -44,6 +44,16 @@ HEAD = (
 )
 """Five lines every test config starts with: two streams and one action."""
 
+VLM = (
+    "overshoot:\n"
+    "  model: vlm\n"
+    "  embedded:\n"
+    "    upstreams: [{base_url: 'http://127.0.0.1:9/v1',\n"
+    "                 models: {vlm: qwen, vlm-small: qwen:3b, vlm-large: qwen:72b}}]\n"
+)
+"""A vision-language model for yes/no rules (local/vision, the default, cannot answer them);
+appended after the tested text, so that the lines it reports keep their numbers."""
+
 RULE = (
     "  - name: dock-occupied\n"
     "    stream: dock\n"
@@ -58,6 +68,8 @@ def check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     for rel, pack in (packs or {}).items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(pack)
+    if "overshoot:" not in text:
+        text = text.rstrip("\n") + "\n" + VLM
     (tmp_path / "watcher.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)
     code = main(["check", "-c", "watcher.yaml"])
@@ -305,8 +317,8 @@ rules:
     jitter: 500ms
     window: 10s
     max_fps: 2
-    model: local/vision
-    fallback_models: [other/model]
+    model: vlm
+    fallback_models: [vlm-small]
     prompt: Is anyone at the loading dock?
     schema:
       people: integer
@@ -326,7 +338,7 @@ rules:
     max_tokens: 200
     timeout: 20s
     confirm:
-      model: big/model
+      model: vlm-large
       prompt: Is it really a person, not a shadow?
       window: 4s
       max_fps: 1
@@ -367,7 +379,7 @@ def test_check_accepts_every_option(
     assert (dock.cooldown, dock.keep_firing_for, dock.repeat_every, dock.timeout) == (
         300.0, 30.0, 3600.0, 20.0)
     assert dock.labels == {"site": "north", "floor": "2", "outdoor": "true"}
-    assert dock.models("default/model") == ["local/vision", "other/model"]
+    assert dock.models("default/model") == ["vlm", "vlm-small"]
     assert dock.fields == {"people": "integer", "person_present": "boolean",
                            "activity": "string", "note": "string", "tags": "array"}
     assert dock.schema["required"] == ["people", "person_present", "activity", "note", "tags"]
@@ -448,7 +460,8 @@ def test_packs_resolve_against_the_config_dir(tmp_path: Path, monkeypatch: pytes
     (conf / "rules").mkdir(parents=True)
     (conf / "rules" / "p.yaml").write_text("rules:\n  - name: p\n    every: 5s\n    prompt: q\n"
                                            "    when: nope\n")
-    (conf / "watcher.yaml").write_text(HEAD + "include:\n  - {path: rules/p.yaml, stream: dock}\n")
+    (conf / "watcher.yaml").write_text(
+        HEAD + "include:\n  - {path: rules/p.yaml, stream: dock}\n" + VLM)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

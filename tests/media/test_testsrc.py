@@ -85,3 +85,32 @@ def test_keyword_overrides_win_and_alias() -> None:
     assert (scene.width, scene.height, scene.fps) == (160, 120, 10)
     assert scene(3).shape == (120, 160, 3)
     assert TestSource is SyntheticScene
+
+
+def test_wall_clock_scenes_agree_across_processes_started_apart() -> None:
+    import time
+
+    from watcher.media.sources import open_source
+    from watcher.media.tracks import LatestFrame
+
+    # the box is always on screen, at a place that depends on the (wall clock) time
+    spec = ("testsrc:events=box,period=1,duration=1,start=0,size=64x48,fps=10,noise=0,"
+            "clock=0,wall=1")
+    assert parse_spec(spec).wall
+    frames: list[tuple[float, object]] = []
+    source = open_source(spec, fps=10, width=64, height=48, loop=False, sink=LatestFrame(),
+                         on_frame=lambda frame, at: frames.append((time.time(), frame)),
+                         name="wall")
+    source.start()
+    try:
+        for _ in range(2000):
+            if len(frames) >= 3:
+                break
+            time.sleep(0.01)
+    finally:
+        source.request_stop()
+    scene = SyntheticScene.from_spec(spec)
+    at, frame = frames[-1]
+    n = round(at * 10)  # the frame of that Unix time, give or take one
+    assert any(np.array_equal(frame, scene.frame(k)) for k in (n - 2, n - 1, n, n + 1))
+    assert not any(np.array_equal(frame, scene.frame(k)) for k in (n - 5, n + 5))

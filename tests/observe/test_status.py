@@ -118,7 +118,7 @@ async def test_the_status_command_says_when_nothing_listens(
     assert "is `watcher run` running with status.enabled: true?" in err
 
     config = tmp_path / "watcher.yaml"
-    config.write_text(f"status:\n  port: {port}\n")
+    config.write_text(f"status:\n  port: {port}\n  enabled: false\n")
     assert main(["status", "-c", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"127.0.0.1:{port}" in err and "has status.enabled: false" in err

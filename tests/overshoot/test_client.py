@@ -214,9 +214,9 @@ async def test_chat_422_codes(client: OvershootClient, sleeps: FakeSleep) -> Non
     with pytest.raises(UnprocessableError) as caught:
         await client.chat(ask("now?", ImageUrlPart.of(bad)))
     assert (caught.value.code, caught.value.type) == ("query_param_invalid", "validation_error")
-    assert caught.value.body == {"detail": {"error": {
-        "message": caught.value.message, "type": "validation_error",
-        "code": "query_param_invalid"}}}
+    error_object = {"message": caught.value.message, "type": "validation_error",
+                    "code": "query_param_invalid"}
+    assert caught.value.body == {"detail": {"error": error_object}, "error": error_object}
 
     with pytest.raises(UnprocessableError) as caught:
         await client.chat(ChatRequest(model="no/such", messages=[ChatMessage.user("hi")]))
@@ -228,7 +228,7 @@ async def test_validation_envelope(client: OvershootClient) -> None:
     with pytest.raises(UnprocessableError) as caught:
         await client.chat(ask("hi", max_tokens=0))
     error = caught.value
-    assert (error.status, error.type, error.code) == (422, "validation_error", None)
+    assert (error.status, error.type, error.code) == (422, "validation_error", "request_invalid")
     assert error.message.startswith("max_tokens:")
     assert isinstance(error.body, dict) and error.body["details"][0]["loc"][-1] == "max_tokens"
 

@@ -228,9 +228,48 @@ async def test_validation_envelope(client: httpx.AsyncClient, body: bytes) -> No
                                  headers={"content-type": "application/json"})
     assert response.status_code == 422
     payload = response.json()
-    assert payload["error"] == "validation_error"
-    assert payload["message"]
+    error = payload["error"]
+    assert error == payload["detail"]["error"]  # the chat envelope, repeated for OpenAI SDKs
+    assert error["type"] == "validation_error" and error["code"] == "request_invalid"
+    assert error["message"] == payload["message"] and error["param"]
     assert all({"loc", "msg", "type"} <= set(d) for d in payload["details"])
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"{not json", "the request body is not valid JSON (Expecting property name"),
+    (b"[]", "the request body must be a JSON object"),
+    (b'{"model": "local/frames"}', "messages: Field required"),
+    (b'{"model": "local/frames", "messages": [{"role": "user", "content": [{"type": "x"}]}]}',
+     "messages.0.content.0: Input tag 'x' found using 'type' does not match"),
+    (b'{"model": "local/frames", "messages": [{"role": "user", "content": '
+     b'[{"type": "image_url", "image_url": {}}]}]}', "messages.0.content.0.image_url.url: "
+     "Field required"),
+    (b'{"model": "m", "messages": [{"role": "bot", "content": "x"}], "max_tokens": 0}',
+     "messages.0.role: Input should be 'system', 'user', 'assistant', 'developer' or 'tool' "
+     "(and 1 more problem)"),
+])
+async def test_validation_messages_name_the_field(client: httpx.AsyncClient, body: bytes,
+                                                  message: str) -> None:
+    response = await client.post("/chat/completions", content=body,
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["message"].startswith(message), response.json()["message"]
+
+
+async def test_stream_endpoint_validation_keeps_its_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.post("/streams", json={"source": {"type": "ftp", "url": "x"}})
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["error"] == "validation_error"
+    assert payload["message"].startswith("source.type: Input should be 'rtsp' or 'hls'")
+
+
+async def test_chat_errors_repeat_the_error_at_the_top_level(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chat/completions", json={
+        "model": "no/such", "messages": [{"role": "user", "content": "hi"}]})
+    body = response.json()
+    assert body["error"] == body["detail"]["error"]
+    assert body["error"]["code"] == "model_unavailable"
 
 
 async def test_stream_true_sends_sse(client: httpx.AsyncClient) -> None:

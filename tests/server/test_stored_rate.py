@@ -140,6 +140,10 @@ async def test_whip_15fps_at_cap_5_keeps_5fps_evenly_spaced(
     status = stream.status(clock.now_ms())
     assert status["last_frame_index"] == 99
     assert status["recent_fps"] == 5.0  # the stored rate, not the 15 fps received
+    assert status["received_fps"] == 15.0  # what the publisher sends, under its own name
+    # Indices advance at recent_fps: frame_index=-(recent_fps * 4) is about 4 s back.
+    back = stream.frames.by_index(status["last_frame_index"] + 1 - round(5.0 * 4))
+    assert back is not None and times[-1] - back.timestamp_ms == 3800
     assert status["max_stored_fps"] == 5
     assert status["retained_frame_count"] == 100
     assert stream.frames.last is not None and stream.frames.last.jpeg[:2] == b"\xff\xd8"
@@ -178,6 +182,8 @@ async def test_pull_storer_applies_the_cap() -> None:
         pull.sink.put(image)
         await puller._store(pull)
     assert (pull.frames, pull.skipped, pull.dropped) == (50, 100, 0)
+    status = stream.status(clock.now_ms())
+    assert (status["recent_fps"], status["received_fps"]) == (5.0, 15.0)
     assert {b - a for a, b in itertools.pairwise(stored_times(stream))} == {200}
     puller._refresh(pull)
     assert stream.last_pull is not None and stream.last_pull["frames_skipped"] == 100

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import socket
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from support.upstream import FakeUpstream, Reply, serve_fake_upstream
 
 from watcher.server.backends.base import ChatInput, ExternalImage, Message
 from watcher.server.backends.upstream import Upstream, UpstreamModel, UpstreamSettings
@@ -31,71 +24,6 @@ API_KEY = "sk-test-very-secret-4f9a1c"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-# -- the fake upstream -----------------------------------------------------------
-@dataclass
-class Reply:
-    """What the fake answers next: ``kind`` is ok, status, sleep, malformed or sse."""
-
-    kind: str = "ok"
-    content: str | None = "a person is at the door"
-    usage: dict[str, int] | None = field(
-        default_factory=lambda: {"prompt_tokens": 321, "completion_tokens": 7},
-    )
-    status: int = 200
-    body: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    chunks: tuple[str, ...] = ()
-
-
-@dataclass
-class FakeUpstream:
-    base_url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    script: deque[Reply] = field(default_factory=deque)
-    model_gets: int = 0
-
-    def then(self, *replies: Reply) -> None:
-        self.script.extend(replies)
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.requests[-1]
-
-    async def chat(self, request: Request) -> Response:
-        self.requests.append({"headers": dict(request.headers), "json": await request.json()})
-        reply = self.script.popleft() if self.script else Reply()
-        if reply.kind == "status":
-            return Response(reply.body, status_code=reply.status, headers=reply.headers)
-        if reply.kind == "sleep":
-            await asyncio.sleep(reply.seconds)
-        if reply.kind == "malformed":
-            return Response('{"choices": [', media_type="application/json")
-        if reply.kind == "sse":
-            return StreamingResponse(_sse(reply.chunks), media_type="text/event-stream")
-        answer: dict[str, Any] = {
-            "id": "chatcmpl-1", "object": "chat.completion", "model": "x",
-            "choices": [{
-                "index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": reply.content},
-            }],
-        }
-        if reply.usage is not None:
-            answer["usage"] = reply.usage
-        return JSONResponse(answer)
-
-    async def list_models(self, request: Request) -> Response:
-        self.model_gets += 1
-        return JSONResponse({"object": "list", "data": [{"id": "vlm-upstream"}]})
-
-
-async def _sse(chunks: tuple[str, ...]) -> AsyncIterator[bytes]:
-    for text in chunks:
-        event = {"choices": [{"index": 0, "delta": {"content": text}}]}
-        yield f"data: {json.dumps(event)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
-
-
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARS:
@@ -104,29 +32,8 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def fake(no_proxy: None) -> AsyncIterator[FakeUpstream]:
-    state = FakeUpstream()
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", state.chat, methods=["POST"]),
-        Route("/v1/models", state.list_models, methods=["GET"]),
-    ])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
-        access_log=False, timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(5):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    state.base_url = f"http://127.0.0.1:{port}/v1"
-    try:
+    async with serve_fake_upstream() as state:
         yield state
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _model(base_url: str, **kw: Any) -> tuple[Upstream, UpstreamModel]:

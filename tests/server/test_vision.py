@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from watcher.server.backends import vision
-from watcher.server.backends.base import ChatInput, ExternalImage, Message, estimate_usage
+from watcher.server.backends.base import ChatInput, ExternalImage, Message, Usage, estimate_usage
 from watcher.server.backends.vision import (
     MOTION_DETECTED_THRESHOLD,
     Measurements,
@@ -468,7 +468,8 @@ async def test_status_and_stream() -> None:
     assert model.id == "local/vision"
     assert await model.status() == "ready"
     pieces = [p async for p in model.stream(chat(media(static_video(2))))]
-    assert pieces == ["No motion; no people or faces visible; scene is well lit."]
+    assert pieces[0] == "No motion; no people or faces visible; scene is well lit."
+    assert len(pieces) == 2 and isinstance(pieces[1], Usage)  # then the usage (SSE)
 
 
 async def test_detectors_run_only_for_what_the_schema_asks(
@@ -488,3 +489,39 @@ async def test_detectors_run_only_for_what_the_schema_asks(
     calls.clear()
     await VisionModel().complete(ask({"summary": {"type": "string"}}))
     assert set(calls) == {"people", "faces"}
+
+
+# -- honesty: nothing it cannot measure is answered ----------------------------------------
+
+@pytest.mark.parametrize("name", ["motion", "motion_detected", "moving"])
+async def test_a_single_image_cannot_answer_a_required_motion_property(name: str) -> None:
+    request = chat(media(walking_video(1), kind="image_url"), response_format=schema_format(
+        {name: {"type": "boolean"}, "people": {"type": "integer"}}, required=[name]))
+    with pytest.raises(ChatProblem) as caught:
+        await VisionModel().complete(request)
+    assert (caught.value.status, caught.value.code) == (400, "unsupported_property")
+    assert repr(name) in caught.value.message and "video_url" in caught.value.message
+
+
+async def test_a_single_image_leaves_optional_motion_out_and_answers_the_rest() -> None:
+    request = chat(media(walking_video(1), kind="image_url"), response_format=schema_format(
+        {"motion": {"type": "number"}, "people": {"type": "integer"}}, required=["people"]))
+    answer = json.loads((await VisionModel().complete(request)).content)
+    assert answer == {"people": 1}
+    as_object = json.loads((await VisionModel().complete(
+        chat(media(static_video(1), kind="image_url"),
+             response_format={"type": "json_object"}))).content)
+    assert "motion" not in as_object and "motion_detected" not in as_object
+    assert as_object["frames"] == 1
+
+
+def test_schema_problem_tells_what_a_question_shape_cannot_answer() -> None:
+    from watcher.server.backends.visionanswer import schema_problem
+
+    yes_no = {"type": "object", "properties": {"answer": {"type": "boolean"}},
+              "required": ["answer"]}
+    motion = {"type": "object", "properties": {"motion_detected": {"type": "boolean"}},
+              "required": ["motion_detected"]}
+    assert "'answer'" in (schema_problem(yes_no, window=True) or "")
+    assert "'motion_detected'" in (schema_problem(motion, window=False) or "")
+    assert schema_problem(motion, window=True) is None

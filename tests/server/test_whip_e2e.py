@@ -180,6 +180,7 @@ async def test_frames_arrive_over_webrtc(live: Live) -> None:
     # 10 fps published, stored at the default max_stored_fps (5): recent_fps is the stored rate.
     assert status["max_stored_fps"] == 5
     assert 3.5 <= status["recent_fps"] <= 5.2
+    assert status["received_fps"] >= status["recent_fps"] - 0.5  # every frame sent, stored or not
     assert live.publisher.connected and live.publisher.frames_sent >= 28
     [session] = [s for s in live.server.app.state.server.ingest.sessions()
                  if s["stream_id"] == live.stream_id]
@@ -234,7 +235,7 @@ async def test_positive_frame_index_is_exact(live: Live) -> None:
 
 async def retained(live: Live, first: int = 0, last: int = 20) -> list[tuple[int, int]]:
     """Every retained frame in [first, last] with its stream time (a max_fps high enough)."""
-    url = window_url(live.stream_id, start_frame_index=first, end_frame_index=last,
+    url = window_url(live.stream_id, start_frame_index=first, end_frame_index=last + 1,
                      max_fps=1000)
     frames = await live.server.frames("video_url", url)
     assert [i for i, _ in frames] == list(range(first, last + 1))
@@ -266,8 +267,11 @@ async def test_timestamp_tolerance_and_direction(live: Live) -> None:
         "image_url", frame_url(live.stream_id, timestamp_ms=ta + 1, direction="forward",
                                tolerance_ms=gap - 2))
     assert (status, code) == (422, "frame_not_found")
-    # Before the first frame: old clamps.
+    # The first frame is at stream time 0: backward from before it finds nothing.
     assert await pick(0, direction="backward") == 0
+    status, code = await live.server.error(
+        "image_url", frame_url(live.stream_id, timestamp_ms=-1, direction="backward"))
+    assert (status, code) == (422, "frame_not_found")
 
 
 async def test_offset_ms_counts_from_now(live: Live) -> None:
@@ -276,12 +280,14 @@ async def test_offset_ms_counts_from_now(live: Live) -> None:
     [(_, ts)] = await live.server.frames("image_url", url)
     after = await live.server.status(live.stream_id)
     assert before["stream_time_ms"] - 1000 - 400 <= ts <= after["stream_time_ms"] - 1000 + 400
-    # offset 0 is the live edge; far in the past clamps to the oldest frame.
-    [(index, _)] = await live.server.frames("image_url", frame_url(live.stream_id, offset_ms=0))
-    assert index >= before["last_frame_index"]
+    # offset 0 is now: the newest frame, within a tolerance wider than a frame interval.
     [(index, _)] = await live.server.frames(
+        "image_url", frame_url(live.stream_id, offset_ms=0, tolerance_ms=2000))
+    assert index >= before["last_frame_index"]
+    # Far in the past no frame is within tolerance.
+    status, code = await live.server.error(
         "image_url", frame_url(live.stream_id, offset_ms=-3_600_000))
-    assert index == 0
+    assert (status, code) == (422, "frame_not_found")
 
 
 # -- windows ---------------------------------------------------------------------------------------
@@ -305,13 +311,13 @@ async def test_window_mixed_anchors(live: Live) -> None:
     frames = await retained(live, 0, 20)
     url = window_url(live.stream_id, start_offset_ms=-3_600_000, end_frame_index=12,
                      max_fps=1000)
-    assert await live.server.frames("video_url", url) == frames[:13]  # start clamps to 0
+    assert await live.server.frames("video_url", url) == frames[:12]  # start clamps to 0
     url = window_url(live.stream_id, start_timestamp_ms=frames[4][1], end_frame_index=9,
                      max_fps=1000)
-    assert await live.server.frames("video_url", url) == frames[4:10]
+    assert await live.server.frames("video_url", url) == frames[4:9]  # the end is exclusive
     url = window_url(live.stream_id, start_frame_index=15, end_timestamp_ms=frames[18][1],
                      max_fps=1000)
-    assert await live.server.frames("video_url", url) == frames[15:19]
+    assert await live.server.frames("video_url", url) == frames[15:18]
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -319,6 +325,7 @@ async def test_window_mixed_anchors(live: Live) -> None:
     ("image_url", "frame_index=1000000", "frame_not_yet_produced"),
     ("image_url", "timestamp_ms=360000000", "frame_not_yet_produced"),
     ("video_url", "start_frame_index=0&end_frame_index=1000000", "frame_not_yet_produced"),
+    ("video_url", "start_offset_ms=3600000", "frame_not_yet_produced"),
     ("image_url", "frame_index=1&frame_index=2", "query_param_invalid"),
     ("image_url", "frame_index=1&timestamp_ms=20", "query_param_invalid"),
     ("video_url", "start_frame_index=1&start_offset_ms=-500", "query_param_invalid"),
@@ -329,6 +336,7 @@ async def test_window_mixed_anchors(live: Live) -> None:
     ("image_url", "frame_index=abc", "query_param_invalid"),
     ("image_url", "frame_index=1.5", "query_param_invalid"),
     ("image_url", "timestamp_ms=10&tolerance_ms=0", "query_param_invalid"),
+    ("image_url", "offset_ms=-3600000", "frame_not_found"),
     ("image_url", "offset_ms=-10&direction=sideways", "query_param_invalid"),
     ("video_url", "start_offset_ms=-1000&max_fps=0", "query_param_invalid"),
     ("video_url", "start_frame_index=10&end_frame_index=5", "segment_invalid"),
@@ -354,7 +362,7 @@ async def test_evicted_frames_clamp_to_first_available() -> None:
             before = await server.status(stream_id)
             [(index, _)] = await server.frames("image_url", frame_url(stream_id, frame_index=0))
             window = await server.frames("video_url", window_url(
-                stream_id, start_frame_index=1, end_frame_index=-1, max_fps=1000))
+                stream_id, start_frame_index=1, max_fps=1000))
             after = await server.status(stream_id)
         finally:
             await publisher.stop()

@@ -24,14 +24,21 @@ the next query. Nothing is dropped silently: every delivery ends ``sent``,
 At-least-once: a delivery is marked ``delivering`` before the attempt and
 ``sent`` after it, so a crash in between sends it again after the restart
 (``reset_in_flight``); receivers dedupe on the idempotency key, which is the
-same on every attempt. Only one outbox may work on a store at a time.
+same on every attempt. Only one outbox may work on a store at a time. A store
+write that fails after an attempt (marking it sent, scheduling its retry) is
+retried in place with a backoff up to :data:`STORE_RETRY_MAX_S`, so a
+transient store error never strands a row in ``delivering`` until a restart.
 
 Rate limit (``rate_limit: {count, per}``): a sliding window of at most
 ``count`` messages (a summary counts as one) in any ``per`` seconds, kept in
 memory (a restart starts with a full allowance). When it is full, the
 action's deliveries are held: they stay ``pending``. When the window opens
 again, the held ones (due before it reopened) go out as one summary if more
-than one is waiting, or normally if only one is.
+than one is waiting, or normally if only one is. A summary's members are
+claimed with its key (``summary:ACTION:FIRST-LAST``) before it is sent; if its
+outcome is unknown (a failure, a timeout, a crash) the same members go out
+again as the same summary under the same key, never one by one under keys
+the receiver could not match to it.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ MAX_IDLE_S = 60.0
 """Longest sleep while something is pending (re-reads the clock at least this often)."""
 ERROR_PAUSE_S = 5.0
 """How long an action rests after an unexpected error (a store error, a bug)."""
+STORE_RETRY_INITIAL_S = 0.5
+STORE_RETRY_MAX_S = 30.0
+"""A failed store write after a claim is retried after 0.5 s, 1 s, 2 s ... at most 30 s apart."""
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -336,6 +346,15 @@ class Outbox:
             else:
                 live.append(d)
         limiter = worker.limiter
+        unknown: dict[str, list[DeliveryRecord]] = {}
+        for d in live:
+            if d.summary_id is not None:
+                unknown.setdefault(d.summary_id, []).append(d)
+        for key in unknown:
+            if self._stopping or (limiter is not None and not self._take(worker, now)):
+                return
+            await self._summarize(worker, await self.store.summary_members(key), key)
+        live = [d for d in live if d.summary_id is None]
         if limiter is not None:
             held = [d for d in live if limiter.held(d)]
             if len(held) > 1:
@@ -360,37 +379,70 @@ class Outbox:
                  worker.name, ((worker.limiter.opens_ms(now_ms) or now_ms) - now_ms) / 1000)
         return False
 
+    async def _persist(self, what: str, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a store write until it succeeds, backing off between tries.
+
+        Used for every write that follows a claim: giving up would leave the
+        row ``delivering`` (nobody's) until the next restart.
+        """
+        backoff = Backoff(initial=STORE_RETRY_INITIAL_S, maximum=STORE_RETRY_MAX_S,
+                          factor=2.0, jitter=0.0)
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                delay_s = backoff.next()
+                log.warning("outbox: storing %s failed (%s); trying again in %.1f s", what,
+                            type(exc).__name__, delay_s)
+                await self._sleep(delay_s)
+
     async def _deliver(self, worker: _Worker, d: DeliveryRecord) -> None:
         now = self.clock.now_ms()
         event = await self.store.event(d.event_id)
         if event is None:
             await self._dead(d, f"event {d.event_id} is no longer stored")
             return
-        if not await self.store.mark_delivering(d.id, now):
+        if not await self._persist(f"the claim of event {d.event_id}",
+                                   lambda: self.store.mark_delivering(d.id, now)):
             return
         attempt = d.attempts + 1
         error = await self._attempt(worker, worker.action.send(event, d.idempotency_key))
         if error is None:
-            await self.store.mark_sent(d.id, self.clock.now_ms())
+            sent_ms = self.clock.now_ms()
+            await self._persist(f"the delivery of event {d.event_id}",
+                                lambda: self.store.mark_sent(d.id, sent_ms))
             self.stats[worker.name].sent += 1
             log.info("outbox: event %d delivered to %s (attempt %d)", d.event_id, worker.name,
                      attempt)
             return
         await self._failed(worker, [d], attempt, error, f"event {d.event_id}")
 
-    async def _summarize(self, worker: _Worker, held: list[DeliveryRecord]) -> None:
+    async def _summarize(self, worker: _Worker, held: list[DeliveryRecord],
+                         key: str | None = None) -> None:
+        """Send ``held`` as one summary message: a new one, or (``key`` given) one
+        sent before whose outcome is unknown, with the same members and key."""
         now = self.clock.now_ms()
         events = {e.id: e for e in await self.store.events_by_ids(d.event_id for d in held)}
-        members: list[DeliveryRecord] = []
+        candidates: list[DeliveryRecord] = []
         for d in sorted(held, key=lambda d: d.event_id):
             if d.event_id not in events:
                 await self._dead(d, f"event {d.event_id} is no longer stored")
-            elif await self.store.mark_delivering(d.id, now):
+            else:
+                candidates.append(d)
+        if not candidates:
+            return
+        if key is None:
+            key = f"summary:{worker.name}:{candidates[0].event_id}-{candidates[-1].event_id}"
+        members: list[DeliveryRecord] = []
+        for d in candidates:
+            claimed = await self._persist(
+                f"the claim of event {d.event_id}",
+                lambda d=d: self.store.mark_delivering(d.id, now, summary_id=key))
+            if claimed:
                 members.append(d)
         if not members:
             return
         first, last = members[0].event_id, members[-1].event_id
-        key = f"summary:{worker.name}:{first}-{last}"
         what = f"summary of events {first}-{last} ({len(members)})"
         attempt = max(d.attempts for d in members) + 1
         error = await self._attempt(
@@ -398,8 +450,9 @@ class Outbox:
         if error is not None:
             await self._failed(worker, members, attempt, error, what)
             return
-        count = await self.store.mark_summarized((d.id for d in members), key,
-                                                 self.clock.now_ms())
+        done_ms = self.clock.now_ms()
+        count = await self._persist(
+            what, lambda: self.store.mark_summarized((d.id for d in members), key, done_ms))
         stats = self.stats[worker.name]
         stats.summaries += 1
         stats.summarized += count
@@ -447,7 +500,8 @@ class Outbox:
                                 f"{worker.max_age_ms / 1000:g} s)", quiet=True)
         retry = [d for d in ds if d not in expired]
         for d in retry:
-            await self.store.mark_retry(d.id, next_ms, error, now)
+            await self._persist(f"the retry of event {d.event_id}",
+                                lambda d=d: self.store.mark_retry(d.id, next_ms, error, now))
         if retry:
             stats.retries += len(retry)
             log.warning("outbox: %s to %s failed (attempt %d); retrying in %.0f s: %s", what,
@@ -458,7 +512,9 @@ class Outbox:
 
     async def _dead(self, d: DeliveryRecord, error: str, *, quiet: bool = False) -> None:
         """Dead-letter ``d``; ``quiet`` when the caller logged the reason already."""
-        await self.store.mark_dead(d.id, error, self.clock.now_ms())
+        now = self.clock.now_ms()
+        await self._persist(f"the dead letter of event {d.event_id}",
+                            lambda: self.store.mark_dead(d.id, error, now))
         self.stats.setdefault(d.action, ActionStats()).dead += 1
         if not quiet:
             log.warning("outbox: event %d to %s is dead: %s", d.event_id, d.action,

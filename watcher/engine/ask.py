@@ -91,7 +91,9 @@ def frame_refs(question: Question, stream_ids: list[str]) -> list[str]:
     """The ovs:// URL asked for each stream."""
     if question.window_ms is None:
         return [frame_url(sid, frame_index=-1) for sid in stream_ids]
-    return [window_url(sid, start_offset_ms=-question.window_ms, max_fps=question.max_fps)
+    # Negative: back from now (a start offset of 0 would mean the oldest retained frame).
+    back_ms = max(1, question.window_ms)
+    return [window_url(sid, start_offset_ms=-back_ms, max_fps=question.max_fps)
             for sid in stream_ids]
 
 

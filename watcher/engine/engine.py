@@ -11,6 +11,7 @@ recorded per rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -39,6 +40,7 @@ from watcher.engine.runner import (
     SAMPLES_KEPT,
     Deliverable,
     Emit,
+    FenceFor,
     LiveStream,
     OnRecorded,
     OnStored,
@@ -91,13 +93,15 @@ class RuleEngine:
         misfire_grace_s: float | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
         console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
-        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored."""
+        ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
+        ``fence`` (cluster mode) guards every rule's writes."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -105,6 +109,7 @@ class RuleEngine:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.fence = fence
         self.silences = silences
         self.on_stored = on_stored
         self.console_url = console_url
@@ -134,17 +139,21 @@ class RuleEngine:
         scheduler.start()
         log.info("rule engine started with %d rule(s)", len(self.runners))
 
-    async def apply(self, rules: list[RuleConfig]) -> list[str]:
+    async def apply(self, rules: list[RuleConfig], *,
+                    retire_wait_s: float | None = None) -> list[str]:
         """Switch to ``rules`` while running; return what changed, one line each.
 
         Unchanged rules keep their runner and schedule. A changed rule gets a
         new runner that inherits the alert state (when it asks about the same
         streams) and the counters; a removed rule's state stays in the store.
+        An added rule's state is loaded from the store before its first tick.
+        ``retire_wait_s`` bounds the wait for a removed rule's evaluation in
+        flight (cluster mode: its writes are fenced off anyway).
         """
         new = {r.name: r for r in rules if r.enabled}
         changes: list[str] = []
         for name in [n for n in self.runners if n not in new]:
-            await self._retire(name)
+            await self._retire(name, retire_wait_s)
             del self.runners[name], self.ticks[name]
             changes.append(f"rule {name} removed")
         for name, rule in new.items():
@@ -173,7 +182,7 @@ class RuleEngine:
                           streams=self.streams, store=self.store, clock=self.clock,
                           emit=self.emit, actions=self.actions, on_recorded=self.on_recorded,
                           silences=self.silences, on_stored=self.on_stored,
-                          console_url=self.console_url)
+                          console_url=self.console_url, fence=self.fence)
 
     def _schedule(self, rule: RuleConfig) -> None:
         assert self._scheduler is not None
@@ -181,12 +190,14 @@ class RuleEngine:
                                 id=rule.name, name=rule.name, coalesce=True, max_instances=1,
                                 misfire_grace_time=self._grace(rule), replace_existing=True)
 
-    async def _retire(self, name: str) -> None:
-        """Unschedule a rule and wait for its evaluation in flight, if any."""
+    async def _retire(self, name: str, wait_s: float | None = None) -> None:
+        """Unschedule a rule and wait for its evaluation in flight, if any (at most
+        ``wait_s``)."""
         if self._scheduler is not None and self._scheduler.get_job(name) is not None:
             self._scheduler.remove_job(name)
-        async with self.runners[name]._lock:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s), self.runners[name]._lock:
+                pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop ticking; let evaluations in flight finish for up to ``grace_s``.

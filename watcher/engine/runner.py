@@ -40,7 +40,7 @@ from watcher.engine.schema import schema_fields
 from watcher.engine.silences import AlertLabels, SilenceBook
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
-from watcher.errors import OvershootError
+from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
 from watcher.media.tracks import LatestFrame
 from watcher.overshoot.client import OvershootClient
@@ -63,6 +63,10 @@ OnStored = Callable[[list[AlertEventRecord]], None]
 """Called with every stored event, notifying or not (evidence clips)."""
 HISTORY_KEPT = 240
 """Evaluations kept per rule for the console's chart."""
+FenceFor = Callable[[Sequence[str]], Any]
+"""Cluster mode: the fence a rule's writes carry, given its stream names (passed to
+``store.record(fence=...)``); raises :class:`~watcher.errors.LeaseLostError` when this
+instance no longer owns those streams' group."""
 
 
 class Deliverable(Protocol):
@@ -151,14 +155,17 @@ class RuleRunner:
         state: AlertState | None = None,
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
+        fence: FenceFor | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
         console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
-        stored with none (``test-rule``, tests). ``silences`` keeps matching events
-        from notifying; an acknowledged episode (in the store) gets no repeats.
-        ``console_url`` (``status.public_url``) is kept with each event for links."""
+        stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
+        write: a step whose fence is refused records nothing and changes no state.
+        ``silences`` keeps matching events from notifying; an acknowledged episode (in
+        the store) gets no repeats. ``console_url`` (``status.public_url``) is kept with
+        each event for links."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -167,6 +174,7 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.fence = fence
         self.silences = silences
         self.on_stored = on_stored
         self.console_url = console_url
@@ -340,8 +348,15 @@ class RuleRunner:
         events = [await self._event(t, result, live, ids, silenced_by.get(i))
                   for i, t in enumerate(transitions)]
         if state != self.state or events:
-            result.event_ids = await self.store.record(
-                self.rule.name, self.stream_key, state, events, actions_for=self._targets)
+            try:
+                fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
+                result.event_ids = await self.store.record(
+                    self.rule.name, self.stream_key, state, events, actions_for=self._targets,
+                    **fenced)
+            except LeaseLostError as exc:
+                result.detail = f"not recorded: {exc}"
+                log.info("rule %s: %s", self.rule.name, result.detail)
+                return result
         previous, self.state = self.state, state
         for event in events:
             why = (f" (silenced by {event.silenced_by})" if event.silenced_by else

@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -235,8 +237,14 @@ def delivery_key(event_key: str, action: str) -> str:
 class AlertStore:
     """Alert states, events and their deliveries in SQLite (WAL); async methods, one thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (creating it, with its folder, unless ``read_only``) the store at ``path``.
+
+        ``read_only`` (for ``watcher alerts``) never creates or changes the file:
+        a missing file is a :class:`StoreError`.
+        """
         self.path = str(path)
+        self.read_only = read_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -376,11 +384,25 @@ class AlertStore:
         """When the next pending delivery (of an action not excluded) is due; None if none."""
         return await self._call(self._next_due, tuple(exclude_actions))
 
-    async def mark_delivering(self, delivery_id: int, now_ms: int) -> bool:
-        """pending -> delivering, counting one attempt; False if it was not pending."""
+    async def mark_delivering(self, delivery_id: int, now_ms: int,
+                              summary_id: str | None = None) -> bool:
+        """pending -> delivering, counting one attempt; False if it was not pending.
+
+        ``summary_id``: the delivery goes out as a member of that summary message;
+        the key is kept, so a summary whose outcome is unknown is sent again
+        under the same key (see :meth:`summary_members`).
+        """
+        if summary_id is None:
+            return await self._call(
+                self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
+                "status = 'delivering', attempts = attempts + 1", ())
         return await self._call(
             self._update, delivery_id, now_ms, (DeliveryStatus.PENDING,),
-            "status = 'delivering', attempts = attempts + 1", ())
+            "status = 'delivering', attempts = attempts + 1, summary_id = ?", (summary_id,))
+
+    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        """The unfinished (pending or delivering) members of a summary, by event id."""
+        return await self._call(self._summary_members, summary_id)
 
     async def mark_sent(self, delivery_id: int, now_ms: int) -> bool:
         return await self._call(
@@ -459,6 +481,9 @@ class AlertStore:
             raise StoreError(f"alert store {self.path}: {exc}") from exc
 
     def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -479,6 +504,16 @@ class AlertStore:
         except BaseException:
             conn.close()
             raise
+        self._conn = conn
+
+    def _open_read_only(self) -> None:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read alert store {self.path}: {exc}") from exc
         self._conn = conn
 
     def _db(self) -> sqlite3.Connection:
@@ -618,6 +653,11 @@ class AlertStore:
             params.append(action)
         sql += " ORDER BY next_attempt_ms, id LIMIT ?"
         return [_delivery_from_row(r) for r in self._db().execute(sql, (*params, limit))]
+
+    def _summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        sql = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE summary_id = ?"
+               " AND status IN ('pending', 'delivering') ORDER BY event_id, id")
+        return [_delivery_from_row(r) for r in self._db().execute(sql, (summary_id,))]
 
     def _next_due(self, exclude: tuple[str, ...]) -> int | None:
         sql = "SELECT MIN(next_attempt_ms) FROM deliveries WHERE status = 'pending'"

@@ -316,6 +316,8 @@ class SyntheticSource(VideoSource):
         width, height = self._size(spec.width, spec.height)
         scene = SyntheticScene.from_spec(spec, fps=self.fps, width=width, height=height)
         start, n, interval = time.monotonic(), 0, 1 / self.fps
+        # wall=1: frame n is the one of Unix time (first + n) / fps
+        first = math.floor(time.time() * self.fps) if spec.wall else 0
         while not self._stop.is_set():
             delay = start + n * interval - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
@@ -323,7 +325,7 @@ class SyntheticSource(VideoSource):
             if -delay >= interval:  # fell behind by whole frames: skip to the current one
                 n = math.floor((time.monotonic() - start) * self.fps)
             self.stats.frames_decoded += 1
-            self._deliver(scene.frame(n))
+            self._deliver(scene.frame(first + n))
             n += 1
         return "stopped"
 

@@ -20,11 +20,17 @@ Spec grammar (``watcher publish --source testsrc:...`` and friends)::
     seed     := int                      varies background colours and texture  [0]
     noise    := sensor noise sigma in grey levels (>= 0)                        [2]
     clock    := 0 | 1                    draw the time overlay                  [1]
+    wall     := 0 | 1                    scene time is the wall clock (Unix time) [0]
 
 ``testsrc`` alone is the static scene with noise. Examples::
 
     testsrc:events=box,period=20,duration=6
     testsrc:events=person,start=0,period=10,duration=4,size=320x240,fps=10
+
+With ``wall=1`` the scene's time is Unix time rather than time since the source
+opened, so every process showing the same spec shows the same picture at the
+same moment, as a real camera does for whoever reads it (cluster tests hand a
+camera from one instance to another in the middle of an event).
 
 An event ``k`` (k = 0, 1, ...) is active for ``start + k*period <= t <
 start + k*period + duration``; while active the object is entirely inside
@@ -63,6 +69,7 @@ class SceneSpec:
     duration: float = 6.0
     start: float = 2.0
     clock: bool = True
+    wall: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
@@ -126,13 +133,13 @@ def _parse_option(key: str, value: str, out: dict[str, object]) -> None:
         out[key] = number
     elif key == "seed":
         out["seed"] = int(value)
-    elif key == "clock":
+    elif key in {"clock", "wall"}:
         if value not in {"0", "1"}:
-            raise ValueError("clock must be 0 or 1")
-        out["clock"] = value == "1"
+            raise ValueError(f"{key} must be 0 or 1")
+        out[key] = value == "1"
     else:
         raise ValueError("unknown key; known: events, period, duration, start, size, fps, "
-                         "seed, noise, clock")
+                         "seed, noise, clock, wall")
 
 
 @dataclass(eq=False)
@@ -155,6 +162,9 @@ class SyntheticScene:
     start: float = 2.0
     noise: float = 2.0
     clock: bool = True
+    wall: bool = False
+    """Frame numbers count from the Unix epoch (the source does that; the scene only
+    carries the flag)."""
     spec: SceneSpec = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +172,7 @@ class SyntheticScene:
             width=self.width, height=self.height, fps=float(self.fps), seed=self.seed,
             noise=float(self.noise), events=tuple(self.events), period=float(self.period),
             duration=float(self.duration), start=float(self.start), clock=self.clock,
+            wall=self.wall,
         )
         self.events = self.spec.events
 

@@ -3,7 +3,7 @@
 ::
 
     status:
-      enabled: true          # off unless set: `watcher run` logs how to turn it on
+      enabled: true          # default: on when port or host is set, else off
       host: 127.0.0.1        # 0.0.0.0 for Prometheus in another container (no auth!)
       port: 9464
       max_frame_age: 30s     # /readyz: a stream whose newest frame is older is not ready
@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from watcher.duration import Duration
 
@@ -35,7 +35,7 @@ class StatusConfig(BaseModel):
 
     enabled: bool = Field(
         False, description="Serve /healthz, /readyz, /metrics and /status while `watcher run` "
-        "runs (needed by `watcher status`).")
+        "runs (needed by `watcher status`); default: on when `port` or `host` is given.")
     host: str = Field(
         "127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 (or ::) lets "
         "other hosts and containers reach it, which needs `token`: without one the listener "
@@ -77,6 +77,15 @@ class StatusConfig(BaseModel):
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("must not hold credentials, a query or a fragment")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_when_an_address_is_given(cls, data: object) -> object:
+        """``status: {port: 9464}`` means the listener is wanted, unless ``enabled: false``."""
+        if isinstance(data, dict) and "enabled" not in data and ("port" in data
+                                                                 or "host" in data):
+            return {**data, "enabled": True}
+        return data
 
     @field_validator("host")
     @classmethod

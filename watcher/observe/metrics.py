@@ -31,6 +31,7 @@ per action (label ``action``)
     ``watcher_action_summarized_total``, ``watcher_action_held_total``; as stored now
     (read by ``StatusSource.refresh`` before each scrape): ``watcher_action_pending_deliveries``,
     ``watcher_action_in_flight_deliveries``, ``watcher_action_dead_letters``
+the cluster families of :mod:`watcher.cluster.observe` (cluster mode only),
 and ``watcher_build_info{version,python}`` (always 1).
 
 The histograms are real prometheus_client histograms: each scrape drains the
@@ -52,6 +53,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from watcher import __version__
+from watcher.cluster.observe import metric_families
 from watcher.engine.engine import TickStats
 from watcher.engine.state import Status
 from watcher.keeper.health import StreamHealth
@@ -148,6 +150,9 @@ class WatcherCollector(Collector):
         yield from self._streams(healths)
         yield from self._rules(runners, ticks)
         yield from _actions(actions)
+        cluster = _read("cluster", self.source.cluster_snapshot, None)
+        if cluster is not None:
+            yield from metric_families(cluster)
         info = GaugeMetricFamily("watcher_build_info", "watcher's version and Python's (always 1).",
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from watcher.cluster.observe import groups_table, members_table
 from watcher.duration import format_duration
 from watcher.errors import WatcherError
 from watcher.logs import redact
@@ -88,6 +89,9 @@ def print_status(url: str, *, as_json: bool = False, hint: str | None = None,
 
 def render(doc: dict[str, Any], console: Console) -> None:
     console.print(_headline(doc))
+    if doc.get("cluster"):
+        console.print(members_table(doc["cluster"]))
+        console.print(groups_table(doc["cluster"]))
     console.print(streams_table(doc.get("streams") or []))
     console.print(rules_table(doc.get("rules") or []))
     if doc.get("actions"):

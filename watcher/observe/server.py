@@ -4,7 +4,8 @@
 
     GET /healthz   200 {"status": "ok"} while the daemon's event loop runs (liveness)
     GET /readyz    200 when every stream is ready (live, leased, a recent frame), else
-                   503 with each stream that is not and why (readiness)
+                   503 with each stream that is not and why (readiness); in cluster mode
+                   the streams are those of the camera groups this instance owns
     GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
     GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
 
@@ -90,9 +91,13 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     async def readyz(request: Request) -> Response:
         streams = [source.readiness(health) for health in source.healths()]
         not_ready = [{"stream": s.name, "reason": s.reason} for s in streams if not s.ready]
-        return _json({"status": "not ready" if not_ready else "ready",
-                      "streams": {s.name: s.ready for s in streams},
-                      "not_ready": not_ready}, 503 if not_ready else 200)
+        doc: dict[str, Any] = {"status": "not ready" if not_ready else "ready",
+                               "streams": {s.name: s.ready for s in streams},
+                               "not_ready": not_ready}
+        cluster = source.cluster_snapshot()
+        if cluster is not None:  # this instance's streams are those of the groups it owns
+            doc["cluster"] = {"instance_id": cluster["instance_id"], "owned": cluster["owned"]}
+        return _json(doc, 503 if not_ready else 200)
 
     async def metrics(request: Request) -> Response:
         await source.refresh()

@@ -9,7 +9,11 @@
                   "stats": {RuleStats counts}, "ticks": {"missed", "overruns", "errors"}}],
      "actions": [{"name", ACTION_FIELDS of watcher.observe.source...}],
      "alerts":  [{AlertEventRecord fields but the snapshot..., "status", "created_at",
-                  "has_snapshot"}]}
+                  "has_snapshot"}],
+     "cluster": {"instance_id", "heartbeat_s", "lease_s",        (cluster mode only)
+                 "members": [{"instance_id", "heartbeat_age_s", "live", "status_url", ...}],
+                 "groups": [{"group", "streams", "owner", "epoch", "expires_in_s", "mine"}],
+                 "owned": {group: epoch}, "store_error", "stats": {...}}}
 
 Times are Unix milliseconds (``*_ms``) with ISO 8601 UTC twins (``*_at``).
 """
@@ -55,6 +59,9 @@ async def status_document(source: StatusSource, *, alerts: int = RECENT_ALERTS,
                   for name, runner in source.runners().items()],
         "actions": [{"name": name, **counts} for name, counts in source.action_stats().items()],
     }
+    cluster = source.cluster_snapshot()
+    if cluster is not None:
+        doc["cluster"] = cluster
     doc["alerts"], error = await recent_alerts(source.store, alerts)
     if error is not None:
         doc["alerts_error"] = error

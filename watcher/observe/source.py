@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from watcher.clock import Clock, SystemClock
+from watcher.cluster.observe import ClusterView
 from watcher.engine.engine import TickStats
 from watcher.engine.runner import RuleStats
 from watcher.engine.state import AlertState
@@ -96,6 +97,8 @@ class StatusSource:
     outbox: Outbox | None = None
     store: EventSource | None = None
     max_frame_age_s: float = 30.0
+    cluster: ClusterView | None = None
+    """Cluster mode: the coordinator (its ``snapshot()``); None for a single daemon."""
     clock: Clock = field(default_factory=SystemClock)
     started_ms: int = field(default=0)
     _started_monotonic: float = field(default_factory=time.monotonic, init=False, repr=False)
@@ -143,6 +146,9 @@ class StatusSource:
         names = sorted(set(live) | set(self._stored_actions))
         return {name: {**self._stored_actions.get(name, {}), **live.get(name, {})}
                 for name in names}
+
+    def cluster_snapshot(self) -> dict[str, Any] | None:
+        return self.cluster.snapshot() if self.cluster is not None else None
 
     def readiness(self, health: StreamHealth) -> StreamReadiness:
         return stream_readiness(health, self.clock.now_ms(), self.max_frame_age_s)

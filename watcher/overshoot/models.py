@@ -92,6 +92,9 @@ class StreamStatus(_Response):
     first_available_frame_index: int | None = None
     created_at_ms: int | None = None
     recent_fps: float | None = None
+    """Frames *stored* per second lately: the rate ``frame_index`` advances at."""
+    received_fps: float | None = None
+    """(watcher's server) Frames per second the publisher sent, before ``max_stored_fps``."""
     retained_frame_count: int | None = None
     evicted_frame_count: int | None = None
     expires_at_ms: int | None = None

@@ -5,11 +5,13 @@ the client builds with it, so both always agree.
 
 * ``image_url`` (one frame): exactly one of ``frame_index``, ``timestamp_ms``,
   ``offset_ms``; optional ``tolerance_ms`` (> 0, default 100) and
-  ``direction`` (``nearest``/``forward``/``backward``), both ignored with
-  ``frame_index``.
+  ``direction`` (``nearest``/``forward``/``backward``), both ignored (not
+  even checked) with ``frame_index``, as the seed says.
 * ``video_url`` (a window): exactly one of ``start_frame_index``,
   ``start_timestamp_ms``, ``start_offset_ms``; at most one of the ``end_*``
   counterparts (default: the live edge); optional ``max_fps`` (> 0, default 1).
+  The end is exclusive: ``start_frame_index=0&end_frame_index=5`` is frames
+  0-4.
 
 Anything else (unknown or duplicate keys, two anchors of a kind, a missing
 anchor, a malformed value) raises :class:`~watcher.errors.RefError`.
@@ -156,6 +158,8 @@ def parse_ref(url: str, part_type: PartType) -> Ref:
         anchor = _anchor_from(params, "")
         if anchor is None:
             raise _param_error("image_url needs one anchor: frame_index, timestamp_ms or offset_ms")
+        if anchor.kind == "frame_index":  # an index names one frame: nothing to snap
+            return FrameRef(stream_id, anchor)
         tolerance = DEFAULT_TOLERANCE_MS
         if "tolerance_ms" in params:
             tolerance = _parse_int("tolerance_ms", params["tolerance_ms"])

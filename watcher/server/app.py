@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -18,13 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from watcher import __version__
 from watcher.clock import Clock, SystemClock
-from watcher.errors import RefError
 from watcher.overshoot.refs import parse_ref
 from watcher.server.backends.base import (
     ChatInput,
@@ -34,16 +30,20 @@ from watcher.server.backends.base import (
     Part,
 )
 from watcher.server.faults import FaultInjector, FaultMiddleware
+from watcher.server.handlers import install_error_handlers
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
 from watcher.server.settings import ServerSettings
+from watcher.server.sse import sse_chunks
 from watcher.server.streams import PullSource, Stream, StreamRegistry, key_id
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1beta"
 SWEEP_INTERVAL_SECONDS = 1.0
+LISTED_STATUSES = ("ready", "loading")
+"""Statuses ``GET /models`` shows; a model in any other state is left out."""
 
 
 class EmbeddedServer:
@@ -119,7 +119,7 @@ def create_app(
     app.state.server = server
     app.include_router(_router(), prefix=API_PREFIX)
     app.add_middleware(FaultMiddleware, injector=server.faults)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     return app
 
 
@@ -162,11 +162,12 @@ def _router() -> APIRouter:
     async def list_models(request: Request) -> dict[str, Any]:
         server = _server(request)
         created = int(time.time())
-        data = [
-            {"id": b.id, "object": "model", "created": created, "owned_by": b.owned_by,
-             "status": await b.status()}
-            for b in server.backends.values()
-        ]
+        data = []
+        for backend in server.backends.values():
+            status = await backend.status()
+            if status in LISTED_STATUSES:  # an unhealthy model is left out, as the cloud does
+                data.append({"id": backend.id, "object": "model", "created": created,
+                             "owned_by": backend.owned_by, "status": status})
         return {"object": "list", "data": data}
 
     @router.post("/streams", status_code=201)
@@ -259,8 +260,10 @@ def _router() -> APIRouter:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(server.clock.now_ms() // 1000)
         if body.stream:
-            return StreamingResponse(_sse(backend, chat, completion_id, created, body.model),
-                                     media_type="text/event-stream")
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            events = sse_chunks(backend, chat, completion_id, created, body.model,
+                          include_usage=include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
         completion = await backend.complete(chat)
         return JSONResponse({
             "id": completion_id,
@@ -343,64 +346,3 @@ def _resolve_part(server: EmbeddedServer, owner: str, url: str, part_type: str,
         raise ChatProblem(404, f"stream {ref.stream_id} has ended ({stream.end_reason})",
                           type="stream_error", code="stream_not_found")
     return resolve(ref, stream, now)
-
-
-async def _sse(backend: ModelBackend, chat: ChatInput, completion_id: str, created: int,
-               model: str) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    try:
-        async for piece in backend.stream(chat):
-            yield chunk({"content": piece}, None)
-    except ChatProblem as exc:
-        yield f"data: {json.dumps({'error': exc.body()['detail']['error']})}\n\n".encode()
-    else:
-        yield chunk({}, "stop")
-    yield b"data: [DONE]\n\n"
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(StreamProblem)
-    async def stream_problem(request: Request, exc: StreamProblem) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(ChatProblem)
-    async def chat_problem(request: Request, exc: ChatProblem) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RefError)
-    async def ref_error(request: Request, exc: RefError) -> JSONResponse:
-        problem = ChatProblem(exc.status, exc.message, type=exc.type, code=exc.code)
-        return JSONResponse(problem.body(), status_code=problem.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")),
-             "type": str(err.get("type", ""))}
-            for err in exc.errors()[:20]
-        ]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
-        return JSONResponse(
-            {"error": "validation_error", "message": f"{where}: {first['msg']}",
-             "details": details},
-            status_code=422,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        problem = ChatProblem(500, "internal server error", type="internal_error",
-                              code="internal_error")
-        return JSONResponse(problem.body(), status_code=500)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from pydantic import SecretStr
 from watcher.logs import register_secret
 from watcher.server.app import API_PREFIX, create_app
 from watcher.server.settings import ServerSettings
+from watcher.server.streams import generate_api_key
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ async def run_embedded(settings: ServerSettings | None = None, *, host: str = "1
                        port: int = 0) -> AsyncIterator[EmbeddedEndpoint]:
     """Serve the API until the block exits; yields its base URL and an API key."""
     settings = settings or ServerSettings()
-    key = f"ovs_local_{secrets.token_urlsafe(18)}"
+    key = generate_api_key()
     register_secret(key)
     settings = settings.model_copy(update={"api_keys": [*settings.api_keys, SecretStr(key)]})
     app = create_app(settings)

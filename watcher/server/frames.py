@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -123,6 +124,40 @@ class FrameStore:
             return 0.0
         count = len(self) - self.position_at_or_after(stream_now_ms - window_ms + 1)
         return round((count + incoming) * 1000 / window_ms, 2)
+
+
+class ReceivedRate:
+    """Frames per second an ingest *received* (before the stored-rate cap), recently.
+
+    Counts arrivals in ``(now - window, now]`` where the window is
+    :data:`RECENT_FPS_WINDOW_MS`, or the time since the first arrival when shorter,
+    the same way :meth:`FrameStore.recent_fps` counts stored frames.
+    """
+
+    def __init__(self) -> None:
+        self._arrivals: deque[int] = deque()
+        self._first_ms: int | None = None
+
+    def record(self, now_ms: int) -> None:
+        if self._first_ms is None:
+            self._first_ms = now_ms
+        self._arrivals.append(now_ms)
+        self._forget_before(now_ms - RECENT_FPS_WINDOW_MS)
+
+    def fps(self, now_ms: int) -> float:
+        if self._first_ms is None:
+            return 0.0
+        window_ms = min(RECENT_FPS_WINDOW_MS, now_ms - self._first_ms)
+        if window_ms <= 0:
+            return 0.0
+        self._forget_before(now_ms - window_ms)
+        count = sum(1 for t in self._arrivals if t <= now_ms)
+        return round(count * 1000 / window_ms, 2)
+
+    def _forget_before(self, cutoff_ms: int) -> None:
+        """Drop arrivals at or before ``cutoff_ms`` (they left the window)."""
+        while self._arrivals and self._arrivals[0] <= cutoff_ms:
+            self._arrivals.popleft()
 
 
 class StoredRateCap:

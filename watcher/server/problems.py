@@ -1,8 +1,11 @@
 """Errors the server answers with, one per envelope the API uses.
 
 * stream endpoints: ``{"detail": "<message>"}``
-* chat completions: ``{"detail": {"error": {"message", "type", "code"}}}``
+* chat completions: ``{"detail": {"error": {"message", "type", "code"}}}``, with the
+  same object repeated as a top-level ``error``: that is where OpenAI's SDKs look
+  for an error's message and code
 * request validation: ``{"error": "validation_error", "message", "details": [...]}``
+  (on ``/chat/completions`` the chat envelope, plus ``message`` and ``details``)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class StreamProblem(Exception):
 
 
 class ChatProblem(Exception):
-    """An error of ``/chat/completions`` (``{"detail": {"error": {...}}}``)."""
+    """An error of ``/chat/completions`` (``{"detail": {"error": E}, "error": E}``)."""
 
     def __init__(
         self,
@@ -48,4 +51,4 @@ class ChatProblem(Exception):
         error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
         if self.upstream is not None:
             error["upstream"] = self.upstream
-        return {"detail": {"error": error}}
+        return {"detail": {"error": error}, "error": error}

@@ -62,3 +62,4 @@ class ChatBody(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from watcher.clock import Clock
-from watcher.server.frames import FrameStore, StoredFrame, StoredRateCap
+from watcher.server.frames import FrameStore, ReceivedRate, StoredFrame, StoredRateCap
 from watcher.server.problems import StreamProblem
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ EndReason = Literal["expired", "deleted", "reaped"]
 def key_id(api_key: str) -> str:
     """A stable, non-secret identifier of an API key (for ownership and logs)."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def generate_api_key() -> str:
+    """A new random API key, shaped like the cloud's (``ovs-...``)."""
+    return f"ovs-{secrets.token_urlsafe(24)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,8 @@ class Stream:
     last_pull: dict[str, object] | None = None
     rate_cap: StoredRateCap | None = None
     """Thins the frames an ingest stores (see :meth:`StreamRegistry.admit_frame`)."""
+    received: ReceivedRate = field(default_factory=ReceivedRate)
+    """Frames an ingest received, stored or not."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -98,8 +105,11 @@ class Stream:
             "first_available_frame_at_ms": (
                 base + first.timestamp_ms if first is not None and base is not None else None
             ),
-            # Stored frames per second over the last 5 s: at most max_stored_fps.
+            # Stored frames per second over the last 5 s (at most max_stored_fps): the
+            # rate frame indices advance at. What the publisher sends is received_fps.
             "recent_fps": frames.recent_fps(self.stream_time_ms(now_ms)) if last else 0.0,
+            "received_fps": self.received.fps(
+                self.ended_at_ms if self.ended_at_ms is not None else now_ms),
             "max_stored_fps": self.rate_cap.max_fps if self.rate_cap is not None else None,
             "retained_frame_count": len(frames),
             "retained_bytes": frames.bytes,
@@ -203,7 +213,9 @@ class StreamRegistry:
         for good. Each yes takes a slot of the stream's schedule, so call it once per
         frame received, then :meth:`add_frame` the frames it admitted.
         """
-        return stream.rate_cap is None or stream.rate_cap.admit(self.clock.now_ms())
+        now = self.clock.now_ms()
+        stream.received.record(now)
+        return stream.rate_cap is None or stream.rate_cap.admit(now)
 
     def add_frame(self, stream: Stream, jpeg: bytes) -> StoredFrame | None:
         """Store a frame received now; ignored when the stream has ended."""

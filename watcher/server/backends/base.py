@@ -111,10 +111,14 @@ class ModelBackend(ABC):
     async def complete(self, request: ChatInput) -> Completion:
         """Answer the chat, or raise ChatProblem."""
 
-    async def stream(self, request: ChatInput) -> AsyncIterator[str]:
-        """Yield the answer in pieces (SSE); by default the whole answer at once."""
+    async def stream(self, request: ChatInput) -> AsyncIterator[str | Usage]:
+        """Yield the answer in pieces (SSE), then optionally its :class:`Usage`.
+
+        By default the whole answer at once, then its usage.
+        """
         completion = await self.complete(request)
         yield completion.content
+        yield completion.usage
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and models."""

@@ -348,11 +348,22 @@ class UpstreamModel(ModelBackend):
             finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
         )
 
-    async def stream(self, request: ChatInput) -> AsyncIterator[str]:
-        """Pass the upstream SSE through, yielding content deltas."""
+    async def stream(self, request: ChatInput) -> AsyncIterator[str | Usage]:
+        """Pass the upstream SSE through, yielding content deltas, then the usage.
+
+        The usage is asked for with ``stream_options.include_usage`` when the
+        client asked for it; an upstream that does not send it gets an estimate
+        from the server.
+        """
         body = await self.build_request(request)
         body["stream"] = True
+        options = (request.raw or {}).get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            body["stream_options"] = {"include_usage": True}
         async for event in self.upstream.stream_chat(body):
+            usage = _usage(event.get("usage"))
+            if usage is not None:
+                yield usage
             choices = event.get("choices")
             if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                 continue
