@@ -66,10 +66,10 @@ async def events_page(src: ConsoleSource, query: TimelineQuery) -> dict[str, Any
 async def event_documents(src: ConsoleSource, events: list[AlertEventRecord],
                           ) -> list[dict[str, Any]]:
     ids = [e.id for e in events if e.id is not None]
-    deliveries, marks, clips, episodes = await asyncio.gather(
+    episode_keys = list({(e.rule, e.stream_key, e.episode) for e in events})
+    deliveries, marks, clips, episodes, acks = await asyncio.gather(
         src.store.deliveries_for_events(ids), src.store.feedback(ids), src.store.clip_ids(ids),
-        src.store.episode_times({(e.rule, e.stream_key, e.episode) for e in events}))
-    acks = await src.store.acks({(e.rule, e.stream_key, e.episode) for e in events})
+        src.store.episode_times(episode_keys), src.store.acks(episode_keys))
     now = src.clock.now_ms()
     out = []
     for e in events:

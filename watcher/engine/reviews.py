@@ -24,6 +24,8 @@ MIGRATION: tuple[str, ...] = (
     "ALTER TABLE alert_events ADD COLUMN silenced_by TEXT",
     "CREATE INDEX alert_events_by_stream ON alert_events (stream_key, created_ms)",
     "CREATE INDEX alert_events_by_episode ON alert_events (rule, stream_key, episode)",
+    "CREATE INDEX alert_events_silenced ON alert_events (created_ms, id)"
+    " WHERE silenced_by IS NOT NULL",
     """CREATE TABLE silences (
         id TEXT PRIMARY KEY,
         matchers TEXT NOT NULL,
@@ -144,12 +146,12 @@ def save_ack(db: sqlite3.Connection, ack: Ack) -> bool:
 def load_acks(db: sqlite3.Connection, keys: list[tuple[str, str, int]]) -> dict[
         tuple[str, str, int], Ack]:
     out: dict[tuple[str, str, int], Ack] = {}
-    for rule, stream_key, episode in keys:
+    for key in keys:  # primary-key lookups (a row-value IN would scan)
         row = db.execute(
             "SELECT created_by, comment, created_ms FROM acks WHERE rule = ? AND"
-            " stream_key = ? AND episode = ?", (rule, stream_key, episode)).fetchone()
+            " stream_key = ? AND episode = ?", key).fetchone()
         if row is not None:
-            out[(rule, stream_key, episode)] = Ack(rule, stream_key, episode, *row)
+            out[key] = Ack(*key, *row)
     return out
 
 

@@ -79,7 +79,9 @@ def _like(text: str) -> str:
 
 def episode_times(db: sqlite3.Connection, keys: list[tuple[str, str, int]],
                   ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
-    """When each (rule, stream_key, episode) fired and resolved (None: not yet)."""
+    """When each (rule, stream_key, episode) fired and resolved (None: not yet).
+
+    One indexed lookup per key: SQLite scans for a row-value ``IN (VALUES ...)``."""
     out: dict[tuple[str, str, int], tuple[int | None, int | None]] = {}
     for key in keys:
         times = dict(db.execute(
