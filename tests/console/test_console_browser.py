@@ -77,7 +77,7 @@ async def test_the_console_shows_plays_silences_acks_and_exports(
         await page.wait_for_function(
             "() => { const v = document.getElementById('clip');"
             " return v && v.readyState >= 2 && v.duration > 0; }", timeout=60_000)
-        await page.screenshot(path=shots / "event.png", full_page=True)
+        await page.screenshot(path=shots / "event.png")
 
         # Acknowledge: repeat_every stops for this episode.
         await page.get_by_role("button", name="Acknowledge").click()

@@ -233,8 +233,8 @@ class ClipRecorder:
         assert event.id is not None
         stream = (event.extra.get("streams") or event.stream_key.split("+"))[0]
         start, end = clip_span(event, self.config)
-        delay_s = (end - self.clock.now_ms()) / 1000
-        if delay_s > 0:
+        delay_s = min((end - self.clock.now_ms()) / 1000, self.config.after + 1.0)
+        if delay_s > 0:  # let the "after" part be recorded
             await asyncio.sleep(delay_s)
         history = self.histories.get(stream)
         frames = history.between(start, end) if history is not None else []

@@ -27,14 +27,16 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig
 from watcher.console.api import new_silence_id, silence_document
 from watcher.engine.reviews import Feedback
+from watcher.engine.rules import MEMORY
 from watcher.engine.silences import Silence, SilenceError, matchers_from_options, validate
-from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.observe.snapshot import iso_ms
 
 FEEDBACK_LABEL = {"real": "event", "false_alarm": "false_alarm"}
@@ -66,8 +68,17 @@ async def silence_list(config: WatcherConfig, *, as_json: bool,
                        out: TextIO | None = None) -> int:
     out = out or sys.stdout
     now = SystemClock().now_ms()
-    async with AlertStore(config.state.path) as store:
+    store = _reader(config, "watcher silence list")
+    if store is None:
+        print("[]" if as_json else "no silences", file=out)
+        return 0
+    try:
         docs = [silence_document(s, now) for s in await store.silences()]
+    except StoreError as exc:
+        print(f"watcher silence list: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
     if as_json:
         print(json.dumps(docs, indent=2, ensure_ascii=False), file=out)
         return 0
@@ -97,16 +108,39 @@ async def silence_expire(config: WatcherConfig, silence_id: str, *,
 async def export_feedback(config: WatcherConfig, *, out: TextIO | None = None) -> int:
     """Every feedback mark as one JSON line (see the module docstring)."""
     out = out or sys.stdout
-    async with AlertStore(config.state.path) as store:
+    store = _reader(config, "watcher alerts")
+    if store is None:
+        return 0
+    try:
         marks = await store.feedback()
         events = await store.events_by_ids(list(marks))
         times = await store.episode_times({(e.rule, e.stream_key, e.episode) for e in events})
-        for event in events:
-            assert event.id is not None
-            resolved = times.get((event.rule, event.stream_key, event.episode), (None, None))[1]
-            print(json.dumps(feedback_label(event, marks[event.id], resolved),
-                             ensure_ascii=False), file=out)
+    except StoreError as exc:
+        print(f"watcher alerts: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    for event in events:
+        assert event.id is not None
+        resolved = times.get((event.rule, event.stream_key, event.episode), (None, None))[1]
+        print(json.dumps(feedback_label(event, marks[event.id], resolved), ensure_ascii=False),
+              file=out)
     return 0
+
+
+def _reader(config: WatcherConfig, command: str) -> AlertStore | None:
+    """The state file opened read-only, or None (said on stderr) when there is none yet."""
+    path = config.state.path
+    if path == MEMORY or not Path(path).is_file():
+        why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
+               else f"{path} does not exist yet (`watcher run` creates it)")
+        print(f"{command}: no alert state: {why}", file=sys.stderr)
+        return None
+    try:
+        return AlertStore(path, read_only=True)
+    except StoreError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
 
 
 def feedback_label(event: AlertEventRecord, mark: Feedback, resolved_ms: int | None,
