@@ -10,7 +10,7 @@ worker thread; CPU is that thread's CPU time.
 
 API: a state file with ``--events`` alert events (25 rules x 8 streams, three
 severities, firing/repeat/resolved, 1% silenced, 2% with feedback marks, a
-snapshot on each firing event) written in bulk through the store's own insert,
+snapshot on each firing event) written in bulk, each row as the store writes it,
 then the real status listener with the console on a loopback port, asked over
 HTTP with httpx for the first timeline page (50 events) under several filters.
 Goal: p95 < 100 ms for every filter.
@@ -81,14 +81,26 @@ def bench_clips(events: int, seconds: float) -> list[dict[str, Any]]:
 
 # -- the store and the API --------------------------------------------------------------------
 def fill_store(path: Path, count: int, now_ms: int) -> dict[str, int]:
-    """``count`` events in one transaction through the store's own insert."""
+    """``count`` events in one transaction, each row as the store writes it."""
     import sqlite3
 
     from watcher.engine.state import Kind
-    from watcher.engine.store import AlertEventRecord, AlertStore, _insert_event
+    from watcher.engine.store import AlertEventRecord, AlertStore
+    from watcher.store.alerts import event_row
 
-    store = AlertStore(path)  # creates and migrates the schema
-    asyncio.run(store.close())
+    async def create() -> None:
+        async with AlertStore(path):  # creates and migrates the schema
+            pass
+
+    asyncio.run(create())
+
+    def insert_event(db: sqlite3.Connection, record: AlertEventRecord) -> int:
+        row = event_row(record)
+        cursor = db.execute(f"INSERT INTO alert_events ({', '.join(row)}) VALUES"
+                            f" ({', '.join('?' for _ in row)})", list(row.values()))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
     rng = random.Random(7)
     snapshot = b"\xff\xd8" + bytes(rng.getrandbits(8) for _ in range(20_000))
     db = sqlite3.connect(path, isolation_level=None)
@@ -114,7 +126,7 @@ def fill_store(path: Path, count: int, now_ms: int) -> dict[str, int]:
             snapshot=snapshot if kind is Kind.FIRING else None,
             snapshot_type="image/jpeg" if kind is Kind.FIRING else None,
             extra={"prompt": "Anyone?"}, silenced_by=silenced)
-        event_id = _insert_event(db, record)
+        event_id = insert_event(db, record)
         counts["silenced"] += silenced is not None
         if rng.random() < 0.02:
             db.execute("INSERT INTO feedback VALUES (?, ?, '', 'bench', ?)",

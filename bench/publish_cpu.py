@@ -1,4 +1,5 @@
-"""Publisher CPU per 640x480 stream over WHIP, by frame rate and codec.
+"""Publisher CPU per 640x480 stream over WHIP: by frame rate and codec, and `watcher run`
+against a bare aiortc publisher of the same file.
 
 The publisher (``WhipPublisher`` + ``FrameTrack``) runs in THIS process; the
 embedded server runs in a SEPARATE process (``bench/_server.py``: uvicorn
@@ -10,7 +11,15 @@ BGR -> VideoFrame, -> YUV420, VP8/H264 encode, RTP packetizing, SRTP, the
 event loop and RTCP. This process's CPU time minus an idle baseline, as % of
 one core.
 
-    .venv/bin/python bench/publish_cpu.py [--seconds 20] [--json]
+Then, side by side in one window (``_side_by_side.py``): ``watcher run`` publishing a
+looping 640x480 H.264 clip at 5 fps (the whole daemon, source path included) and a bare
+aiortc publisher that decodes the same clip and hands the ``av.VideoFrame`` straight to
+the VP8 encoder, both to the same server process; once with the stream transcoded
+(``passthrough: never``), once with its H.264 passed through (``passthrough: always``).
+Goals (P1): transcoded at most 1.0x the bare publisher's CPU, passthrough at most 0.3x.
+"First picture" is the server's time from creating the stream to its first stored frame.
+
+    .venv/bin/python bench/publish_cpu.py [--seconds 20] [--compare-seconds 30] [--json]
     .venv/bin/python bench/publish_cpu.py --cases 5:VP8:prerendered,5:H264:prerendered
     .venv/bin/python bench/publish_cpu.py --smoke   # one 5 fps VP8 case, 2 s
 """
@@ -26,11 +35,16 @@ from typing import Any
 
 import _common
 import _media
+import _side_by_side
 import _verdict
 
 from watcher.media.whip import WhipPublisher
 
 GOAL_PERCENT_AT_5FPS = 5.0
+GOAL_RATIO = {"transcode": 1.0, "passthrough": 0.3}
+"""``watcher run`` CPU / the bare (transcoding) aiortc publisher's CPU, same file, same window."""
+PATH_MODES = {"transcode": "never", "passthrough": "always"}
+"""The stream's ``passthrough:`` key for each compared path."""
 DEFAULT_CASES = ("2:VP8:prerendered,5:VP8:prerendered,15:VP8:prerendered,"
                  "5:VP8:scene,5:H264:prerendered")
 
@@ -124,8 +138,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             idle = await _common.measure_cpu(args.idle_seconds)
             for case in args.cases:
                 results.append(await measure(client, server.pid, case, args, idle.percent()))
+            compared = []
+            for path in args.compare_paths if args.compare_seconds > 0 else ():
+                compared.append(await _side_by_side.compare(
+                    client, server.pid, fps=args.compare_fps, seconds=args.compare_seconds,
+                    settle=args.settle, clip_seconds=args.clip_seconds,
+                    stream_extra=f"    passthrough: {PATH_MODES[path]}\n",
+                    label=f"watcher run, {path}", path=path))
     return {"benchmark": "publish_cpu", "machine": machine, "spec": args.spec,
-            "goal_percent_at_5fps": GOAL_PERCENT_AT_5FPS, "results": results}
+            "goal_percent_at_5fps": GOAL_PERCENT_AT_5FPS, "results": results,
+            "side_by_side": compared}
 
 
 def main() -> int:
@@ -138,15 +160,24 @@ def main() -> int:
                         help="seconds between the first stored frame and measuring")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--spec", default=_media.DEFAULT_SPEC)
+    parser.add_argument("--compare-seconds", type=float, default=30.0,
+                        help="measured seconds of the side-by-side run (0: skip it)")
+    parser.add_argument("--compare-fps", type=float, default=5.0)
+    parser.add_argument("--compare-paths", default="transcode,passthrough",
+                        type=lambda text: [p for p in text.split(",") if p],
+                        help="watcher run's publish paths to compare (default %(default)s)")
+    parser.add_argument("--clip-seconds", type=float, default=20.0,
+                        help="length of the looping clip")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _verdict.add_smoke(parser)
     args = _verdict.apply_smoke(parser.parse_args(), cases="5:VP8:prerendered", seconds=2.0,
-                                settle=0.5, idle_seconds=1.0)
+                                settle=0.5, idle_seconds=1.0, compare_seconds=3.0,
+                                clip_seconds=4.0)
     args.cases = [Case.parse(c.strip()) for c in args.cases.split(",") if c.strip()]
     report = asyncio.run(run(args))
     if args.json:
         _common.emit_json(report)
-        return 0
+        return verdict(report, quiet=True)
     print(f"Machine: {_common.describe_machine(report['machine'])}")
     rows = report["results"]
     _common.print_table(
@@ -161,19 +192,64 @@ def main() -> int:
           f"{r['target_bitrate'] / 1000:.0f} kbit/s" if r["target_bitrate"] else "?",
           f"{r['server_process_cpu_percent']:.1f}%",
           f"{r['machine_busy_cores']:.2f} cores"] for r in rows])
+    compared = report["side_by_side"]
+    if compared:
+        _common.print_table(
+            "Side by side, same clip, same server, same window (CPU % of one core, all "
+            "threads; goal: watcher run <= 1x the bare transcoding publisher, passthrough "
+            "<= 0.3x)",
+            ["publisher", "fps", "watcher run", "bare aiortc", "ratio", "stored fps watcher / "
+             "bare", "watcher first picture", "threads watcher / bare",
+             "RSS watcher / bare", "server proc", "machine busy"],
+            [[c["label"], f"{c['fps']:g}", f"{c['watcher_percent']:.1f}% "
+              f"({c['watcher_cpu_s']:.2f} s)", f"{c['bare_percent']:.1f}% "
+              f"({c['bare_cpu_s']:.2f} s)", f"{c['ratio']:.2f}x",
+              f"{c['watcher_stored_fps']:.2f} / {c['bare_stored_fps']:.2f}",
+              "-" if c["first_picture_s"]["watcher"] is None
+              else f"{c['first_picture_s']['watcher']:.2f} s",
+              f"{c['threads']['watcher']} / {c['threads']['bare']}",
+              f"{c['rss_mb']['watcher']:.0f} / {c['rss_mb']['bare']:.0f} MB",
+              f"{c['server_percent']:.1f}%", f"{c['machine_busy_cores']:.2f} cores"]
+             for c in compared])
+    return verdict(report)
+
+
+def verdict(report: dict[str, Any], quiet: bool = False) -> int:
+    """Met only when every publisher really sent and the server stored its frames."""
+    rows, compared = report["results"], report["side_by_side"]
     check = _verdict.Verdict("publish_cpu")
-    check.require_work(len(rows), "cases")
+    check.require_work(len(rows) + len(compared), "cases")
+    for c in compared:
+        for side in ("watcher", "bare"):
+            check.require(c[f"{side}_stored_fps"] >= 0.5 * c["fps"],
+                          f"{c['label']}: {side} stored {c[f'{side}_stored_fps']:.2f} fps "
+                          f"of {c['fps']:g}")
+        check.require(c["bare_cpu_s"] > 0, f"{c['label']}: the bare publisher used no CPU")
+        check.require(c["watcher_path"] == c["path"],
+                      f"{c['label']}: watcher published by {c['watcher_path']}")
     for r in rows:
         check.require(r["frames_sent_per_s"] >= 0.5 * r["fps"],
                       f"{r['case']}: {r['frames_sent_per_s']:.2f} fps sent of {r['fps']:g}")
         check.require(r["frames_stored_per_s"] > 0, f"{r['case']}: the server stored no frame")
     goal = [r for r in rows if r["fps"] == 5 and r["codec"] == "video/VP8"
             and r["source"] == "prerendered"]
-    if not goal:
-        return check.finish(None, "no 5 fps VP8 prerendered case, so no goal to judge")
-    net = goal[0]["net_cpu_percent"]
-    return check.finish(net <= GOAL_PERCENT_AT_5FPS,
-                        f"5 fps VP8 publish = {net:.1f}% of one core")
+    if quiet:
+        return _verdict.FAILED_EXIT if check.failed else 0
+    met: list[bool] = []
+    said: list[str] = []
+    if goal:
+        net = goal[0]["net_cpu_percent"]
+        met.append(net <= GOAL_PERCENT_AT_5FPS)
+        said.append(f"5 fps VP8 publish = {net:.1f}% of one core (goal <= "
+                    f"{GOAL_PERCENT_AT_5FPS:g}%)")
+    for c in compared:
+        goal_ratio = GOAL_RATIO[c["path"]]
+        met.append(c["ratio"] <= goal_ratio)
+        said.append(f"{c['label']} = {c['ratio']:.2f}x the bare aiortc publisher "
+                    f"(goal <= {goal_ratio:g}x)")
+    if not met:
+        return check.finish(None, "no case with a goal")
+    return check.finish(all(met), "; ".join(said))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from watcher.config import (
 )
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.errors import ConfigError
+from watcher.server.settings import ServerSettings
 from watcher.yamlfile import substitute
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +77,16 @@ REJECTED = {
         "watcher.yaml:3: YAML syntax error"),
     "unclosed quote": (
         "streams:\n  - name: \"a\n",
-        "watcher.yaml:3: YAML syntax error: found unexpected end of stream "
-        "(while scanning a quoted scalar on line 2)"),
+        "watcher.yaml:2: YAML syntax error: a quoted string opened on this line is not "
+        "closed (found unexpected end of stream on line 3)"),
+    "unclosed flow mapping": (
+        "streams:\n  - {name: a, source: testsrc\n  - name: b\nrules: []\n",
+        "watcher.yaml:2: YAML syntax error: a flow mapping ({...}) opened on this line is "
+        "not closed (expected ',' or '}', but got ':' on line 3)"),
+    "unclosed flow sequence": (
+        "overshoot: {}\nstreams: [\n  {name: a, source: testsrc},\n\nrules: []\n",
+        "watcher.yaml:2: YAML syntax error: a flow sequence ([...]) opened on this line is "
+        "not closed (expected ',' or ']', but got '<stream end>' on line 6)"),
     "duplicate key": (
         "overshoot:\n  model: a\n  timeout_seconds: 5s\n  model: b\n",
         "watcher.yaml:4: overshoot.model: duplicate key (first given on line 2)"),
@@ -100,6 +109,13 @@ REJECTED = {
     "missing required key": (
         "streams:\n  - name: a\n    fps: 2\n",
         "watcher.yaml:2: streams[0].source: required, but not given"),
+    "passthrough of a synthetic source": (
+        "streams:\n  - name: a\n    source: testsrc\n    passthrough: always\n",
+        "watcher.yaml:4: streams[0].passthrough: a testsrc source has no H.264 to pass "
+        "through"),
+    "unknown passthrough mode": (
+        "streams:\n  - name: a\n    source: testsrc\n    passthrough: sometimes\n",
+        "watcher.yaml:4: streams[0].passthrough: "),
     "odd width": (
         "streams:\n  - {name: a, source: testsrc, width: 641}\n",
         "watcher.yaml:2: streams[0].width: must be an even number"),
@@ -626,3 +642,21 @@ def test_check_rejects_a_bad_synthetic_source(
     assert code == 2
     assert err.splitlines()[0].startswith("watcher.yaml:3: streams[0].source: ")
     assert "evnts" in err
+
+
+def test_embedded_server_media_url_forwarding_is_off_unless_set() -> None:
+    assert EmbeddedServerConfig().server_settings(["ovs-k"]).forward_media_urls is False
+    on = EmbeddedServerConfig(forward_media_urls=True).server_settings(["ovs-k"])
+    assert on.forward_media_urls is True
+
+
+def test_the_daemons_embedded_server_may_pull_cameras_on_private_networks() -> None:
+    assert ServerSettings().allow_private_sources is False  # `watcher serve`'s default
+    settings = EmbeddedServerConfig().server_settings(["ovs-k"])
+    assert settings.allow_private_sources is True
+    assert (settings.pull_connect_timeout_seconds, settings.max_streams_per_key,
+            settings.max_pulls) == (15, 64, 16)
+    strict = EmbeddedServerConfig(allow_private_sources=False, pull_connect_timeout_seconds="2s",
+                                  max_streams_per_key=3, max_pulls=0).server_settings(["k"])
+    assert (strict.allow_private_sources, strict.pull_connect_timeout_seconds,
+            strict.max_streams_per_key, strict.max_pulls) == (False, 2, 3, 0)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
 API_KEYS_ENV = "WATCHER_API_KEYS"
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_alerts(sub)
     _add_silence(sub)
     _add_status(sub)
+    _add_db(sub)
     return parser
 
 
@@ -151,7 +153,6 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import signal
 
     from watcher.daemon import Daemon
-    from watcher.errors import WatcherError
 
     config = _load(args.config)
     if config is None:
@@ -292,9 +293,53 @@ def _run_alerts(args: argparse.Namespace) -> int:
         if not args.json:
             print("watcher alerts: --feedback exports JSON lines: add --json", file=sys.stderr)
             return 2
-        return asyncio.run(export_feedback(config))
-    return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
-                                   as_json=args.json, dead=args.dead))
+        try:
+            return asyncio.run(export_feedback(config))
+        except WatcherError as exc:
+            print(f"watcher alerts: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
+                                       as_json=args.json, dead=args.dead))
+    except WatcherError as exc:
+        print(f"watcher alerts: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_db(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "db", help="the state database's schema: upgrade, status",
+        description="Manage the schema of the state database (state.path or state.url). "
+        "`watcher run` upgrades it by itself at start, under a lock; `watcher db upgrade` "
+        "does it ahead of time (before a rolling restart of several instances).")
+    actions = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = actions.add_parser("upgrade", help="migrate the schema to this version's",
+                                 description="Migrate the state database's schema to the "
+                                 "newest revision this watcher knows, in one transaction, "
+                                 "under a lock (safe while other instances start).")
+    _add_config_option(upgrade)
+    upgrade.set_defaults(handler=_run_db)
+    status = actions.add_parser("status", help="show the schema revision",
+                                description="Print the schema revision; exit 1 if the "
+                                "database needs `watcher db upgrade`.")
+    _add_config_option(status)
+    status.set_defaults(handler=_run_db)
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.store import admin
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    run = admin.upgrade if args.db_command == "upgrade" else admin.status
+    try:
+        return asyncio.run(run(config.state))
+    except WatcherError as exc:
+        print(f"watcher db {args.db_command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _add_silence(sub: argparse._SubParsersAction) -> None:
@@ -409,6 +454,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from watcher.server.cliopts import add_limit_options
+
     p = sub.add_parser(
         "serve", help="run the embedded Overshoot-compatible server",
         description="Serve the Overshoot API under /v1beta: leased streams fed over WHIP, "
@@ -445,6 +492,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help=f"key for the upstream server (also ${UPSTREAM_KEY_ENV}; default: none)")
     p.add_argument("--upstream-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="deadline of one upstream request (default %(default)s)")
+    add_limit_options(p)
     p.set_defaults(handler=_run_serve)
 
 
@@ -464,6 +512,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from watcher.errors import ConfigError
     from watcher.server.app import create_app
+    from watcher.server.cliopts import limit_settings
     from watcher.server.settings import ServerSettings
     from watcher.server.streams import generate_api_key
 
@@ -489,6 +538,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             enable_vision=not args.no_vision,
             upstreams=_upstreams(args),
+            **limit_settings(args),
         )
     except (ValueError, ConfigError) as exc:
         listener.close()

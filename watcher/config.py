@@ -8,8 +8,8 @@
     ├── streams: [StreamConfig]           live sources kept published (or pulled by the API)
     ├── rules: [RuleConfig]               scheduled questions and their alert conditions
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
-    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email)
-    ├── state: StateConfig                the alert state file
+    ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
+    ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     ├── status: StatusConfig              health, metrics, status and the console (watcher.observe)
     └── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
 
@@ -52,9 +52,10 @@ problem found by :meth:`WatcherConfig.check_references` is reported in the
 right file. A model built in code keeps ``include`` but reads no files.
 
 Secrets (the API key, upstream keys, passwords and tokens in source URLs,
-the secret options of actions: see each options model's ``secrets()``) are
-hidden from ``repr``/``str`` of the models and registered with
-:func:`watcher.logs.register_secret` by :func:`load_config`.
+the secret options of actions: see each options model's ``secrets()``, the
+password in ``state.url``) are hidden from ``repr``/``str`` of the models
+and registered with :func:`watcher.logs.register_secret` by
+:func:`load_config`.
 """
 
 from __future__ import annotations
@@ -228,6 +229,12 @@ class StreamConfig(Section):
     codec: Literal["vp8", "h264"] = Field(
         "vp8", description="Video codec when publishing over WebRTC: vp8 costs about half "
         "the CPU of h264.")
+    passthrough: Literal["auto", "always", "never"] = Field(
+        "auto", description="Publish an H.264 source's packets as they are instead of "
+        "decoding and re-encoding them (several times less CPU). auto: when the source is "
+        "Constrained Baseline H.264 at this width/height and no faster than fps; always: "
+        "any H.264 source, whatever its size and rate; never: always re-encode to `codec`. "
+        "The log and `watcher status` say which path the stream took.")
     description: str = Field("", description="What the camera looks at, for the people "
                              "reading the config and `watcher status`.")
 
@@ -273,6 +280,15 @@ class StreamConfig(Section):
         kind = _kind_of(info.data.get("source"))
         if value and kind is not None and kind != "file":
             raise ValueError(f"only file sources can loop, not a {kind} source (remove `loop`)")
+        return value
+
+    @field_validator("passthrough")
+    @classmethod
+    def _passthrough_needs_encoded_source(cls, value: str, info: ValidationInfo) -> str:
+        kind = _kind_of(info.data.get("source"))
+        if value == "always" and kind in ("testsrc", "device"):
+            raise ValueError(f"a {kind} source has no H.264 to pass through (use auto or "
+                             "never)")
         return value
 
     @field_validator("width", "height")
@@ -335,6 +351,19 @@ class EmbeddedServerConfig(Section):
         None, description="Base URL publishers reach the server at (default: the one it "
         "listens on).")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given (off: refused with a 400).")
+    allow_private_sources: bool = Field(
+        True, description="Let `pull: true` cameras live on loopback, private and link-local "
+        "addresses (cameras are on private networks); false refuses them, as `watcher serve` "
+        "does by default.")
+    pull_connect_timeout_seconds: Duration = Field(
+        15.0, gt=0, le=600, description="How long creating a pulled stream waits for the "
+        "camera's first frame before it fails (the keeper then retries with backoff).")
+    max_streams_per_key: int = Field(
+        64, ge=1, description="Most active streams one API key may hold.")
+    max_pulls: int = Field(16, ge=0, description="Most cameras the server pulls at once.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers (Ollama, vLLM, ...) whose models the embedded "
@@ -360,6 +389,11 @@ class EmbeddedServerConfig(Section):
             public_url=self.public_url,
             upstreams=self.upstreams,
             enable_vision=self.enable_vision,
+            forward_media_urls=self.forward_media_urls,
+            allow_private_sources=self.allow_private_sources,
+            pull_connect_timeout_seconds=self.pull_connect_timeout_seconds,
+            max_streams_per_key=self.max_streams_per_key,
+            max_pulls=self.max_pulls,
         )
 
 
@@ -437,7 +471,7 @@ class WatcherConfig(Section):
         "name_prefix} binds the pack's rules.")
     actions: dict[str, ActionConfig] = Field(
         default_factory=dict, description="Named places alerts are sent (type: webhook, "
-        "slack or email, with its options), referred to by rules' `actions`.")
+        "slack, email or mqtt, with its options), referred to by rules' `actions`.")
     state: _rules.StateConfig = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="Where alert state is kept across restarts.")
@@ -494,8 +528,25 @@ class WatcherConfig(Section):
                 rule.streams if own_streams else None,
                 None if "actions" in bound else rule.actions, streams, actions)
             problems += self._window_problems(("rules", index), rule)
+            problems += self._trigger_problems(("rules", index), rule)
             if rule.confirm is not None:
                 problems += self._window_problems(("rules", index, "confirm"), rule.confirm)
+        return problems
+
+    def _trigger_problems(self, loc: Loc, rule: _rules.RuleConfig) -> list[Problem]:
+        """``on_alert`` names rules that exist; ``on_change`` needs streams published here."""
+        problems: list[Problem] = []
+        names = [r.name for r in self.rules]
+        for index, leader in enumerate(rule.on_alert):
+            problems += reference_problems((*loc, "on_alert", index), leader, names, "rule")
+        if rule.on_change:
+            pulled = [s.name for s in self.streams
+                      if s.pull and s.name in rule.stream_names]
+            if pulled:
+                problems.append(((*loc, "on_change"), f"stream {pulled[0]!r} is pulled by the "
+                                 "API server (pull: true), so watcher sees none of its frames "
+                                 "to notice a change; use a schedule for it, or publish it "
+                                 "from here (remove pull)"))
         return problems
 
     def _window_problems(self, loc: Loc, question: _rules.RuleConfig | _rules.ConfirmConfig,
@@ -557,6 +608,7 @@ class WatcherConfig(Section):
         for action in self.actions.values():
             for secret in action.secrets():
                 register_secret(secret)
+        self.state.register_secrets()
         if self.status.token is not None:
             register_secret(self.status.token.get_secret_value())
 

@@ -37,13 +37,14 @@ from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.silences import SilenceBook
-from watcher.engine.store import AlertStore
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
 from watcher.overshoot.client import OvershootClient, Policies
 from watcher.server.embedded import run_embedded
+from watcher.store import AlertStore
+from watcher.store.lock import daemon_store
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,15 @@ class Daemon:
     async def run(self, *, watch: bool = False) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
+            # First the state: a locked, outdated or unreachable store fails at once.
+            store = self.store = await stack.enter_async_context(
+                daemon_store(config.state.location))
+            log.info("alert state in %s", store.path)
             client, http = await stack.enter_async_context(api_client(config))
             self._client, self._http = client, http
             log.info("using the Overshoot API at %s", client.base_url)
             stack.push_async_callback(self._stop_keepers)
             await self._apply_streams(config)
-            store = self.store = AlertStore(config.state.path)
-            stack.push_async_callback(store.close)
             self.actions.update(self._build_actions(config))
             stack.push_async_callback(self._close_actions)
             await self._start_outbox()
@@ -155,8 +158,11 @@ class Daemon:
                                      silences=silences, on_stored=clips.on_stored,
                                      console_url=(config.status.public_url
                                                   if config.status.enabled else None))
+            self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
+                                  if not on}
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
+            self._bind_actions(config)
             self.status = StatusSource(keepers=self.keepers, engine=self.engine,
                                        outbox=self.outbox, store=store,
                                        max_frame_age_s=config.status.max_frame_age)
@@ -217,6 +223,7 @@ class Daemon:
         changes += await self._apply_actions(new)
         if self.engine is not None:
             changes += await self.engine.apply(new.rules)
+            self._bind_actions(new)
         self.config = new.model_copy(update=kept)
         return changes
 
@@ -296,6 +303,21 @@ class Daemon:
         return {name: build_action(name, options, http=self._http)
                 for name, options in config.actions.items()}
 
+    def _bind_actions(self, config: WatcherConfig) -> None:
+        """Hand the engine and rules to actions that follow them (Home Assistant)."""
+        for action in self.actions.values():
+            bind = getattr(action, "bind", None)
+            if bind is not None:
+                bind(self.engine, config.rules, public_url=_public_url(config),
+                     save_switch=self._save_switch)
+
+    async def _save_switch(self, rule: str, enabled: bool) -> None:
+        if self.store is not None:
+            try:
+                await self.store.save_switch(rule, enabled)
+            except WatcherError as exc:
+                log.warning("rule %s: could not persist the switch: %s", rule, exc)
+
     async def _close_actions(self) -> None:
         for action in self.actions.values():
             with contextlib.suppress(Exception):
@@ -350,3 +372,8 @@ def _mtimes(path: Path, config: WatcherConfig) -> dict[str, tuple[int, int]]:
             stat = file.stat()
             out[str(file)] = (stat.st_mtime_ns, stat.st_size)
     return out
+
+
+def _public_url(config: WatcherConfig) -> str | None:
+    """Where the console's pages are reachable from outside, if configured."""
+    return getattr(config.status, "public_url", None) or None

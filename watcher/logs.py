@@ -112,5 +112,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text",
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access", "uvicorn.error",
-                  "apscheduler.executors"):  # logs every job run at INFO
+                  "apscheduler.executors",  # logs every job run at INFO
+                  "alembic"):  # the store logs one line per schema upgrade instead
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

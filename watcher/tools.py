@@ -15,22 +15,25 @@ from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
 from watcher.daemon import api_client
 from watcher.engine.ask import build_request
-from watcher.engine.rules import MEMORY
 from watcher.engine.runner import RuleRunner
-from watcher.engine.store import (
-    AlertEventRecord,
-    AlertStore,
-    DeliveryRecord,
-    DeliveryStatus,
-    StoreError,
-)
 from watcher.keeper.keeper import StreamKeeper
+from watcher.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
+from watcher.store.database import MEMORY
 
 LIVE_TIMEOUT_S = 60.0
+ANSWERED = ("answered", "unchanged")
+"""Outcomes of a rule that was evaluated; any other (a model error, an answer that does
+not fit the schema, a condition that cannot be evaluated) makes test-rule exit 1."""
 
 
 async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = None) -> int:
-    """Evaluate one rule once against its live stream(s); print request, answer, verdict."""
+    """Evaluate one rule once against its live stream(s); print request, answer, verdict.
+
+    It asks once the streams are live (their first frame reached the API) and
+    the rule's window (or its confirm block's, if longer) has filled since.
+    Returns 0 when the rule was evaluated, 1 when it could not be (the model
+    failed, the answer was invalid, ...), 2 for an unknown rule.
+    """
     out = out or sys.stdout
     rule = next((r for r in config.rules if r.name == rule_name), None)
     if rule is None:
@@ -55,8 +58,12 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
                 print(f"stream {keeper.name} is not live after {LIVE_TIMEOUT_S:.0f} s "
                       f"({keeper.state}: {keeper.last_error or 'no error'})", file=sys.stderr)
                 return 1
-        if rule.window:
-            await asyncio.sleep(min(rule.window, 3.0))  # let the window fill a little
+        fill_s = max(rule.window or 0.0, (rule.confirm.window or 0.0) if rule.confirm else 0.0)
+        if fill_s:
+            # The first frame has arrived; the window is full one window later.
+            print(f"waiting {fill_s:g} s for the {fill_s:g} s window to fill...",
+                  file=sys.stderr)
+            await asyncio.sleep(fill_s)
         runner = RuleRunner(rule, default_model=config.overshoot.model, client=client,
                             streams=keepers, store=None, clock=keeper.clock)
         ids = [keepers[n].stream_id or "" for n in rule.stream_names]
@@ -65,8 +72,8 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
         print("request:", file=out)
         print(json.dumps(request.model_dump(exclude_none=True), indent=2), file=out)
         result = await runner.evaluate(record=False)
-        print(f"\noutcome: {result.outcome}" + (f" ({result.detail})" if result.detail else ""),
-              file=out)
+        print(f"\noutcome: {result.outcome}" + (f" ({result.detail})" if result.detail else "")
+              + f"  trigger: {result.trigger}", file=out)
         if result.answer is not None:
             print(f"model: {result.answer.model}  tokens: {result.answer.prompt_tokens}+"
                   f"{result.answer.completion_tokens}  latency: "
@@ -75,6 +82,10 @@ async def test_rule(config: WatcherConfig, rule_name: str, out: TextIO | None = 
         print(f"when: {runner.primary.condition.expr}  ->  {result.matched}", file=out)
         if result.confirm is not None:
             print(f"confirm answer: {result.confirm.raw}  ->  {result.confirmed}", file=out)
+        if result.outcome not in ANSWERED:
+            print(f"watcher test-rule: the rule could not be evaluated ({result.outcome})",
+                  file=sys.stderr)
+            return 1
         return 0
 
 
@@ -87,19 +98,16 @@ async def list_alerts(config: WatcherConfig, *, limit: int, rule: str | None, as
     """
     out = out or sys.stdout
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    path = config.state.path
-    if path == MEMORY or not Path(path).is_file():  # noqa: ASYNC240  (one stat, at start)
+    state = config.state
+    path = state.path if state.url is None else None
+    if path is not None and (path == MEMORY or not Path(path).is_file()):  # noqa: ASYNC240
         why = ("state.path is :memory:, kept only while `watcher run` runs" if path == MEMORY
                else f"{path} does not exist yet (`watcher run` creates it)")
         print(f"no alert state: {why}", file=sys.stderr)
         if as_json:
             print("[]", file=out)
         return 0
-    try:
-        store = AlertStore(path, read_only=True)
-    except StoreError as exc:
-        print(f"watcher alerts: {exc}", file=sys.stderr)
-        return 1
+    store = AlertStore(state.location, read_only=True)
     try:
         events = await store.events(limit=limit, rule=rule, snapshots=False, dead_only=dead)
         deliveries = await store.deliveries_for_events(e.id for e in events if e.id is not None)

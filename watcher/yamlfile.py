@@ -283,14 +283,36 @@ class _Walker:
         return located(self.name, node.start_mark.line + 1, loc, text)
 
 
+_UNCLOSED = {
+    "while parsing a flow mapping": "a flow mapping ({...})",
+    "while parsing a flow sequence": "a flow sequence ([...])",
+    "while scanning a quoted scalar": "a quoted string",
+}
+"""Constructs whose error is found far from its cause: where they were opened."""
+
+
 def _syntax_error(name: str, exc: yaml.MarkedYAMLError) -> str:
+    """``file:line: YAML syntax error: ...`` at the line a reader should look at.
+
+    For a flow mapping, flow sequence or quoted string left open, that is the
+    line it was opened on (the parser only notices later, often at the end
+    of the file); otherwise the line of the problem.
+    """
     mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    opened = exc.context_mark
+    unclosed = _UNCLOSED.get(exc.context or "")
+    if unclosed is not None and opened is not None and mark is not None:
+        found = (f"{problem} on line {mark.line + 1}" if mark.line != opened.line
+                 else problem)
+        return (f"{name}:{opened.line + 1}: YAML syntax error: {unclosed} opened on this "
+                f"line is not closed ({found})")
     where = f"{name}:{mark.line + 1}" if mark is not None else name
-    text = f"{where}: YAML syntax error: {exc.problem or 'invalid YAML'}"
+    text = f"{where}: YAML syntax error: {problem}"
     if exc.context:
         context_line = (
-            f" on line {exc.context_mark.line + 1}"
-            if exc.context_mark is not None and exc.context_mark is not mark else "")
+            f" on line {opened.line + 1}"
+            if opened is not None and opened is not mark else "")
         text += f" ({exc.context}{context_line})"
     return text
 

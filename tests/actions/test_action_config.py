@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,14 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import BaseModel
+from support.mqtt import shared_broker, subscribed, unique_prefix
 from support.receivers import HttpReceiver, SmtpReceiver, reply
 
 from watcher.actions.base import ACTION_TYPES
 from watcher.actions.config import build_action
 from watcher.actions.email import EmailAction, EmailOptions
+from watcher.actions.mqtt import MqttAction
+from watcher.actions.mqtt_options import MqttOptions
 from watcher.actions.options import RateLimit
 from watcher.actions.slack import SlackAction, SlackOptions
 from watcher.actions.webhook import WebhookAction, WebhookOptions
@@ -30,7 +35,9 @@ HOOK_TOKEN = "urltok-canary-5e0b2d"
 SLACK_TOKEN = "xoxb-canary-c4d7e9"
 SLACK_PATH = "T0/B0/slackpath-canary-0f3a"
 SMTP_PASSWORD = "smtp-canary-19d6b2"
-CANARIES = (HOOK_SECRET, HOOK_TOKEN, SLACK_TOKEN, "slackpath-canary-0f3a", SMTP_PASSWORD)
+MQTT_PASSWORD = "mqtt-canary-7b3e91"
+CANARIES = (HOOK_SECRET, HOOK_TOKEN, SLACK_TOKEN, "slackpath-canary-0f3a", SMTP_PASSWORD,
+            MQTT_PASSWORD)
 
 HEAD = (
     "streams:\n"                                                   # 1
@@ -62,7 +69,7 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[Base
 
 def test_every_action_option_is_described_and_typos_fail() -> None:
     models = set()
-    for root in (WebhookOptions, SlackOptions, EmailOptions):
+    for root in (WebhookOptions, SlackOptions, EmailOptions, MqttOptions):
         models |= _models(root, set())
     assert RateLimit in models
     for model in models:
@@ -70,7 +77,8 @@ def test_every_action_option_is_described_and_typos_fail() -> None:
         for name, info in model.model_fields.items():
             assert info.description, f"{model.__name__}.{name} has no description"
     assert {name: cls for name, cls in ACTION_TYPES.items()} == {
-        "webhook": WebhookAction, "slack": SlackAction, "email": EmailAction}
+        "webhook": WebhookAction, "slack": SlackAction, "email": EmailAction,
+        "mqtt": MqttAction}
 
 
 def test_each_type_loads_with_its_defaults() -> None:
@@ -104,7 +112,8 @@ ERRORS = {
         ["watcher.yaml:4: actions.mail.form: unknown key (did you mean from?)"]),
     "unknown type": (
         "  pager: {type: pagerduty, key: x}\n",
-        ["watcher.yaml:4: actions.pager.type: Input should be 'webhook', 'slack' or 'email'"]),
+        ["watcher.yaml:4: actions.pager.type: Input should be 'webhook', 'slack', 'email' or "
+         "'mqtt'"]),
     "no type": (
         "  pager: {url: 'https://h'}\n",
         ["watcher.yaml:4: actions.pager.type: required, but not given"]),
@@ -133,6 +142,24 @@ ERRORS = {
         "  hook: {type: webhook, url: 'https://h', format: alertmanager, template: x}\n",
         ["watcher.yaml:4: actions.hook: `template` and `include_snapshot` are for format: "
          "watcher"]),
+    "mqtt: unknown topic placeholder": (
+        "  bus: {type: mqtt, host: h, topic: 'site/{camera}/event'}\n",
+        ["watcher.yaml:4: actions.bus.topic: has an unknown placeholder {camera}; use {rule}, "
+         "{stream}, {severity}, {status}, {kind}"]),
+    "mqtt: wildcard in the topic": (
+        "  bus: {type: mqtt, host: h, topic: 'site/#'}\n",
+        ["watcher.yaml:4: actions.bus.topic: may not contain the wildcards + or # (they are "
+         "for subscriptions)"]),
+    "mqtt: bad qos": (
+        "  bus:\n    type: mqtt\n    host: h\n    qos: 3\n",
+        ["watcher.yaml:7: actions.bus.qos: Input should be 0, 1 or 2"]),
+    "mqtt: password without username": (
+        "  bus: {type: mqtt, host: h, password: p}\n",
+        ["watcher.yaml:4: actions.bus: password needs a username"]),
+    "mqtt: typo": (
+        "  bus: {type: mqtt, host: h, discovery_prefx: ha}\n",
+        ["watcher.yaml:4: actions.bus.discovery_prefx: unknown key (did you mean "
+         "discovery_prefix?)"]),
     "a rule names an unknown action": (
         "  hook: {type: webhook, url: 'https://h'}\n"
         "rules:\n  - {name: r, stream: dock, every: 5s, prompt: q, actions: [hok]}\n",
@@ -148,7 +175,8 @@ def test_config_errors_name_file_line_and_field(case: str) -> None:
     assert info.value.problems == expected
 
 
-def secret_config(hook_url: str = "https://h.example/in", smtp_port: int = 25) -> str:
+def secret_config(hook_url: str = "https://h.example/in", smtp_port: int = 25,
+                  mqtt_host: str = "127.0.0.1", mqtt_port: int = 1883) -> str:
     return HEAD + (
         f"  hook: {{type: webhook, url: '{hook_url}/{HOOK_TOKEN}?token={HOOK_TOKEN}', "
         f"secret: {HOOK_SECRET}, include_snapshot: true}}\n"
@@ -156,10 +184,12 @@ def secret_config(hook_url: str = "https://h.example/in", smtp_port: int = 25) -
         f" bot_token: {SLACK_TOKEN}, channel: C1}}\n"
         f"  mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none, "
         f"username: u, password: {SMTP_PASSWORD}, from: a@example.com, to: b@example.com}}\n"
+        f"  bus: {{type: mqtt, host: {mqtt_host}, port: {mqtt_port}, username: u, "
+        f"password: {MQTT_PASSWORD}}}\n"
         "rules:\n"
         "  - {name: dock-busy, stream: dock, every: 5s, prompt: 'Anyone at the dock?', "
         "schema: {people: integer}, when: people > 0, "
-        "severity: critical, labels: {site: north}, actions: [hook, chat, mail]}\n")
+        "severity: critical, labels: {site: north}, actions: [hook, chat, mail, bus]}\n")
 
 
 def test_secrets_are_hidden_and_registered() -> None:
@@ -185,7 +215,7 @@ def test_check_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     Path("watcher.yaml").write_text(secret_config())
     assert main(["check", "-c", "watcher.yaml"]) == 0
     out2, err2 = capsys.readouterr()
-    assert out2 == "watcher.yaml: OK (1 stream, 1 rule, 3 actions, embedded server)\n"
+    assert out2 == "watcher.yaml: OK (1 stream, 1 rule, 4 actions, embedded server)\n"
     for canary in CANARIES:
         assert canary not in out + err + out2 + err2
 
@@ -194,7 +224,8 @@ async def test_build_action() -> None:
     config = parse_config(secret_config())
     async with httpx.AsyncClient() as http:
         actions = {n: build_action(n, o, http=http) for n, o in config.actions.items()}
-    assert [type(a) for a in actions.values()] == [WebhookAction, SlackAction, EmailAction]
+    assert [type(a) for a in actions.values()] == [WebhookAction, SlackAction, EmailAction,
+                                                   MqttAction]
     assert actions["hook"].name == "hook" and actions["hook"].send_resolved
     assert repr(actions["chat"]) == "SlackAction(name='chat')"
 
@@ -252,6 +283,33 @@ def test_test_action_reports_failures(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out == ""
     for canary in CANARIES:
         assert canary not in err
+
+
+def test_test_action_over_mqtt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    broker = shared_broker()
+    monkeypatch.chdir(tmp_path)
+    topic = f"{unique_prefix()}/{{rule}}/{{stream}}"
+    Path("watcher.yaml").write_text(
+        secret_config(mqtt_host=broker.host, mqtt_port=broker.port).replace(
+            "password: " + MQTT_PASSWORD, f"password: {MQTT_PASSWORD}, topic: '{topic}'"))
+
+    async def run() -> list:
+        async with subscribed(broker, topic.split("/")[0] + "/#") as sub:
+            code = await asyncio.to_thread(main, ["test-action", "-c", "watcher.yaml", "bus"])
+            assert code == 0
+            await sub.wait_for(lambda: sub.messages)
+            return sub.messages
+
+    (message,) = asyncio.run(run())
+    body = json.loads(message.payload)
+    assert message.topic.endswith("/dock-busy/dock")
+    assert (body["rule"], body["status"]) == ("dock-busy", "firing")
+    assert body["idempotency_key"].startswith("test-action:bus:")
+    out, err = capsys.readouterr()
+    assert "bus: sent a sample" in out
+    for canary in CANARIES:
+        assert canary not in out + err
 
 
 def test_test_action_by_email(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -29,3 +29,18 @@ def test_owned_groups_select_their_streams_and_rules() -> None:
                                                                     "dock-and-yard"]
     assert [r.name for r in owned_rules(config, {"lobby"})] == ["lobby"]
     assert owned_streams(config, set()) == [] and owned_rules(config, set()) == []
+
+
+def test_on_alert_ties_the_followers_streams_to_the_leaders_group() -> None:
+    config = parse_config("""
+overshoot: {model: local/frames}
+streams:
+  - {name: gate, source: "testsrc:"}
+  - {name: yard, source: "testsrc:"}
+  - {name: lobby, source: "testsrc:"}
+rules:
+  - {name: gate-person, stream: gate, every: 5s, prompt: "anyone?"}
+  - {name: yard-follow-up, stream: yard, on_alert: [gate-person], prompt: "anyone?"}
+  - {name: lobby, stream: lobby, every: 5s, prompt: "anyone?"}
+""")
+    assert [g.id for g in config_groups(config)] == ["gate+yard", "lobby"]

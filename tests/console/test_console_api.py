@@ -16,7 +16,6 @@ from watcher.console.api import ConsoleSource
 from watcher.console.clips import ClipRecorder, clip_span, encode_clip, to_jpeg
 from watcher.console.commands import feedback_label
 from watcher.console.config import ClipsConfig
-from watcher.engine.reviews import Clip, Feedback
 from watcher.engine.state import AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.errors import ConfigError
@@ -24,6 +23,7 @@ from watcher.media.testsrc import SyntheticScene
 from watcher.media.tracks import LatestFrame
 from watcher.observe.server import create_status_app
 from watcher.observe.source import StatusSource
+from watcher.store.reviews import Clip, Feedback
 
 T0 = 1_800_000_000_000
 

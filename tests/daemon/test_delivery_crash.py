@@ -92,6 +92,14 @@ def deliveries(state: Path) -> list[tuple[str, str]]:
         return db.execute("SELECT action, status FROM deliveries").fetchall()
 
 
+def hook_keys(state: Path, *statuses: str) -> set[str]:
+    """The webhook's idempotency keys whose delivery has one of ``statuses``."""
+    with sqlite3.connect(state) as db:
+        return {key for (key,) in db.execute(
+            "SELECT idempotency_key FROM deliveries WHERE action = 'hook' AND status IN "
+            f"({', '.join('?' for _ in statuses)})", statuses)}
+
+
 async def test_kill_9_during_delivery_then_restart_delivers_everything(tmp_path: Path) -> None:
     state, log = tmp_path / "state.sqlite3", tmp_path / "daemon.log"
     with HttpReceiver(secret=CANARIES["HOOK_SECRET"]) as hook, \
@@ -109,6 +117,10 @@ async def test_kill_9_during_delivery_then_restart_delivers_everything(tmp_path:
                 first.kill()
         in_flight = [s for _, s in deliveries(state) if s in ("delivering", "pending")]
         assert in_flight, "the kill should leave undelivered work behind"
+        cut_short = hook_keys(state, "delivering")  # received, but never answered
+        assert cut_short, "the kill should interrupt a webhook delivery"
+        acknowledged = hook_keys(state, "sent")
+        before_restart = len(hook.requests)
         hook.delay = 0.0
         second = await start(path, log)
         try:
@@ -131,8 +143,15 @@ async def test_kill_9_during_delivery_then_restart_delivers_everything(tmp_path:
         bodies: dict[str, bytes] = {}
         for r in hook.requests:  # a retried key carries the very same event
             assert bodies.setdefault(r.headers["idempotency-key"], r.body) == r.body
-        accepted = set(received)  # a receiver dedupes on the key: each is accepted once
-        assert len(accepted) == len(keys)
+        first_run, second_run = received[:before_restart], received[before_restart:]
+        # The delivery the kill cut short was sent again, under the same key ...
+        resent = set(first_run) & set(second_run)
+        assert cut_short <= resent, (cut_short, first_run, second_run)
+        # ... and nothing else was: a key the receiver had answered is never sent again,
+        # and after the restart every key goes out once (the receiver answers at once).
+        assert resent <= hook_keys(state, "sent") - acknowledged
+        assert not acknowledged & set(second_run)
+        assert len(second_run) == len(set(second_run)), second_run
         assert len(slack.calls(SLACK_HOOK)) >= len(keys)
         assert len(smtp.mails) >= len(keys)
 

@@ -73,3 +73,22 @@ def test_the_configured_timeout_bounds_every_request() -> None:
     assert (short.chat.timeout, short.keepalive.timeout, short.create.timeout) == (5, 5, 5)
     assert long.chat.timeout == 90 and long.keepalive.timeout == 10
     assert long.create.timeout == 15 and long.read.timeout == 10
+
+
+def test_test_rule_waits_for_the_window_and_fails_when_the_model_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "watcher.yaml"
+    # local/frames answers what the window resolved to, which fits no answer schema.
+    config.write_text(CONFIG.format(state=tmp_path / "state.sqlite3").replace(
+        "    window: 1s\n", "    window: 5s\n    model: local/frames\n"))
+    with kept_logging():
+        assert main(["test-rule", "-c", str(config), "lobby-motion"]) == 1
+    captured = capsys.readouterr()
+    assert "outcome: invalid" in captured.out
+    assert "the rule could not be evaluated (invalid)" in captured.err
+    assert "waiting 5 s for the 5 s window to fill" in captured.err
+    raw = captured.out.split("\nanswer: ", 1)[1].splitlines()[0]
+    [part] = json.loads(raw)["parts"]
+    times = [f["timestamp_ms"] for f in part["frames"]]
+    # Asked once the window had filled: its frames span (almost) all of it.
+    assert times[-1] - times[0] >= 4000, times

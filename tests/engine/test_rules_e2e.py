@@ -8,13 +8,12 @@ one; the engine's clock is a ManualClock advanced 5 s per evaluation, so
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.keeper import KEY, Harness, Spec, make_harness
+from support.keeper import KEY, Harness, Spec, eventually, make_harness
 
 from watcher.clock import ManualClock, SystemClock
 from watcher.engine.rules import RuleConfig
@@ -51,6 +50,8 @@ class ScriptedCamera:
                                     duration=5, start=100, noise=2, clock=False)
         self.sink, self.on_frame = sink, on_frame
         self.event = False
+        self.frames = 0
+        """Frames produced so far (settle() counts those since a change of scene)."""
         self._stop = threading.Event()
         self.stats = SourceStats(state="live")
 
@@ -69,6 +70,7 @@ class ScriptedCamera:
             frame = np.ascontiguousarray(self.scene.frame_at(t))
             self.sink.put(frame)
             self.on_frame(frame, 0.0)
+            self.frames += 1
 
 
 @pytest.fixture
@@ -101,9 +103,26 @@ def runner_for(h: Harness, keeper, store: AlertStore, clock: ManualClock,
                       emit=emit, state=state)
 
 
-async def settle() -> None:
-    """Let a second of the new scene reach the server (the window is 1 s)."""
-    await asyncio.sleep(1.6)
+SETTLE_MS = 1600
+"""Scene time, and then server time, a change needs to fill the 1 s window (with margin)."""
+
+
+async def settle(h: Harness, keeper, camera: ScriptedCamera) -> None:
+    """Let well over a second of the new scene reach the server (the window is 1 s).
+
+    Waits on what happened, not on the wall clock: the camera has drawn 1.6 s
+    of the new scene, and the server has since received 1.6 s more of frames.
+    """
+    stream_id = keeper.stream_id
+    drawn = camera.frames + SETTLE_MS // 100  # the camera draws a frame every 100 ms
+    await eventually(lambda: camera.frames >= drawn, timeout=60, interval=0.02)
+    mark = (await h.client.get_stream(stream_id)).last_frame_at_ms or 0
+
+    async def arrived() -> bool:
+        newest = (await h.client.get_stream(stream_id)).last_frame_at_ms or 0
+        return newest >= mark + SETTLE_MS
+
+    await eventually(arrived, timeout=60, interval=0.02)
 
 
 async def test_pending_firing_once_resolved_and_restart(setup) -> None:
@@ -119,10 +138,10 @@ async def test_pending_firing_once_resolved_and_restart(setup) -> None:
         assert result.outcome == "answered", result.detail
         return runner.state.status
 
-    await settle()
+    await settle(h, keeper, camera)
     assert await tick() == Status.INACTIVE  # an empty room
     camera.event = True
-    await settle()
+    await settle(h, keeper, camera)
     assert await tick() == Status.PENDING   # first match: for is 2
     assert sent == []
     assert await tick() == Status.FIRING    # second match fires
@@ -146,14 +165,14 @@ async def test_pending_firing_once_resolved_and_restart(setup) -> None:
     assert len(sent) == 1
 
     camera.event = False
-    await settle()
+    await settle(h, keeper, camera)
     assert await tick() == Status.FIRING    # cleared, but keep_firing_for is 10 s
     assert await tick() == Status.FIRING    # 5 s into the clear
     assert await tick() == Status.RESOLVED  # 10 s: resolved
     assert [e.status for e in sent] == ["firing", "resolved"]
 
     camera.event = True                     # again, within the 1 h cooldown
-    await settle()
+    await settle(h, keeper, camera)
     await tick()
     assert await tick() == Status.FIRING
     stored = await store.events(limit=10)

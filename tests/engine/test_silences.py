@@ -9,7 +9,6 @@ import pytest
 from engine.test_runner import Env
 from support.models import ScriptedModel
 
-from watcher.engine.reviews import Ack, Feedback
 from watcher.engine.silences import (
     AlertLabels,
     Matcher,
@@ -21,7 +20,8 @@ from watcher.engine.silences import (
 )
 from watcher.engine.state import Kind, Status
 from watcher.engine.store import AlertStore
-from watcher.engine.timeline import TimelineQuery
+from watcher.store.reviews import Ack, Feedback
+from watcher.store.timeline import TimelineQuery
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from aiortc import RTCPeerConnection
 from support.keeper import KEY, Harness, Spec, eventually, make_harness
 
 from watcher.clock import ManualClock, SystemClock
-from watcher.keeper.keeper import KeeperTimings
+from watcher.keeper.keeper import KeeperTimings, _RateMeter
+from watcher.media.publisher import make_publisher
 from watcher.media.whip import WhipPublisher
 from watcher.server.settings import ServerSettings
 
@@ -221,3 +222,58 @@ async def test_recreating_streams_and_publishers_frees_their_connections(
     await eventually(lambda: _live(RTCPeerConnection) <= before_pcs + 2)
     assert _live(WhipPublisher) == before_publishers + 1
     assert len(asyncio.all_tasks()) <= tasks + 2
+
+
+async def test_the_lease_is_renewed_while_the_stream_is_being_established() -> None:
+    """Publisher connect plus the first frame can outlast a short lease: it is kept alive."""
+    h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=2), SystemClock())
+    connect = asyncio.Event()
+
+    def slow_publisher(*args, **kwargs):  # a publisher whose connection takes its time
+        publisher = make_publisher(*args, **kwargs)
+        start = publisher.start
+
+        async def start_when_told() -> None:
+            await connect.wait()
+            await start()
+
+        publisher.start = start_when_told
+        return publisher
+
+    keeper = h.keeper(publisher_factory=slow_publisher)
+    try:
+        keeper.start()
+        await eventually(lambda: keeper.state == "publishing", timeout=10)
+        [stream_id] = list(h.server.registry._streams)
+        # Four renewals of a 2 s lease: well past its first expiry, still connecting.
+        await eventually(lambda: keeper.keepalives >= 4, timeout=30)
+        assert keeper.state == "publishing" and h.stream(stream_id).active
+        connect.set()
+        assert await keeper.wait_live(30) == stream_id
+        assert keeper.streams_created == 1 and keeper.keepalive_failures == 0
+    finally:
+        connect.set()
+        await keeper.stop()
+        await h.server.aclose()
+        await h.http.aclose()
+
+
+async def test_the_first_publish_rate_reading_is_not_zero_while_frames_flow(
+        harness: Harness) -> None:
+    keeper = harness.keeper()
+    keeper.start()
+    stream_id = await keeper.wait_live(10)
+    await eventually(lambda: frames_flowing(harness, stream_id, 5))
+    first = keeper.health()  # the first time anything asks (metrics, watcher status)
+    assert first.frames_sent > 5 and first.publish_fps > 0
+
+
+def test_rate_meter_reads_from_the_start_of_publishing() -> None:
+    meter = _RateMeter()
+    meter.start(0, 10_000)
+    assert meter.rate(0, 10_300) == 0.0  # nothing sent yet
+    assert meter.rate(6, 10_600) == 10.0  # 6 frames in 0.6 s: the first reading
+    assert meter.rate(8, 11_000) == 10.0  # then every 2 s at most
+    assert meter.rate(30, 12_000) == 15.0  # 30 frames in 2 s
+    meter.start(30, 12_000)  # a publisher reconnect keeps the running sample
+    assert meter.rate(40, 13_000) == 15.0

@@ -27,6 +27,7 @@ from support.camera import MjpegCamera
 from support.receivers import free_port
 
 from watcher.backoff import Backoff
+from watcher.media.changes import ChangeTracker, thumbnail
 from watcher.media.sources import (
     RecentFrames,
     VideoSource,
@@ -35,7 +36,7 @@ from watcher.media.sources import (
     source_kind,
 )
 from watcher.media.testsrc import SyntheticScene
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import LatestFrame, to_bgr
 
 WIDTH, HEIGHT, FPS = 320, 240, 10
 POLL = 0.02
@@ -155,7 +156,29 @@ async def test_looping_file_keeps_delivering_past_its_end(media_dir: Path, sourc
     stats = source.stats
     assert stats.state == "live"
     assert stats.reconnects == 0 and stats.last_error is None
-    assert sink.get().shape == (HEIGHT, WIDTH, 3)
+    assert to_bgr(sink.get()).shape == (HEIGHT, WIDTH, 3)
+
+
+async def test_decoded_frames_stay_yuv_and_track_changes_from_their_luma(
+        media_dir: Path, sources: Any) -> None:
+    seen: list[Any] = []
+    tracker = ChangeTracker()
+
+    def on_frame(frame: Any, at: float) -> None:
+        seen.append(frame)
+        tracker(frame, at)
+
+    source, sink = sources(str(media_dir / "clip.mp4"), on_frame=on_frame)
+    await until(lambda: source.stats.state == "ended", within=8)
+    assert len(seen) == FPS and tracker.frames == FPS
+    for frame in seen:  # what the encoder takes, as decoded: no BGR in between
+        assert isinstance(frame, av.VideoFrame)
+        assert (frame.format.name, frame.width, frame.height) == ("yuv420p", WIDTH, HEIGHT)
+        # The luma thumbnail is the BGR grey thumbnail (BT.601 weights, video range).
+        from_luma, from_bgr = thumbnail(frame), thumbnail(to_bgr(frame))
+        assert from_luma.shape == from_bgr.shape == (24, 32)
+        assert abs(from_luma.astype(int) - from_bgr).max() <= 4
+    assert sink.get() is seen[-1]
 
 
 async def test_file_without_loop_ends_cleanly_in_real_time(media_dir: Path,
@@ -185,7 +208,7 @@ async def test_frames_arrive_scaled(media_dir: Path, sources: Any, spec: str,
     path = spec if spec.startswith("testsrc") else str(media_dir / spec)
     source, sink = sources(path, width=size[0], height=size[1])
     await until(lambda: sink.get() is not None, within=5)
-    assert sink.get().shape == shape
+    assert to_bgr(sink.get()).shape == shape
     assert (source.stats.width, source.stats.height) == (shape[1], shape[0])
 
 
@@ -206,7 +229,7 @@ async def test_testsrc_renders_at_the_configured_fps(sources: Any) -> None:
     await asyncio.sleep(1.0)
     frames = source.stats.frames
     assert 12 <= frames <= 24
-    assert sink.get().shape == (48, 64, 3)
+    assert to_bgr(sink.get()).shape == (48, 64, 3)
     assert source.stats.state == "live" and source.stats.reconnects == 0
 
 
@@ -264,7 +287,7 @@ async def test_mjpeg_camera_is_timed_by_arrival_and_resumes_after_a_power_cut(
         await asyncio.sleep(1.0)
         rate = (source.stats.frames - first) / (time.monotonic() - started)
         assert 3.5 <= rate <= 6.5
-        assert sink.get().shape == (120, 160, 3)
+        assert to_bgr(sink.get()).shape == (120, 160, 3)
         assert source.stats.resumed_at is None
 
         camera.stop()
@@ -287,7 +310,7 @@ async def test_hls_source_plays_with_credentials(file_server: FileServer, source
                            backoff=FAST)
     assert source.kind == "hls"
     await until(lambda: source.stats.frames >= 6, within=8)  # across both 1 s segments
-    assert sink.get().shape == (120, 160, 3)
+    assert to_bgr(sink.get()).shape == (120, 160, 3)
     assert source.stats.last_error is None
     paths = {path for path, auth in file_server.requests if auth}
     assert {"/live.m3u8", "/live0.ts", "/live1.ts"} <= paths  # the credentials were used

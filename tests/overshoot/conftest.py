@@ -83,7 +83,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 def app(clock: ManualClock) -> FastAPI:
     settings = ServerSettings(api_keys=[API_KEY, OTHER_KEY], ttl_seconds=45,
-                              retention_seconds=600, tombstone_seconds=60)
+                              retention_seconds=600, tombstone_seconds=60,
+                              allow_private_sources=True, pull_connect_timeout_seconds=10)
     return create_app(settings, clock=clock, backends=[FramesModel()])
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from support.camera import MjpegCamera
 
 from watcher.clock import ManualClock
 from watcher.errors import (
@@ -27,6 +28,7 @@ from watcher.errors import (
     TransportError,
     UnprocessableError,
 )
+from watcher.media.testsrc import SyntheticScene
 from watcher.overshoot.client import (
     MAX_ERROR_BODY,
     FirstFrameTimeoutError,
@@ -235,13 +237,26 @@ async def test_validation_envelope(client: OvershootClient) -> None:
 
 async def test_create_with_source_sends_it(client: OvershootClient,
                                            server: EmbeddedServer) -> None:
-    source = StreamSource(type="rtsp", url="rtsp://user:pw@127.0.0.1:9/1")
-    assert "pw@" not in repr(source)
-    created = await client.create_stream(source)
-    assert created.publish is None  # the server pulls the camera itself
-    pulled = server.registry.get_active(created.id)
-    assert pulled is not None and pulled.source is not None and pulled.source.url == source.url
-    await client.delete_stream(created.id)  # stops the pull
+    camera = MjpegCamera(SyntheticScene(width=160, height=120, fps=10, noise=0))
+    camera.start()
+    try:
+        source = StreamSource(type="hls", url=camera.url.replace("//", "//user:pw@"))
+        assert "pw@" not in repr(source)
+        created = await client.create_stream(source)
+        assert created.publish is None  # the server pulls the camera itself
+        assert created.source == {"type": "hls"}
+        pulled = server.registry.get_active(created.id)
+        assert pulled is not None and pulled.source is not None
+        assert pulled.source.url == source.url
+        status = await client.get_stream(created.id)
+        assert isinstance(status.last_pull, int) and status.pull is not None
+        assert status.source == {"type": "hls"}
+        await client.delete_stream(created.id)  # stops the pull
+    finally:
+        camera.stop()
+    server.settings = server.settings.model_copy(update={"pull_connect_timeout_seconds": 0.3})
+    with pytest.raises(UnprocessableError, match=r"Could not connect to source url within 0\.3 s"):
+        await client.create_stream(source)  # the camera is off now
 
 
 # -- the retry budget ---------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The real app runs in-process (httpx.ASGITransport) and pulls an HLS playlist
 from a real HTTP server on 127.0.0.1 that demands the credentials the source
-URL carries; the URL never shows up in a response or a log line.
+URL carries; the URL never shows up in a response or a log line. These
+servers allow private sources (the camera is on loopback); the refusal of
+private addresses is tested in ``test_pull_limits.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import av
 import httpx
 import numpy as np
 import pytest
+from support.camera import MjpegCamera
 
 from watcher.backoff import Backoff
+from watcher.media.testsrc import SyntheticScene
 from watcher.overshoot.refs import frame_url, window_url
 from watcher.server.app import EmbeddedServer, create_app
 from watcher.server.backends.frames import FramesModel
@@ -107,7 +111,9 @@ def pull_camera(tmp_path: Path) -> Iterator[Camera]:
 
 @pytest.fixture
 async def pull_server() -> AsyncIterator[tuple[EmbeddedServer, httpx.AsyncClient]]:
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=[FramesModel()])
+    app = create_app(ServerSettings(api_keys=[KEY], allow_private_sources=True,
+                                    pull_connect_timeout_seconds=10),
+                     backends=[FramesModel()])
     server: EmbeddedServer = app.state.server
     server.puller.backoff = Backoff(initial=0.05, maximum=0.2, jitter=0)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -159,7 +165,9 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["publish"] is None and body["state"] == "active"
+    assert body["source"] == {"type": "hls"}  # echoed, never the url
     stream_id = body["id"]
+    assert server.puller.pull_stats(stream_id)["frames"] + 1 >= 1  # created once connected
 
     async def status_with_frames() -> dict[str, Any] | None:
         status = (await call("GET", f"/streams/{stream_id}")).json()
@@ -168,7 +176,9 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
 
     status = await until(status_with_frames, within=10)
     assert status["source"] == {"type": "hls"}
-    pull = status["last_pull"]
+    assert isinstance(status["last_pull"], int)  # the last pulled frame's time, in ms
+    assert status["last_pull"] >= status["last_frame_at_ms"]
+    pull = status["pull"]
     assert pull["state"] == "live" and pull["frames"] >= 4
     assert pull["last_error"] is None and isinstance(pull["reconnects"], int)
     assert pull["last_frame_at_ms"] == status["last_frame_at_ms"]
@@ -194,7 +204,7 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
     assert deleted.json() == {"id": stream_id, "deleted": True}
     await until(lambda: not pull_threads(stream_id), within=3)
     final = (await call("GET", f"/streams/{stream_id}")).json()
-    assert final["state"] == "ended" and final["last_pull"]["state"] == "stopped"
+    assert final["state"] == "ended" and final["pull"]["state"] == "stopped"
     assert server.puller.pull_stats(stream_id) is None
 
     for response in responses:
@@ -203,28 +213,58 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
     assert "secret" not in caplog.text and pull_camera.url not in caplog.text
 
 
-async def test_unreachable_camera_is_retried_and_reported_without_its_url(
+async def test_a_camera_that_cannot_be_opened_fails_the_create(
         pull_server: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    _, client = pull_server
+    server, client = pull_server
+    server.settings = server.settings.model_copy(update={"pull_connect_timeout_seconds": 0.5})
     url = f"rtsp://admin:secret@127.0.0.1:{free_port()}/stream1"
     created = await client.post("/streams", json={"source": {"type": "rtsp", "url": url}})
-    assert created.status_code == 201 and created.json()["publish"] is None
-    stream_id = created.json()["id"]
-
-    async def retried() -> dict[str, Any] | None:
-        pull = (await client.get(f"/streams/{stream_id}")).json()["last_pull"]
-        return pull if pull["reconnects"] >= 2 else None
-
-    pull = await until(retried, within=5)
-    assert pull["state"] == "reconnecting" and pull["frames"] == 0
-    assert "refused" in pull["last_error"].lower() and "127.0.0.1" not in pull["last_error"]
-    keepalive = await client.post(f"/streams/{stream_id}/keepalive")
-    assert keepalive.status_code == 200 and keepalive.json()["publish"] is None
-
-    await client.delete(f"/streams/{stream_id}")
-    await until(lambda: not pull_threads(stream_id), within=3)
+    assert created.status_code == 422, created.text
+    message = created.json()["detail"]
+    assert message.startswith("Could not connect to source url within 0.5 s (")
+    assert "refused" in message.lower()
+    assert "secret" not in message and "127.0.0.1" not in message
+    assert (await client.get("/streams")).json()["data"] == []  # no stream was left behind
+    assert server.puller.active_pulls == 0
+    await until(lambda: not any("rtsp pull" in t.name for t in threading.enumerate()
+                                if t.is_alive()), within=5)
     assert "secret" not in caplog.text and url not in caplog.text
+
+
+async def test_a_camera_that_drops_after_connecting_is_retried(pull_server: Any) -> None:
+    _, client = pull_server
+    camera = MjpegCamera(SyntheticScene(width=160, height=120, fps=10, noise=0))
+    camera.start()
+    try:
+        created = await client.post("/streams", json={"source": {"type": "hls",
+                                                                 "url": camera.url}})
+        assert created.status_code == 201, created.text
+        stream_id = created.json()["id"]
+        camera.stop()
+
+        async def retried() -> dict[str, Any] | None:
+            pull = (await client.get(f"/streams/{stream_id}")).json()["pull"]
+            return pull if pull["reconnects"] >= 2 else None
+
+        pull = await until(retried, within=10)
+        assert pull["state"] == "reconnecting" and pull["frames"] >= 1
+        assert "127.0.0.1" not in (pull["last_error"] or "")
+        keepalive = await client.post(f"/streams/{stream_id}/keepalive")
+        assert keepalive.status_code == 200 and keepalive.json()["publish"] is None
+
+        camera.start()
+        frames = pull["frames"]
+
+        async def live_again() -> bool:
+            pull = (await client.get(f"/streams/{stream_id}")).json()["pull"]
+            return pull["state"] == "live" and pull["frames"] > frames
+
+        await until(live_again, within=15)
+        await client.delete(f"/streams/{stream_id}")
+        await until(lambda: not pull_threads(stream_id), within=5)
+    finally:
+        camera.stop()
 
 
 @pytest.mark.parametrize(("kind", "url"), [
@@ -257,4 +297,4 @@ async def test_server_shutdown_stops_every_pull(pull_server: Any, pull_camera: C
     await server.aclose()
     assert not any(pull_threads(i) for i in ids)
     owner = key_id(KEY)
-    assert [server.registry.get(i, owner).last_pull["state"] for i in ids] == ["stopped"] * 2
+    assert [server.registry.get(i, owner).pull_status["state"] for i in ids] == ["stopped"] * 2

@@ -186,7 +186,8 @@ async def test_pull_storer_applies_the_cap() -> None:
     assert (status["recent_fps"], status["received_fps"]) == (5.0, 15.0)
     assert {b - a for a, b in itertools.pairwise(stored_times(stream))} == {200}
     puller._refresh(pull)
-    assert stream.last_pull is not None and stream.last_pull["frames_skipped"] == 100
+    assert stream.pull_status is not None and stream.pull_status["frames_skipped"] == 100
+    assert stream.last_pull_ms == clock.now_ms()  # skipped frames were pulled too
 
 
 # -- the JPEG budget -------------------------------------------------------------------------------

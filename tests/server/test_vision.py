@@ -418,7 +418,7 @@ async def test_complete_rejects_requests_without_frames() -> None:
 async def test_complete_rejects_remote_and_broken_images() -> None:
     with pytest.raises(ChatProblem) as caught:
         await VisionModel().complete(chat(ExternalImage("https://example.com/cat.jpg")))
-    assert (caught.value.status, caught.value.code) == (422, "image_url_unsupported")
+    assert (caught.value.status, caught.value.code) == (400, "image_url_unsupported")
     with pytest.raises(ChatProblem) as caught:
         await VisionModel().complete(chat(ExternalImage("data:image/png;base64,@@@")))
     assert (caught.value.status, caught.value.code) == (422, "image_invalid")

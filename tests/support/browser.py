@@ -1,44 +1,48 @@
-"""Headless Chromium (Debian's ``chromium`` package) driven by Playwright, for page tests.
+"""A real headless Chromium (Debian's ``chromium``) driven by Playwright, with a fake camera.
 
-The browser is never downloaded: Playwright starts ``/usr/bin/chromium``
-(``WATCHER_TEST_CHROMIUM`` overrides the path). Without it, or without the
-``playwright`` package, the tests that need it skip with the reason, except
-under ``CI=true``, where that is a failure (``.ci/run`` installs chromium).
+Where no browser is installed the test is skipped with the reason, except under
+``CI=true``, where that is a failure: a skipped browser test tests nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("WATCHER_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
-def unavailable(reason: str) -> None:
-    message = f"no browser for page tests: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _executable() -> str | None:
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
 
 
 @contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    """A launched headless Chromium (a Playwright ``Browser``)."""
+async def chromium(*, fake_camera: bool = False) -> AsyncIterator[Any]:
+    """A launched Chromium browser (Playwright ``Browser``)."""
+    executable = _executable()
+    if executable is None:
+        _unavailable(f"no browser: {CHROMIUM} is not installed (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright
-    except ImportError as exc:
-        unavailable(f"the playwright package is not installed ({exc})")
-        raise AssertionError("unreachable") from exc
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (one stat, before any I/O)
-        unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=ARGS + (FAKE_CAMERA if fake_camera else []))
         try:
             yield browser
         finally:

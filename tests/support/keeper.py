@@ -39,6 +39,7 @@ class Spec:
     width: int = 160
     height: int = 120
     pull: bool = False
+    passthrough: str = "never"
 
 
 @dataclass
@@ -50,9 +51,10 @@ class Harness:
     keepers: list[StreamKeeper]
 
     def keeper(self, spec: Spec | None = None, *, sleep=asyncio.sleep,
-               timings: KeeperTimings | None = None) -> StreamKeeper:
+               timings: KeeperTimings | None = None, **options) -> StreamKeeper:
         keeper = StreamKeeper(
             spec or Spec(), self.client, http=self.http, clock=self.clock, sleep=sleep,
+            **options,
             timings=timings or KeeperTimings(check_interval=0.1, first_frame_timeout=10,
                                              stale_after=1.0,
                                              recreate_backoff=(0.05, 0.5),

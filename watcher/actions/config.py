@@ -15,6 +15,8 @@ from pydantic import BeforeValidator, ConfigDict, Field
 
 from watcher.actions.base import ACTION_TYPES, Action
 from watcher.actions.email import EmailAction, EmailOptions
+from watcher.actions.mqtt import MqttAction
+from watcher.actions.mqtt_options import MqttOptions
 from watcher.actions.slack import SlackAction, SlackOptions
 from watcher.actions.webhook import WebhookAction, WebhookOptions
 from watcher.configbase import Section
@@ -24,6 +26,8 @@ __all__ = [
     "ActionOptions",
     "EmailAction",
     "EmailOptions",
+    "MqttAction",
+    "MqttOptions",
     "SlackAction",
     "SlackOptions",
     "WebhookAction",
@@ -31,7 +35,7 @@ __all__ = [
     "build_action",
 ]
 
-ActionOptions = WebhookOptions | SlackOptions | EmailOptions
+ActionOptions = WebhookOptions | SlackOptions | EmailOptions | MqttOptions
 """The options model of any action type."""
 
 
@@ -40,7 +44,7 @@ class _ActionType(Section):
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["webhook", "slack", "email"] = Field(description="The action type.")
+    type: Literal["webhook", "slack", "email", "mqtt"] = Field(description="The action type.")
 
 
 def _type_first(value: Any) -> Any:
@@ -51,7 +55,7 @@ def _type_first(value: Any) -> Any:
 
 ActionConfig = Annotated[
     Annotated[ActionOptions, Field(discriminator="type")], BeforeValidator(_type_first)]
-"""One ``actions:`` entry: its ``type`` (webhook, slack, email) selects its options."""
+"""One ``actions:`` entry: its ``type`` (webhook, slack, email, mqtt) selects its options."""
 
 def build_action(name: str, options: ActionOptions, *, http: httpx.AsyncClient) -> Action:
     """The :class:`Action` ``options`` configure, named ``name``; HTTP ones use ``http``."""

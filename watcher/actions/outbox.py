@@ -21,13 +21,17 @@ never waits for a worker, and an action whose worker is busy is left out of
 the next query. Nothing is dropped silently: every delivery ends ``sent``,
 ``summarized`` or ``dead`` (``watcher alerts --dead`` lists the dead letters).
 
-At-least-once: a delivery is marked ``delivering`` before the attempt and
-``sent`` after it, so a crash in between sends it again after the restart
-(``reset_in_flight``); receivers dedupe on the idempotency key, which is the
-same on every attempt. Only one outbox may work on a store at a time. A store
-write that fails after an attempt (marking it sent, scheduling its retry) is
-retried in place with a backoff up to :data:`STORE_RETRY_MAX_S`, so a
-transient store error never strands a row in ``delivering`` until a restart.
+At-least-once: a delivery is claimed (``delivering``) before the attempt and
+marked ``sent`` after it, so a crash in between sends it again after the
+restart (``reset_in_flight``); receivers dedupe on the idempotency key, which
+is the same on every attempt. On a shared (PostgreSQL) store several outboxes
+may run at once: each claim names its outbox's store instance and holds for
+the attempt timeout plus :data:`CLAIM_MARGIN_S`, only one outbox wins a
+claim, and a claim whose outbox died lapses so another sends it
+(:mod:`watcher.store.deliveries`). A store write that fails after an attempt
+(marking it sent, scheduling its retry) is retried in place with a backoff up
+to :data:`STORE_RETRY_MAX_S`, so a transient store error never strands a row
+in ``delivering``.
 
 Rate limit (``rate_limit: {count, per}``): a sliding window of at most
 ``count`` messages (a summary counts as one) in any ``per`` seconds, kept in
@@ -56,7 +60,7 @@ from watcher.actions.base import Action, DeliveryError
 from watcher.backoff import Backoff
 from watcher.clock import Clock
 from watcher.duration import parse_duration
-from watcher.engine.store import AlertStore, DeliveryRecord
+from watcher.store import AlertStore, DeliveryRecord
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,15 @@ BATCH_SIZE = 100
 """Due deliveries loaded per query (and so the most one summary stands for)."""
 ATTEMPT_TIMEOUT_S = 120.0
 """A safety net over the channels' own timeouts: a hung attempt counts as failed."""
+DEFAULT_CLAIM_S = 600.0
+"""Claim length (before the margin) when attempts have no timeout."""
 MAX_IDLE_S = 60.0
 """Longest sleep while something is pending (re-reads the clock at least this often)."""
 ERROR_PAUSE_S = 5.0
 """How long an action rests after an unexpected error (a store error, a bug)."""
+CLAIM_MARGIN_S = 60.0
+"""A delivery claim outlasts the attempt timeout by this much, so it never lapses (and
+lets another instance send it) while this one may still be sending."""
 STORE_RETRY_INITIAL_S = 0.5
 STORE_RETRY_MAX_S = 30.0
 """A failed store write after a claim is retried after 0.5 s, 1 s, 2 s ... at most 30 s apart."""
@@ -182,6 +191,7 @@ class Outbox:
         self._dispatcher: asyncio.Task[None] | None = None
         self._workers = {name: _Worker(name, action, _rate_limit(action), _max_age_ms(action))
                          for name, action in self.actions.items()}
+        self._claim_ms = round(((attempt_timeout_s or DEFAULT_CLAIM_S) + CLAIM_MARGIN_S) * 1000)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -402,8 +412,9 @@ class Outbox:
         if event is None:
             await self._dead(d, f"event {d.event_id} is no longer stored")
             return
-        if not await self._persist(f"the claim of event {d.event_id}",
-                                   lambda: self.store.mark_delivering(d.id, now)):
+        if not await self._persist(
+                f"the claim of event {d.event_id}",
+                lambda: self.store.mark_delivering(d.id, now, claim_ms=self._claim_ms)):
             return
         attempt = d.attempts + 1
         error = await self._attempt(worker, worker.action.send(event, d.idempotency_key))
@@ -437,7 +448,8 @@ class Outbox:
         for d in candidates:
             claimed = await self._persist(
                 f"the claim of event {d.event_id}",
-                lambda d=d: self.store.mark_delivering(d.id, now, summary_id=key))
+                lambda d=d: self.store.mark_delivering(d.id, now, summary_id=key,
+                                                       claim_ms=self._claim_ms))
             if claimed:
                 members.append(d)
         if not members:

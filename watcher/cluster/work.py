@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 def config_groups(config: WatcherConfig) -> list[CameraGroup]:
     """The camera groups of the enabled streams, tied by the enabled rules."""
     streams = [s.name for s in config.streams if s.enabled]
-    return camera_groups(streams, [r.stream_names for r in config.rules if r.enabled])
+    rules = [r for r in config.rules if r.enabled]
+    by_name = {r.name: r for r in rules}
+    # A rule asked when another fires (on_alert) runs where the leader runs: tie their
+    # streams into one group.
+    follow_ups = [[*r.stream_names, *by_name[leader].stream_names]
+                  for r in rules for leader in r.on_alert if leader in by_name]
+    return camera_groups(streams, [r.stream_names for r in rules] + follow_ups)
 
 
 def rule_group(rule: RuleConfig, groups: dict[str, str]) -> str | None:

@@ -8,7 +8,6 @@ serialize. Times are Unix milliseconds (``*_ms``) with ISO 8601 UTC twins
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 
 from watcher.clock import Clock, SystemClock
 from watcher.console.config import ClipsConfig
-from watcher.engine.reviews import FEEDBACK_LABELS, Ack, Feedback
 from watcher.engine.schema import schema_fields
 from watcher.engine.silences import (
     AlertLabels,
@@ -28,9 +26,10 @@ from watcher.engine.silences import (
 )
 from watcher.engine.state import Kind
 from watcher.engine.store import AlertEventRecord, AlertStore, DeliveryRecord, DeliveryStatus
-from watcher.engine.timeline import TimelineQuery
 from watcher.observe.snapshot import iso_ms, stream_documents
 from watcher.observe.source import StatusSource
+from watcher.store.reviews import FEEDBACK_LABELS, Ack, Feedback
+from watcher.store.timeline import EventDetails, TimelineQuery
 
 MAX_NOTE = 2000
 
@@ -56,20 +55,17 @@ class ConsoleSource:
 
 # -- the timeline ------------------------------------------------------------------
 async def events_page(src: ConsoleSource, query: TimelineQuery) -> dict[str, Any]:
-    events = await src.store.timeline(query)
-    docs = await event_documents(src, events)
+    events, details = await src.store.timeline_page(query)
+    docs = event_documents(src, events, details)
     last = events[-1] if len(events) == query.limit else None
     return {"events": docs,
             "next_before": f"{last.created_ms}:{last.id}" if last is not None else None}
 
 
-async def event_documents(src: ConsoleSource, events: list[AlertEventRecord],
-                          ) -> list[dict[str, Any]]:
-    ids = [e.id for e in events if e.id is not None]
-    episode_keys = list({(e.rule, e.stream_key, e.episode) for e in events})
-    deliveries, marks, clips, episodes, acks = await asyncio.gather(
-        src.store.deliveries_for_events(ids), src.store.feedback(ids), src.store.clip_ids(ids),
-        src.store.episode_times(episode_keys), src.store.acks(episode_keys))
+def event_documents(src: ConsoleSource, events: list[AlertEventRecord],
+                    details: EventDetails) -> list[dict[str, Any]]:
+    deliveries, marks, clips = details.deliveries, details.feedback, details.clip_ids
+    episodes, acks = details.episodes, details.acks
     now = src.clock.now_ms()
     out = []
     for e in events:
@@ -126,7 +122,7 @@ async def event_detail(src: ConsoleSource, event_id: int) -> dict[str, Any] | No
     event = await src.store.event(event_id)
     if event is None:
         return None
-    [doc] = await event_documents(src, [event])
+    [doc] = event_documents(src, [event], await src.store.event_details([event]))
     clip = await src.store.clip(event_id, data=False)
     stream = doc["streams"][0]
     doc.update({

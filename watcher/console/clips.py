@@ -35,11 +35,11 @@ import numpy as np
 
 from watcher.clock import Clock
 from watcher.console.config import CONTENT_TYPES, ClipsConfig
-from watcher.engine.reviews import Clip
 from watcher.engine.state import Kind
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.errors import WatcherError
 from watcher.media.tracks import LatestFrame
+from watcher.store.reviews import Clip
 
 log = logging.getLogger(__name__)
 

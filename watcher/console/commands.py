@@ -33,11 +33,11 @@ from typing import Any, TextIO
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig
 from watcher.console.api import new_silence_id, silence_document
-from watcher.engine.reviews import Feedback
 from watcher.engine.rules import MEMORY
 from watcher.engine.silences import Silence, SilenceError, matchers_from_options, validate
 from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.observe.snapshot import iso_ms
+from watcher.store.reviews import Feedback
 
 FEEDBACK_LABEL = {"real": "event", "false_alarm": "false_alarm"}
 

@@ -28,8 +28,8 @@ from watcher.console.auth import CSRF_FIELD, SESSION_COOKIE, ConsoleAuth
 from watcher.console.routes import event_id_of, timeline_query
 from watcher.duration import parse_duration
 from watcher.engine.silences import SilenceError, matchers_from_options
-from watcher.engine.timeline import FEEDBACK_FILTERS, STATUSES
 from watcher.logs import redact
+from watcher.store.timeline import FEEDBACK_FILTERS, STATUSES
 
 HERE = Path(__file__).parent
 FILTERS = ("rule", "stream", "severity", "status", "since", "until", "silenced", "feedback")

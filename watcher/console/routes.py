@@ -36,8 +36,8 @@ from watcher.console import api
 from watcher.console.api import BadRequest, ConsoleSource
 from watcher.console.clips import to_jpeg
 from watcher.duration import parse_duration
-from watcher.engine.timeline import TimelineQuery
 from watcher.logs import redact, redact_data
+from watcher.store.timeline import TimelineQuery
 
 MAX_BODY = 64 * 1024
 

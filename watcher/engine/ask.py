@@ -87,21 +87,31 @@ class ModelsExhausted(OvershootError):
     """Every model (the rule's and its fallbacks) failed."""
 
 
-def frame_refs(question: Question, stream_ids: list[str]) -> list[str]:
-    """The ovs:// URL asked for each stream."""
+def frame_refs(question: Question, stream_ids: list[str], end_back_ms: int = 0) -> list[str]:
+    """The ovs:// URL asked for each stream.
+
+    ``end_back_ms`` > 0 ends a window that long before now (a change-triggered ask
+    whose change is older than the ask: its window ends at the change)."""
     if question.window_ms is None:
         return [frame_url(sid, frame_index=-1) for sid in stream_ids]
     # Negative: back from now (a start offset of 0 would mean the oldest retained frame).
     back_ms = max(1, question.window_ms)
+    if end_back_ms > 0:
+        return [window_url(sid, start_offset_ms=-(back_ms + end_back_ms),
+                           end_offset_ms=-end_back_ms, max_fps=question.max_fps)
+                for sid in stream_ids]
     return [window_url(sid, start_offset_ms=-back_ms, max_fps=question.max_fps)
             for sid in stream_ids]
 
 
 def build_request(question: Question, stream_ids: list[str], stream_names: list[str],
-                  model: str) -> ChatRequest:
-    parts: list[Any] = [question.prompt]
+                  model: str, *, end_back_ms: int = 0, prompt: str | None = None,
+                  ) -> ChatRequest:
+    """``prompt`` replaces the question's (a rendered prompt template)."""
+    parts: list[Any] = [question.prompt if prompt is None else prompt]
     part_type = ImageUrlPart if question.window_ms is None else VideoUrlPart
-    for name, url in zip(stream_names, frame_refs(question, stream_ids), strict=True):
+    for name, url in zip(stream_names, frame_refs(question, stream_ids, end_back_ms),
+                         strict=True):
         if len(stream_ids) > 1:
             parts.append(f"Camera {name}:")
         parts.append(part_type.of(url))
@@ -116,12 +126,14 @@ def build_request(question: Question, stream_ids: list[str], stream_names: list[
 
 
 async def ask(client: OvershootClient, question: Question, stream_ids: list[str],
-              stream_names: list[str]) -> Answer:
+              stream_names: list[str], *, end_back_ms: int = 0,
+              prompt: str | None = None) -> Answer:
     """Ask ``question`` about the streams; model failures fall back, stream failures raise."""
     models = [question.model, *question.fallback_models]
     failures: list[str] = []
     for model in models:
-        request = build_request(question, stream_ids, stream_names, model)
+        request = build_request(question, stream_ids, stream_names, model,
+                                end_back_ms=end_back_ms, prompt=prompt)
         try:
             answer = await _ask_model(client, question, request)
         except OvershootError as exc:

@@ -124,6 +124,8 @@ class Condition:
         self.fields: dict[str, str] | None = None if fields is None else dict(fields)
         self._tree = _parse(expr)
         self._names = _check(self._tree, self.fields)
+        if self.fields is not None:
+            _check_comparisons(self._tree, self.fields)
 
     def __repr__(self) -> str:
         return f"Condition({self.expr!r})"
@@ -265,6 +267,89 @@ def _forbidden(node: ast.AST) -> str:
         if isinstance(node, kind):
             return hint
     return f"{type(node).__name__} is not allowed in a condition"
+
+
+# --- types of comparisons ----------------------------------------------------------------
+
+_KINDS = {"integer": "number", "number": "number", "boolean": "boolean", "string": "string",
+          "array": "array", "object": "object"}
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
+            ast.NotEq: "!=", ast.In: "in", ast.NotIn: "not in"}
+_ARTICLE = {"number": "a number", "boolean": "a boolean", "string": "a string",
+            "array": "a list", "object": "an object"}
+
+
+def _kind(node: ast.AST, fields: Mapping[str, str]) -> str | None:
+    """The JSON kind an operand surely has (number, string, ...), or None if unknown."""
+    if isinstance(node, ast.Name):
+        if node.id in fields:
+            return _KINDS.get(fields[node.id])
+        value = CONSTANTS.get(node.id)
+        return "boolean" if isinstance(value, bool) else None
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool):
+            return "boolean"
+        if isinstance(value, int | float):
+            return "number"
+        return "string" if isinstance(value, str) else None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        return "number" if _kind(node.operand, fields) == "number" else None
+    if isinstance(node, ast.List | ast.Tuple):
+        return "array"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return {"len": "number", "lower": "string", "upper": "string"}.get(node.func.id)
+    return None
+
+
+def _check_comparisons(tree: ast.Expression, fields: Mapping[str, str]) -> None:
+    """Reject comparisons whose sides can never be compared as meant (``motion > "x"``).
+
+    Only operands whose type is certain (a schema field, a literal, len(), lower())
+    are checked; numbers and booleans compare with each other as in Python.
+    """
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        left = node.left
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            _check_pair(left, op, right, fields)
+            left = right
+
+
+def _check_pair(left: ast.AST, op: ast.cmpop, right: ast.AST,
+                fields: Mapping[str, str]) -> None:
+    a, b = _kind(left, fields), _kind(right, fields)
+    shown = f"`{ast.unparse(left)} {_SYMBOLS.get(type(op), '?')} {ast.unparse(right)}`"
+    numeric = {"number", "boolean"}
+    if isinstance(op, _ORDERING):
+        if a is None or b is None or a == b or {a, b} <= numeric:
+            return
+        raise ConditionError(f"{shown} orders {_ARTICLE[a]} against {_ARTICLE[b]}: it fails "
+                             "on every answer" + _hint(left, right, a, b))
+    elif isinstance(op, ast.Eq | ast.NotEq):
+        if a is None or b is None or a == b or {a, b} <= numeric:
+            return
+        outcome = "never true" if isinstance(op, ast.Eq) else "always true"
+        raise ConditionError(f"{shown} compares {_ARTICLE[a]} with {_ARTICLE[b]}: it is "
+                             f"{outcome}" + _hint(left, right, a, b))
+    elif isinstance(op, ast.In | ast.NotIn):
+        if b in ("number", "boolean"):
+            raise ConditionError(f"{shown}: `in` needs a list or a string on its right, not "
+                                 f"{_ARTICLE[b]}")
+        if b == "string" and a is not None and a != "string":
+            raise ConditionError(f"{shown}: only a string can be found in a string, not "
+                                 f"{_ARTICLE[a]}")
+
+
+def _hint(left: ast.AST, right: ast.AST, a: str, b: str) -> str:
+    if "array" in (a, b) and "number" in (a, b):
+        listed = left if a == "array" else right
+        return f" (count the items with len({ast.unparse(listed)}))"
+    if "string" in (a, b) and "number" in (a, b):
+        return " (compare with a number, without quotes)" if b == "string" else ""
+    return ""
 
 
 # --- evaluating ----------------------------------------------------------------------------

@@ -45,9 +45,11 @@ from watcher.engine.runner import (
     OnRecorded,
     OnStored,
     RuleRunner,
+    StepObserver,
 )
 from watcher.engine.silences import SilenceBook
 from watcher.engine.store import AlertStore
+from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,13 @@ class RuleEngine:
         self.rules = {r.name: r for r in rules if r.enabled}
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
+        self.observers: list[StepObserver] = []
+        """Called after every step that changed an alert (live views, Home Assistant)."""
+        self.paused: set[str] = set()
+        """Rules switched off at run time: kept, with their alert state, but not asked."""
+        self.triggers = TriggeredRules(self)
+        """``on_change`` and ``on_alert``: asks besides the schedule."""
+        self.observers.append(self.triggers.on_step)
         self._scheduler: AsyncIOScheduler | None = None
 
     async def start(self) -> None:
@@ -137,6 +146,7 @@ class RuleEngine:
         for rule in self.rules.values():
             self._schedule(rule)
         scheduler.start()
+        self.triggers.arm()
         log.info("rule engine started with %d rule(s)", len(self.runners))
 
     async def apply(self, rules: list[RuleConfig], *,
@@ -175,20 +185,51 @@ class RuleEngine:
             self.runners[name] = runner
             self._schedule(rule)
         self.rules = new
+        if self._scheduler is not None:
+            self.triggers.arm()
         return changes
 
     def _runner(self, rule: RuleConfig) -> RuleRunner:
-        return RuleRunner(rule, default_model=self.default_model, client=self.client,
-                          streams=self.streams, store=self.store, clock=self.clock,
-                          emit=self.emit, actions=self.actions, on_recorded=self.on_recorded,
-                          silences=self.silences, on_stored=self.on_stored,
-                          console_url=self.console_url, fence=self.fence)
+        runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
+                            streams=self.streams, store=self.store, clock=self.clock,
+                            emit=self.emit, actions=self.actions,
+                            on_recorded=self.on_recorded, fence=self.fence,
+                            silences=self.silences, on_stored=self.on_stored,
+                            console_url=self.console_url)
+        runner.observers = self.observers
+        return runner
+
+    def is_enabled(self, name: str) -> bool:
+        """Whether ``name`` is configured, enabled and not switched off at run time."""
+        return name in self.rules and name not in self.paused
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Switch a configured rule on or off at run time; False if there is no such rule.
+
+        Off, its ticks stop (an evaluation in flight finishes) and its alert state
+        stays as it is; on, it ticks again from its next scheduled time."""
+        if name not in self.rules:
+            return False
+        if enabled:
+            self.paused.discard(name)
+        else:
+            self.paused.add(name)
+        job = self._scheduler.get_job(name) if self._scheduler is not None else None
+        if job is not None:
+            if enabled:
+                job.resume()
+            else:
+                job.pause()
+        return True
 
     def _schedule(self, rule: RuleConfig) -> None:
         assert self._scheduler is not None
-        self._scheduler.add_job(self._tick, trigger=self._trigger(rule), args=[rule.name],
-                                id=rule.name, name=rule.name, coalesce=True, max_instances=1,
-                                misfire_grace_time=self._grace(rule), replace_existing=True)
+        job = self._scheduler.add_job(
+            self._tick, trigger=self._trigger(rule), args=[rule.name], id=rule.name,
+            name=rule.name, coalesce=True, max_instances=1,
+            misfire_grace_time=self._grace(rule), replace_existing=True)
+        if rule.name in self.paused:
+            job.pause()
 
     async def _retire(self, name: str, wait_s: float | None = None) -> None:
         """Unschedule a rule and wait for its evaluation in flight, if any (at most
@@ -208,6 +249,7 @@ class RuleEngine:
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
             return
+        await self.triggers.aclose()
         scheduler.pause()
         busy = [r._lock for r in self.runners.values() if r._lock.locked()]
 
@@ -225,7 +267,7 @@ class RuleEngine:
 
     async def _tick(self, name: str) -> None:
         runner = self.runners.get(name)
-        if runner is not None:
+        if runner is not None and name not in self.paused:
             await runner.evaluate()
 
     # -- scheduling ----------------------------------------------------------

@@ -55,13 +55,11 @@ inside a pack are reported at the pack's own file:line; loading lives in
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
@@ -75,14 +73,19 @@ from pydantic import (
     model_validator,
 )
 
-from watcher.configbase import BASE_DIR, Section
+from watcher.configbase import Section
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
+from watcher.media.changes import DEFAULT_CHANGE_THRESHOLD
+from watcher.store.config import DEFAULT_STATE_PATH, StateConfig
+from watcher.store.database import MEMORY
 from watcher.yamlfile import Loc
 
 __all__ = [
+    "DEFAULT_STATE_PATH",
     "IN_PACK",
+    "MEMORY",
     "ConfirmConfig",
     "IncludeConfig",
     "RuleConfig",
@@ -94,8 +97,6 @@ __all__ = [
 
 IN_PACK = "in_pack"
 """Validation-context key: the rules being validated come from a rule pack."""
-DEFAULT_STATE_PATH = "watcher-state.sqlite3"
-MEMORY = ":memory:"
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
@@ -103,6 +104,8 @@ _DIGIT = re.compile(r"[0-9]")
 
 Severity = Literal["info", "warning", "critical"]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
+DEFAULT_HEARTBEAT_S = 60.0
+"""The schedule of an ``on_change``/``on_alert`` rule that gives none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +353,20 @@ class RuleConfig(_Question):
         "(default: none; each request still has overshoot.timeout_seconds).")
     confirm: ConfirmConfig | None = Field(
         None, description="A second question asked before the rule may fire.")
+    on_change: bool = Field(
+        False, description="Also ask as soon as the picture of one of the rule's streams "
+        "changes; the schedule stays as a heartbeat (default 1m).")
+    change_threshold: float = Field(
+        DEFAULT_CHANGE_THRESHOLD, gt=0, le=1, description="With on_change: the fraction of "
+        "the picture that must change (of a 32x24 grey thumbnail, brightness removed; 0.01 "
+        "= 1 %).")
+    min_interval: PositiveDuration = Field(
+        1.0, description="With on_change or on_alert: at most one triggered ask per this "
+        "interval; triggers meanwhile coalesce into one follow-up ask.")
+    on_alert: list[str] = Field(
+        default_factory=list, description="Ask at once when one of these rules fires; the "
+        "prompt may use {{ trigger.rule }}, {{ trigger.stream }} and "
+        "{{ trigger.answer.FIELD }} (the default schedule is then a 1m heartbeat).")
 
     _origin: RuleOrigin | None = PrivateAttr(None)
 
@@ -398,7 +415,19 @@ class RuleConfig(_Question):
             raise ValueError("needs `stream: NAME`, or `streams: [A, B]` for a cross-camera "
                              f"question{hint}")
         if self.every is None and self.cron is None:
-            raise ValueError("needs a schedule: `every: 30s`, or `cron: '*/5 * * * *'`")
+            if not (self.on_change or self.on_alert):
+                raise ValueError("needs a schedule: `every: 30s`, or `cron: '*/5 * * * *'` "
+                                 "(or `on_change: true`, with a 1m heartbeat)")
+            self.every = DEFAULT_HEARTBEAT_S
+        if self.name in self.on_alert:
+            raise ValueError("on_alert names the rule itself")
+        if self.on_alert:
+            from watcher.actions.templates import compile_template
+
+            try:
+                compile_template(self.prompt)
+            except ValueError as exc:
+                raise ValueError(f"prompt: {exc}") from None
         return self
 
     # --- views ---
@@ -531,29 +560,3 @@ class IncludeConfig(Section):
 
 IncludeEntry = Annotated[IncludeConfig, BeforeValidator(_include_entry)]
 
-
-# --- other sections rules refer to ---------------------------------------------------------
-
-class StateConfig(Section):
-    """Where the daemon keeps alert state and the delivery outbox across restarts."""
-
-    path: str = Field(
-        DEFAULT_STATE_PATH, validate_default=True, description="SQLite file, relative to the "
-        "config file's directory (`:memory:` keeps state only while running).")
-    keep_events_for: PositiveDuration = Field(
-        30 * 86400.0, description="Alert events (with their snapshots) older than this are "
-        "pruned, once none of their deliveries is still pending.")
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("is empty: give a file name such as watcher-state.sqlite3")
-        if value == MEMORY:
-            return value
-        if "\x00" in value:
-            raise ValueError("is not a usable file name")
-        context = info.context if isinstance(info.context, Mapping) else {}
-        base = Path(context.get(BASE_DIR) or Path.cwd())
-        return os.path.normpath(base / Path(value).expanduser())

@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 import cv2
 
+from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
 from watcher.engine.condition import Condition, ConditionError, default_condition
@@ -40,6 +41,7 @@ from watcher.engine.schema import schema_fields
 from watcher.engine.silences import AlertLabels, SilenceBook
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
 from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.triggers import TICK, Trigger
 from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
 from watcher.media.tracks import LatestFrame
@@ -63,6 +65,8 @@ OnStored = Callable[[list[AlertEventRecord]], None]
 """Called with every stored event, notifying or not (evidence clips)."""
 HISTORY_KEPT = 240
 """Evaluations kept per rule for the console's chart."""
+StepObserver = Callable[[str, str, AlertState, list[AlertEventRecord]], None]
+"""``(rule, stream_key, new state, stored events)`` after a step that changed an alert."""
 FenceFor = Callable[[Sequence[str]], Any]
 """Cluster mode: the fence a rule's writes carry, given its stream names (passed to
 ``store.record(fence=...)``); raises :class:`~watcher.errors.LeaseLostError` when this
@@ -114,6 +118,8 @@ class RuleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     events: int = 0
+    by_trigger: dict[str, int] = field(default_factory=dict)
+    """Evaluations by what caused them: ``tick``, ``change``, ``alert``."""
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     """Model latencies since the last read by metrics (the newest SAMPLES_KEPT)."""
 
@@ -133,6 +139,7 @@ class Evaluation:
     transitions: list[Transition] = field(default_factory=list)
     event_ids: list[int] = field(default_factory=list)
     detail: str | None = None
+    trigger: str = "tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,7 @@ class RuleRunner:
         self.emit = emit
         self.actions = actions
         self.on_recorded = on_recorded
+        self.observers: list[StepObserver] = []
         self.fence = fence
         self.silences = silences
         self.on_stored = on_stored
@@ -196,14 +204,28 @@ class RuleRunner:
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
         self._last_asked_s = 0.0
+        self._prompt_template = (compile_template(rule.prompt) if rule.on_alert else None)
 
-    async def evaluate(self, *, record: bool = True) -> Evaluation:
-        """Evaluate once; with ``record=False`` nothing is stored or sent (``test-rule``)."""
+    def _prompt(self, trigger: Trigger) -> str | None:
+        """The prompt rendered with ``trigger`` (rules with ``on_alert``), else None."""
+        if self._prompt_template is None:
+            return None
+        try:
+            return self._prompt_template.render(trigger=trigger.variables())
+        except Exception as exc:  # a template can raise anything; ask the prompt as written
+            log.warning("rule %s: cannot render its prompt (%s); asking it as written",
+                        self.rule.name, exc)
+            return self.rule.prompt
+
+    async def evaluate(self, *, record: bool = True, trigger: Trigger = TICK) -> Evaluation:
+        """Evaluate once; with ``record=False`` nothing is stored or sent (``test-rule``).
+
+        ``trigger`` says why; a ``change`` trigger's window ends at its ``end_at``."""
         async with self._lock:
-            return await self._evaluate(record)
+            return await self._evaluate(record, trigger)
 
-    async def _evaluate(self, record: bool) -> Evaluation:
-        result = Evaluation(self.rule.name, self.stream_key, "not_ready")
+    async def _evaluate(self, record: bool, trigger: Trigger = TICK) -> Evaluation:
+        result = Evaluation(self.rule.name, self.stream_key, "not_ready", trigger=trigger.kind)
         live = [self.streams.get(name) for name in self.stream_names]
         stream_ids = [s.stream_id if s is not None else None for s in live]
         if any(sid is None for sid in stream_ids):
@@ -215,17 +237,18 @@ class RuleRunner:
             result.detail = blind
             return result
         self.stats.evaluations += 1
+        self.stats.by_trigger[trigger.kind] = self.stats.by_trigger.get(trigger.kind, 0) + 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
         versions = tuple(s.changes.version for s in live)  # type: ignore[union-attr]
-        if self._unchanged(versions, live):  # type: ignore[arg-type]
+        if trigger.kind == "tick" and self._unchanged(versions, live):  # type: ignore[arg-type]
             self.stats.skipped_unchanged += 1
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
             asked_at = time.monotonic()
-            answer = await self._ask(self.primary, ids, result)
+            answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
-                return await self._finish(result, None, live, ids, record)
+                return await self._finish(result, None, live, ids, record, trigger)
             result.answer = answer
             if answer.valid:
                 self._last_answer, self._last_versions = answer, versions
@@ -233,13 +256,18 @@ class RuleRunner:
             matched = self._verdict(self.primary, answer, result)
         if matched and self.confirm is not None and self._would_fire():
             matched = await self._confirmed(ids, result)
-        return await self._finish(result, matched, live, ids, record)
+        return await self._finish(result, matched, live, ids, record, trigger)
 
     # -- asking --------------------------------------------------------------
-    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation) -> Answer | None:
+    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
+                   trigger: Trigger = TICK) -> Answer | None:
+        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+                       if trigger.end_at is not None else 0)
+        prompt = self._prompt(trigger) if spec is self.primary else None
         try:
             async with asyncio.timeout(self.rule.timeout):
-                answer = await ask(self.client, spec.question, ids, self.stream_names)
+                answer = await ask(self.client, spec.question, ids, self.stream_names,
+                                   end_back_ms=end_back_ms, prompt=prompt)
         except TimeoutError:
             self.stats.model_errors += 1
             result.outcome = "model_error"
@@ -335,7 +363,7 @@ class RuleRunner:
     # -- recording -----------------------------------------------------------
     async def _finish(self, result: Evaluation, matched: bool | None,
                       live: Sequence[LiveStream | None], ids: list[str],
-                      record: bool) -> Evaluation:
+                      record: bool, trigger: Trigger = TICK) -> Evaluation:
         now = self.clock.now_ms()
         state, transitions = self.policy.step(self.state, matched, now)
         if record:
@@ -345,7 +373,7 @@ class RuleRunner:
             return result
         state, transitions, silenced_by = await self._gate(state, transitions)
         result.state, result.transitions = state, transitions
-        events = [await self._event(t, result, live, ids, silenced_by.get(i))
+        events = [await self._event(t, result, live, ids, trigger, silenced_by.get(i))
                   for i, t in enumerate(transitions)]
         if state != self.state or events:
             try:
@@ -370,6 +398,9 @@ class RuleRunner:
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         notify = [e for e in stored if e.notify]
+        if state != previous or stored:
+            for observe in self.observers:
+                observe(self.rule.name, self.stream_key, state, stored)
         if notify and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:
@@ -428,6 +459,7 @@ class RuleRunner:
 
     async def _event(self, transition: Transition, result: Evaluation,
                      live: Sequence[LiveStream | None], ids: list[str],
+                     trigger: Trigger = TICK,
                      silenced_by: str | None = None) -> AlertEventRecord:
         answer = result.confirm if result.confirm is not None and result.confirm.valid else (
             result.answer)
@@ -447,8 +479,9 @@ class RuleRunner:
                    if answer is not None else None),
             snapshot=snapshot,
             silenced_by=silenced_by,
-            extra={"streams": self.stream_names, "prompt": self.primary.question.prompt,
-                   "confirmed": result.confirmed,
+            extra={"streams": self.stream_names, "prompt": self._prompt(trigger)
+                   or self.primary.question.prompt, "confirmed": result.confirmed,
+                   "trigger": trigger.kind,
                    "confirm_answer": (result.confirm.data if result.confirm is not None
                                       else None),
                    "latency_s": (round(answer.latency_s, 3) if answer is not None else None),

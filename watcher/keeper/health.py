@@ -26,6 +26,9 @@ class StreamHealth:
     source_state: str
     source_reconnects: int
     last_error: str | None
+    publish_path: str | None = None
+    """``passthrough`` (the source's H.264 as it is) or ``transcode``; None before it opened."""
+    publish_path_reason: str | None = None
 
     @property
     def live(self) -> bool:

@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -47,6 +47,7 @@ from watcher.overshoot.client import OvershootClient
 from watcher.overshoot.models import Publish, StreamSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -70,7 +71,8 @@ def open_stream_source(spec: StreamSpec, sink: LatestFrame,
                        on_frame: FrameCallback) -> VideoSource:
     """The configured camera, file or synthetic source, scaled and paced as configured."""
     return open_source(spec.source, fps=spec.fps, width=spec.width, height=spec.height,
-                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name)
+                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name,
+                       passthrough=getattr(spec, "passthrough", "never"))
 PublisherFactory = Callable[..., Publisher]
 
 
@@ -191,6 +193,8 @@ class StreamKeeper:
             keepalive_failures=self.keepalive_failures,
             source_state=self._source.stats.state if self._source else "stopped",
             source_reconnects=self._source.stats.reconnects if self._source else 0,
+            publish_path=self._source.stats.path if self._source else None,
+            publish_path_reason=self._source.stats.path_reason if self._source else None,
             last_error=self.last_error,
         )
 
@@ -245,18 +249,53 @@ class StreamKeeper:
         self._publish = created.publish
         log.info("stream %s: created %s (lease %ss)", self.name, created.id,
                  created.ttl_seconds)
-        if not self.spec.pull:
-            if self._publish is None:
-                raise StreamLost("the server gave no publish endpoint")
-            self._set_state("publishing")
-            await self._connect_publisher(created.id)
-        self._set_state("waiting_for_first_frame")
-        status = await self.client.wait_for_first_frame(
-            created.id, timeout=self.timings.first_frame_timeout)
+        status = await self._while_renewing(created.id, self._bring_up(created.id))
         self._server_status = status
         self.stream_id = created.id
         self._set_state("live")
         log.info("stream %s: live as %s", self.name, created.id)
+
+    async def _bring_up(self, stream_id: str) -> Any:
+        """Connect the publisher (unless the server pulls) and wait for the first frame."""
+        if not self.spec.pull:
+            if self._publish is None:
+                raise StreamLost("the server gave no publish endpoint")
+            self._set_state("publishing")
+            await self._connect_publisher(stream_id)
+        self._set_state("waiting_for_first_frame")
+        return await self.client.wait_for_first_frame(
+            stream_id, timeout=self.timings.first_frame_timeout)
+
+    async def _while_renewing(self, stream_id: str, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` while renewing the lease on schedule.
+
+        Establishing a stream (a publisher's ICE and DTLS, then the wait for
+        the first frame) can take longer than a short TTL: the lease must not
+        run out before the stream is live. A lost lease (StreamLost) ends ``work``.
+        """
+        job = asyncio.ensure_future(work)
+        renewer = asyncio.ensure_future(self._renew_forever(stream_id))
+        try:
+            await asyncio.wait({job, renewer}, return_when=asyncio.FIRST_COMPLETED)
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+                renewer.result()  # raises why the lease was lost
+            return job.result()
+        finally:
+            for task in (job, renewer):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _renew_forever(self, stream_id: str) -> None:
+        assert self._lease is not None
+        renew_at = self._lease.next_renewal_ms(self._rng)
+        while True:
+            await self._sleep(max(0, renew_at - self.clock.now_ms()) / 1000)
+            renew_at = await self._renew(stream_id)
 
     async def _maintain(self) -> None:
         """Renew the lease and keep the publisher up until the stream is lost.
@@ -346,10 +385,15 @@ class StreamKeeper:
         """Start a publisher with the newest token; refresh the token once on a 401."""
         for attempt in range(2):
             assert self._publish is not None
+            extra: dict[str, Any] = {}
+            packets = self._passthrough_packets()
+            if packets is not None:  # only then: factories that predate it keep working
+                extra["packets"] = packets
             publisher = self._publisher_factory(
                 self._publish.type, self._publish.url, self._publish.token, self.frames,
                 fps=self.spec.fps, width=self.spec.width, height=self.spec.height,
-                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC))
+                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC),
+                **extra)
             try:
                 await publisher.start()
             except AuthenticationError:
@@ -364,7 +408,15 @@ class StreamKeeper:
                     await publisher.stop()
                 raise StreamLost("the publish endpoint is gone") from exc
             self._publisher = publisher
+            self._rate.start(self.frames_sent, self.clock.now_ms())
             return
+
+    def _passthrough_packets(self) -> Any:
+        """The source's packet feed when it publishes its H.264 as it is, else None."""
+        source = self._source
+        if source is None or source.stats.path != "passthrough":
+            return None
+        return getattr(source, "packets", None)
 
     async def _stop_publisher(self) -> None:
         publisher, self._publisher = self._publisher, None
@@ -446,16 +498,36 @@ class _StaleWatch:
 
 
 class _RateMeter:
-    """Frames per second from two samples at least a few seconds apart."""
+    """Frames per second from two samples at least a few seconds apart.
+
+    The first sample is taken when publishing starts (:meth:`start`), so the
+    first reading already tells the rate (over the time since then, once that
+    is :data:`FIRST_READING_MS` long), instead of 0 while frames flow.
+    """
+
+    WINDOW_MS = 2000
+    FIRST_READING_MS = 500
 
     def __init__(self) -> None:
         self._sample: tuple[int, int] | None = None
         self._rate = 0.0
+        self._measured = False
+
+    def start(self, count: int, now_ms: int) -> None:
+        """Publishing (re)starts with ``count`` frames sent so far."""
+        if self._sample is None or count < self._sample[0]:
+            self._sample = (count, now_ms)
 
     def rate(self, count: int, now_ms: int) -> float:
         if self._sample is None or count < self._sample[0]:
             self._sample = (count, now_ms)
-        elif now_ms - self._sample[1] >= 2000:
-            self._rate = round((count - self._sample[0]) * 1000 / (now_ms - self._sample[1]), 2)
-            self._sample = (count, now_ms)
+            return self._rate
+        elapsed = now_ms - self._sample[1]
+        first = (not self._measured and elapsed >= self.FIRST_READING_MS
+                 and count > self._sample[0])
+        if elapsed >= self.WINDOW_MS or first:
+            self._rate = round((count - self._sample[0]) * 1000 / elapsed, 2)
+            self._measured = True
+            if elapsed >= self.WINDOW_MS:
+                self._sample = (count, now_ms)
         return self._rate

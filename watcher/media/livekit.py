@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -74,6 +74,7 @@ class LiveKitPublisher:
         on_state: StateCallback | None = None,
         rtc_module: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError("width and height must be > 0")
@@ -102,6 +103,7 @@ class LiveKitPublisher:
         self.on_state = on_state
         self._rtc = rtc_module
         self._clock = clock
+        self._sleep = sleep
         self.room: Any = None
         self._video_source: Any = None
         self._pacer: asyncio.Task[None] | None = None
@@ -258,7 +260,7 @@ class LiveKitPublisher:
             now = self._clock()
             due = start + n / self.fps
             if now < due:
-                await asyncio.sleep(due - now)
+                await self._sleep(due - now)
             elif now - due >= 1 / self.fps:
                 current = math.floor((now - start) * self.fps)
                 self.ticks_skipped += current - n

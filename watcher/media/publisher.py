@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from watcher.media.livekit import LiveKitPublisher
+from watcher.media.passthrough import PacketFeed
 from watcher.media.tracks import FrameTrack, LatestFrame
 from watcher.media.whip import DEFAULT_CODEC, WhipPublisher
 
@@ -54,12 +55,17 @@ def make_publisher(
     height: int,
     http: httpx.AsyncClient | None = None,
     codec: str = DEFAULT_CODEC,
+    packets: PacketFeed | None = None,
 ) -> Publisher:
     """The publisher for the API's ``publish.type``; ValueError names an unknown type.
 
-    ``codec`` is a MIME type such as ``video/VP8`` or ``video/H264``.
+    ``codec`` is a MIME type such as ``video/VP8`` or ``video/H264``. With
+    ``packets`` (an H.264 passthrough source), WHIP sends those packets as they
+    are, in H.264; LiveKit publishes the decoded frames of ``source`` instead.
     """
     if publish_type == "whip":
+        if packets is not None:
+            return WhipPublisher(url, token, packets.track(), http=http, codec="video/H264")
         return WhipPublisher(url, token, FrameTrack(source, fps), http=http, codec=codec)
     if publish_type == "livekit":
         return LiveKitPublisher(url, token, source, width=width, height=height, fps=fps,

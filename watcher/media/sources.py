@@ -1,8 +1,19 @@
 """Video sources: files, cameras and network streams decoded into a :class:`LatestFrame`.
 
 :func:`open_source` turns a spec into a :class:`VideoSource` that decodes in
-its own thread and puts BGR frames, scaled to ``width`` x ``height`` and
+its own thread and puts frames, scaled to ``width`` x ``height`` and
 decimated to ``fps``, into a one-slot mailbox (only the newest frame is kept).
+
+Decoded media stays in YUV end to end: an :class:`AvSource` delivers
+``av.VideoFrame`` objects in ``yuv420p`` (the decoder's own frame when it is
+already that format and size), which the encoder takes as they are; the
+change tracker reads their Y plane. BGR is built only where a picture is
+needed (a snapshot, a clip). The synthetic source renders BGR arrays.
+
+With ``passthrough`` ``auto`` or ``always``, an H.264 source the peer can take
+as it is (:func:`watcher.media.passthrough.choose_path`) also hands its
+encoded packets to :attr:`AvSource.packets` for the publisher, and decodes
+them (one decoder thread) only for the mailbox and ``on_frame``.
 
 Spec grammar::
 
@@ -22,6 +33,10 @@ A source that fails or drops reconnects after an exponential backoff
 
 Credentials in URLs (``user:pass@``, secret-looking query values) are masked
 by :func:`redact` in every log line and in ``stats.last_error``.
+
+One module, past the usual size, on purpose: the source classes share one thread,
+stop, backoff and pacing machinery and are read together; the passthrough path
+choice and packet handling live in :mod:`watcher.media.passthrough`.
 """
 
 from __future__ import annotations
@@ -39,19 +54,28 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import av
-import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from watcher.backoff import Backoff
+from watcher.media.passthrough import (
+    AnnexB,
+    PacketFeed,
+    PassthroughMode,
+    PathChoice,
+    choose_path,
+)
 from watcher.media.testsrc import SyntheticScene, is_spec, parse_spec
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import Frame, LatestFrame, frame_size
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["file", "rtsp", "http", "hls", "device", "testsrc"]
 SourceState = Literal["connecting", "live", "reconnecting", "ended", "stopped"]
-FrameCallback = Callable[[np.ndarray, float], None]
-"""``on_frame(bgr, monotonic_time)``, called in the source's thread for each delivered frame."""
+FrameCallback = Callable[[Frame, float], None]
+"""``on_frame(frame, monotonic_time)``, called in the source's thread for each delivered frame
+(an ``av.VideoFrame`` in yuv420p, or a BGR array from the synthetic source)."""
+PUBLISH_FORMAT = "yuv420p"
+"""What the video encoders take: frames in this format reach them without a conversion."""
 
 OPEN_TIMEOUT = 10.0
 READ_TIMEOUT = 10.0
@@ -113,6 +137,9 @@ class SourceStats:
     height: int | None = None
     resumed_at: float | None = None
     """``time.monotonic()`` when frames flowed again after a drop; None if it never dropped."""
+    path: str | None = None
+    """How the source is published: ``passthrough`` (its H.264 as it is) or ``transcode``."""
+    path_reason: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -126,13 +153,13 @@ class RecentFrames:
 
     def __init__(self, size: int = 5) -> None:
         self._lock = threading.Lock()
-        self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=size)
+        self._frames: deque[tuple[float, Frame]] = deque(maxlen=size)
 
-    def __call__(self, frame: np.ndarray, at: float) -> None:
+    def __call__(self, frame: Frame, at: float) -> None:
         with self._lock:
             self._frames.append((at, frame))
 
-    def snapshot(self) -> list[tuple[float, np.ndarray]]:
+    def snapshot(self) -> list[tuple[float, Frame]]:
         """``(monotonic_time, frame)`` pairs, oldest first."""
         with self._lock:
             return list(self._frames)
@@ -149,14 +176,16 @@ def open_source(
     on_frame: FrameCallback | None = None,
     backoff: Backoff | None = None,
     name: str | None = None,
+    passthrough: PassthroughMode = "never",
 ) -> VideoSource:
     """A (not yet started) source for ``spec``; see the module docstring for the grammar.
 
     ``width``/``height`` default to the source's size; giving one keeps the
     aspect ratio. ``loop`` applies to files. ``on_frame`` sees every delivered
     frame (e.g. a :class:`RecentFrames`); ``backoff`` is copied, not shared.
-    ``name`` labels log lines (default: the spec, redacted). Raises ValueError
-    for a bad spec.
+    ``name`` labels log lines (default: the spec, redacted). ``passthrough``
+    (files and network sources) lets H.264 through undecoded for publishing.
+    Raises ValueError for a bad spec.
     """
     kind = source_kind(spec)
     common = dict(fps=fps, width=width, height=height, sink=sink, on_frame=on_frame,
@@ -164,7 +193,8 @@ def open_source(
     if kind == "testsrc":
         parse_spec(spec)  # fail now on a bad spec, not in the thread
         return SyntheticSource(spec, kind, **common)  # type: ignore[arg-type]
-    return AvSource(spec, kind, loop=loop, **common)  # type: ignore[arg-type]
+    return AvSource(spec, kind, loop=loop, passthrough=passthrough,
+                    **common)  # type: ignore[arg-type]
 
 
 class VideoSource:
@@ -286,15 +316,15 @@ class VideoSource:
             return max(2, round(width * self.height / height / 2) * 2), self.height
         return width, height
 
-    def _deliver(self, bgr: np.ndarray) -> None:
+    def _deliver(self, frame: Frame) -> None:
         if self._stop.is_set():
             return
-        self.sink.put(bgr)
+        self.sink.put(frame)
         now = time.monotonic()
         stats = self.stats
         stats.frames += 1
         stats.last_frame_at = now
-        stats.height, stats.width = bgr.shape[:2]
+        stats.width, stats.height = frame_size(frame)
         self._was_live = True
         if stats.state != "live":
             if stats.state == "reconnecting":
@@ -303,7 +333,7 @@ class VideoSource:
             log.info("source %s is live (%dx%d)", self.name, stats.width, stats.height)
         if self.on_frame is not None:
             try:
-                self.on_frame(bgr, now)
+                self.on_frame(frame, now)
             except Exception:
                 log.exception("on_frame callback of source %s failed", self.name)
 
@@ -371,11 +401,16 @@ class AvSource(VideoSource):
     """Files, RTSP, HTTP, HLS and cameras, demuxed and decoded with PyAV."""
 
     def __init__(self, spec: str, kind: SourceKind, *, loop: bool = False,
-                 **kwargs: object) -> None:
+                 passthrough: PassthroughMode = "never", **kwargs: object) -> None:
         super().__init__(spec, kind, **kwargs)  # type: ignore[arg-type]
         self.loop = loop
+        self.passthrough: PassthroughMode = passthrough
+        self.packets: PacketFeed | None = PacketFeed() if passthrough != "never" else None
+        """Encoded packets while :attr:`SourceStats.path` is ``passthrough``."""
         self._args = _open_args(spec, kind)
-        self._reformatter = VideoReformatter()  # reuses its scaler from frame to frame
+        # One per source: it keeps its scaler from frame to frame (a bare
+        # frame.reformat() builds a new one, with its own threads, every call).
+        self._reformatter = VideoReformatter()
         self._reset_timeline()
 
     def _reset_timeline(self) -> None:
@@ -395,8 +430,15 @@ class AvSource(VideoSource):
             if not container.streams.video:
                 raise ValueError("the source has no video stream")
             stream = container.streams.video[0]
-            # Frame threading holds frames back: fine for paced media, not for live cameras.
-            stream.thread_type = "AUTO" if args.paced else "SLICE"
+            choice = choose_path(self.passthrough, stream, width=self.width,
+                                 height=self.height, fps=self.fps)
+            self._took(choice)
+            annexb = AnnexB(stream) if choice.passthrough else None
+            if annexb is not None:  # decoded only for thumbnails and snapshots
+                stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+            else:
+                # Frame threading holds frames back: fine for paced media, not live cameras.
+                stream.thread_type = "AUTO" if args.paced else "SLICE"
             rate = stream.average_rate or stream.guessed_rate
             frame_time = 1 / float(rate) if rate else 1 / self.fps
             self._reset_timeline()
@@ -408,6 +450,10 @@ class AvSource(VideoSource):
                 for packet in container.demux(stream):
                     if self._stop.is_set():
                         return "stopped"
+                    if annexb is not None:
+                        if not self._pass(packet, annexb):
+                            return "stopped"
+                        continue
                     for frame in self._decode(packet):
                         self.stats.frames_decoded += 1
                         if not self._offer(frame):
@@ -431,6 +477,33 @@ class AvSource(VideoSource):
             log.debug("source %s: skipped a packet: %s", self.name, exc)
             return ()
 
+    def _took(self, choice: PathChoice) -> None:
+        """Record (and log, when it changed) which path the source's media takes."""
+        stats = self.stats
+        if (stats.path, stats.path_reason) != (choice.path, choice.reason):
+            if self.packets is not None or stats.path is not None:
+                log.info("source %s: %s (%s)", self.name,
+                         "H.264 passthrough" if choice.passthrough else "transcoding",
+                         choice.reason)
+            stats.path, stats.path_reason = choice.path, choice.reason
+
+    def _pass(self, packet: av.Packet, annexb: AnnexB) -> bool:
+        """Pace, decode (for watcher's own use) and pass on one packet; False when stopped."""
+        if packet.size == 0:  # the demuxer's flush packet
+            return True
+        raw = None if packet.pts is None else float(packet.pts * packet.time_base)
+        t = self._timeline(raw)
+        if self._args.paced and not self._arrival_timed and not self._pace(t):
+            return False
+        for frame in self._decode(packet):  # before the filter, which may take the packet
+            self.stats.frames_decoded += 1
+            frame.pict_type = av.video.frame.PictureType.NONE
+            self._deliver(frame)
+        assert self.packets is not None
+        for data, keyframe in annexb(packet):
+            self.packets.put(data, keyframe, t)
+        return True
+
     def _offer(self, frame: av.VideoFrame) -> bool:
         """Decimate, pace, scale and deliver one frame; False when stopped meanwhile."""
         t = self._media_time(frame)
@@ -443,14 +516,27 @@ class AvSource(VideoSource):
         self._next_due = due + interval
         if self._args.paced and not self._arrival_timed and not self._pace(t):
             return False
-        width, height = self._size(frame.width, frame.height)
-        bgr = self._reformatter.reformat(frame, width, height, "bgr24").to_ndarray()
-        self._deliver(bgr)
+        self._deliver(self._publishable(frame))
         return True
+
+    def _publishable(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """``frame`` in yuv420p at the configured size: as decoded when it already is."""
+        width, height = self._size(frame.width, frame.height)
+        if (frame.format.name != PUBLISH_FORMAT or frame.width != width
+                or frame.height != height):
+            frame = self._reformatter.reformat(frame, width, height, PUBLISH_FORMAT,
+                                               threads=1)
+        frame.pict_type = av.video.frame.PictureType.NONE  # the encoder picks keyframes
+        return frame
 
     def _media_time(self, frame: av.VideoFrame) -> float:
         """Seconds on a timeline that continues across loops of a file."""
-        raw = None if self._arrival_timed else frame.time
+        return self._timeline(frame.time)
+
+    def _timeline(self, raw: float | None) -> float:
+        """A media timestamp (None: unknown) on the continuous timeline."""
+        if self._arrival_timed:
+            raw = None
         if raw is None:
             raw = time.monotonic() - self._session_start
         if self._rebase is not None:

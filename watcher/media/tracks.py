@@ -9,10 +9,11 @@ A producer is either
   only the newest frame is kept, never a queue, and it is sent again when no
   newer one arrived by the next tick (a frozen camera stays a live stream).
 
-A frame is a BGR ``uint8`` array or an ``av.VideoFrame``; ``None`` skips a
-tick. Timestamps use the 90 kHz RTP video clock and follow the pacing
-schedule, so ``pts`` stays true to wall time even when ticks are skipped
-because the consumer fell behind.
+A frame is a BGR ``uint8`` array or an ``av.VideoFrame`` (sent as it is:
+sources deliver yuv420p, what the encoders take); ``None`` skips a tick.
+Timestamps use the 90 kHz RTP video clock and follow the pacing schedule, so
+``pts`` stays true to wall time even when ticks are skipped because the
+consumer fell behind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fractions import Fraction
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from av import VideoFrame
+from av.video.frame import PictureType
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ class FrameTrack(VideoStreamTrack):
                 continue
             frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
             frame.time_base = VIDEO_TIME_BASE
+            # A frame sent again keeps no keyframe request of the last encode.
+            frame.pict_type = PictureType.NONE
             self.frames_sent += 1
             return frame
 
@@ -137,11 +141,27 @@ class FrameTrack(VideoStreamTrack):
     async def _produce(self, n: int) -> VideoFrame | None:
         if isinstance(self.source, LatestFrame):
             frame = self.source.get()
-            return None if frame is None else await asyncio.to_thread(_to_video_frame, frame)
+            if frame is None or isinstance(frame, VideoFrame):
+                return frame  # nothing to convert: no worker thread
+            return await asyncio.to_thread(_to_video_frame, frame)
         producer = self.source
         return await asyncio.to_thread(
             lambda: _to_video_frame(producer(n, n / self.fps))
         )
+
+
+def frame_size(frame: Frame) -> tuple[int, int]:
+    """``(width, height)`` of a BGR array or an av frame."""
+    if isinstance(frame, VideoFrame):
+        return frame.width, frame.height
+    return frame.shape[1], frame.shape[0]
+
+
+def to_bgr(frame: Frame) -> np.ndarray:
+    """A BGR array of ``frame``: for snapshots and clips, not for every frame."""
+    if isinstance(frame, VideoFrame):
+        return frame.to_ndarray(format="bgr24")
+    return frame
 
 
 def _to_video_frame(frame: Frame | None) -> VideoFrame | None:

@@ -15,7 +15,8 @@ per stream (label ``stream``)
     and ``watcher_stream_ready`` (0/1, as /readyz judges it), ``watcher_stream_state``
     (label ``state``, 1 for the current one), ``watcher_stream_source_up`` (0/1)
 per rule (label ``rule``)
-    ``watcher_rule_evaluations_total``, ``watcher_rule_skipped_total`` (label ``reason``:
+    ``watcher_rule_evaluations_total``, ``watcher_rule_triggered_evaluations_total`` (label
+    ``trigger``: tick, change, alert), ``watcher_rule_skipped_total`` (label ``reason``:
     not_ready | unchanged), ``watcher_rule_model_calls_total``,
     ``watcher_rule_invalid_answers_total``, ``watcher_rule_model_errors_total``,
     ``watcher_rule_condition_errors_total``, ``watcher_rule_confirmations_total``,
@@ -56,6 +57,7 @@ from watcher import __version__
 from watcher.cluster.observe import metric_families
 from watcher.engine.engine import TickStats
 from watcher.engine.state import Status
+from watcher.engine.triggers import TRIGGER_KINDS
 from watcher.keeper.health import StreamHealth
 from watcher.observe.source import Runner, StatusSource
 
@@ -206,7 +208,13 @@ class WatcherCollector(Collector):
                                      labels=["rule", "kind"])
         alert = GaugeMetricFamily("watcher_rule_alert_state", "The rule's alert state (1 for "
                                   "the current one).", labels=["rule", "state"])
+        triggered = CounterMetricFamily(
+            "watcher_rule_triggered_evaluations", "Evaluations by what caused them: the "
+            "schedule (tick), a changed picture (change), another rule firing (alert).",
+            labels=["rule", "trigger"])
         for rule, s in stats.items():
+            for kind in TRIGGER_KINDS:
+                triggered.add_metric([rule, kind], s.by_trigger.get(kind, 0))
             skipped.add_metric([rule, "not_ready"], s.skipped_not_ready)
             skipped.add_metric([rule, "unchanged"], s.skipped_unchanged)
             tokens.add_metric([rule, "prompt"], s.prompt_tokens)
@@ -215,7 +223,7 @@ class WatcherCollector(Collector):
             for value in ALERT_STATES:
                 alert.add_metric([rule, value], 1 if value == current else 0)
             _drain(s.latencies_s, self.model_latency.labels(rule).observe)
-        yield from (skipped, tokens, alert)
+        yield from (skipped, tokens, alert, triggered)
         for name, help_text, attr in _TICK_COUNTERS:
             yield _family(CounterMetricFamily, name, help_text, ["rule"],
                           ((rule, getattr(t, attr)) for rule, t in ticks.items()))

@@ -114,7 +114,7 @@ def _headline(doc: dict[str, Any]) -> Text:
 
 def streams_table(streams: list[dict[str, Any]]) -> Table:
     table = Table(title="Streams", title_justify="left")
-    for column in ("Stream", "State", "Stream ID", "FPS", "Frames", "Lease left"):
+    for column in ("Stream", "State", "Stream ID", "Path", "FPS", "Frames", "Lease left"):
         table.add_column(column, no_wrap=True)
     table.add_column("Reconnects", no_wrap=True, justify="right")
     table.add_column("Last error", overflow="fold")
@@ -124,7 +124,8 @@ def streams_table(streams: list[dict[str, Any]]) -> Table:
             state.append(f" ({s['not_ready_reason']})")
         reconnects = f"{s.get('publisher_reconnects', 0)} pub, {s.get('source_reconnects', 0)} src"
         table.add_row(s.get("name", "?"), state, (s.get("stream_id") or "-")[:8],
-                      f"{s.get('publish_fps', 0):g}", str(s.get("frames_sent", 0)),
+                      s.get("publish_path") or "-", f"{s.get('publish_fps', 0):g}",
+                      str(s.get("frames_sent", 0)),
                       _span(s.get("lease_remaining_s")), reconnects, s.get("last_error") or "")
     return table
 

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -90,6 +90,8 @@ class RetryPolicy:
 
 CREATE_POLICY = RetryPolicy(attempts=3, delays=(1.0, 2.0, 4.0), retry_on=frozenset({503}),
                             network=False, timeout=15.0)
+PULL_CREATE_TIMEOUT = 45.0
+"""Deadline of a create with a pull source: the server first waits for the camera (~15 s)."""
 KEEPALIVE_POLICY = RetryPolicy(attempts=3, delays=(1.0,), retry_on=frozenset({503}),
                                network=True, timeout=10.0)
 READ_POLICY = RetryPolicy(attempts=3, delays=(1.0,), retry_on=frozenset({503}),
@@ -254,8 +256,10 @@ class OvershootClient:
     async def create_stream(self, source: StreamSource | None = None) -> StreamCreated:
         """Create a stream; with ``source`` the server pulls that camera itself."""
         body = CreateStreamRequest(source=source).model_dump(exclude_none=True)
-        return await self._call(StreamCreated, "POST", "/streams", self.policies.create,
-                                json=body)
+        policy = self.policies.create
+        if source is not None and policy.timeout < PULL_CREATE_TIMEOUT:
+            policy = replace(policy, timeout=PULL_CREATE_TIMEOUT)
+        return await self._call(StreamCreated, "POST", "/streams", policy, json=body)
 
     async def get_stream(self, stream_id: str) -> StreamStatus:
         return await self._call(StreamStatus, "GET", _stream_path(stream_id),

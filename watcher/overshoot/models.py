@@ -75,6 +75,8 @@ class StreamCreated(_Response):
     id: str
     state: Literal["active", "ended"] = "active"
     publish: Publish | None = None
+    source: dict[str, Any] | None = None
+    """Server-pulled sources: ``{"type": ...}`` echoed back (never the url)."""
     expires_at_ms: int
     ttl_seconds: float
 
@@ -103,7 +105,12 @@ class StreamStatus(_Response):
     end_reason: str | None = None
     """``expired``, ``deleted`` or ``reaped`` once the stream has ended."""
     audio: bool | None = None
-    last_pull: dict[str, Any] | None = None
+    last_pull: int | None = None
+    """Server-pulled sources: when the server last pulled a frame, in ms."""
+    pull: dict[str, Any] | None = None
+    """The embedded server's extension for pulled sources: state, counters, last error."""
+    source: dict[str, Any] | None = None
+    """Server-pulled sources: ``{"type": "rtsp"|"hls"}`` (never the url)."""
 
     @property
     def active(self) -> bool:

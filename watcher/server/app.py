@@ -24,17 +24,20 @@ from watcher.clock import Clock, SystemClock
 from watcher.overshoot.refs import parse_ref
 from watcher.server.backends.base import (
     ChatInput,
-    ExternalImage,
     Message,
     ModelBackend,
     Part,
 )
+from watcher.server.cors import install_cors
+from watcher.server.external import external_part
 from watcher.server.faults import FaultInjector, FaultMiddleware
 from watcher.server.handlers import install_error_handlers
+from watcher.server.limits import check_pull_limit, check_stream_limit
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
 from watcher.server.settings import ServerSettings
+from watcher.server.sourceguard import check_source_host
 from watcher.server.sse import sse_chunks
 from watcher.server.streams import PullSource, Stream, StreamRegistry, key_id
 
@@ -84,6 +87,36 @@ class EmbeddedServer:
                 return known
         return None
 
+    async def open_stream(self, owner: str, source: PullSource | None) -> Stream:
+        """Create a stream; with a pull ``source``, only once the camera gave a frame.
+
+        Every refusal (bad or private source url, a limit reached, a camera that
+        cannot be opened in time) comes before the caller holds a stream.
+        """
+        settings = self.settings
+        if source is not None:
+            self.puller.check(source)
+            await check_source_host(source.url, allow_private=settings.allow_private_sources)
+        check_stream_limit(self.registry.active_count(owner), settings.max_streams_per_key)
+        if source is None:
+            return self.registry.create(owner)
+        check_pull_limit(self.puller.active_pulls, settings.max_pulls)
+        stream = self.registry.create(owner, source)
+        self.puller.start(stream)
+        timeout = settings.pull_connect_timeout_seconds
+        try:
+            failure = await self.puller.wait_connected(stream, timeout)
+        except BaseException:  # the caller went away: nobody will ever know this stream
+            self.registry.discard(stream.id)
+            raise
+        if failure is not None:
+            self.registry.discard(stream.id)
+            log.info("stream %s: its %s source did not connect within %g s: %s", stream.id,
+                     source.type, timeout, failure)
+            raise StreamProblem(
+                422, f"Could not connect to source url within {timeout:g} s ({failure})")
+        return stream
+
     async def sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
@@ -119,6 +152,7 @@ def create_app(
     app.state.server = server
     app.include_router(_router(), prefix=API_PREFIX)
     app.add_middleware(FaultMiddleware, injector=server.faults)
+    install_cors(app, settings.cors_origins)  # outermost: preflights skip the faults
     install_error_handlers(app)
     return app
 
@@ -175,18 +209,17 @@ def _router() -> APIRouter:
                             owner: str = Depends(_stream_owner)) -> dict[str, Any]:
         server = _server(request)
         source = PullSource(body.source.type, body.source.url) if body and body.source else None
-        if source is not None:
-            server.puller.check(source)  # 422 before a stream exists
-        stream = server.registry.create(owner, source)
-        if source is not None:
-            server.puller.start(stream)
-        return {
+        stream = await server.open_stream(owner, source)
+        created: dict[str, Any] = {
             "id": stream.id,
             "state": stream.state,
             "publish": _publish_info(request, stream),
             "expires_at_ms": stream.expires_at_ms,
             "ttl_seconds": stream.ttl_seconds,
         }
+        if source is not None:
+            created["source"] = {"type": source.type}  # never the url: it carries credentials
+        return created
 
     @router.get("/streams")
     async def list_streams(request: Request) -> dict[str, Any]:
@@ -237,6 +270,11 @@ def _router() -> APIRouter:
         location = f"{API_PREFIX}/streams/{stream.id}/whip/{session_id}"
         return Response(answer, status_code=201, media_type="application/sdp",
                         headers={"location": location, "etag": f'"{session_id}"'})
+
+    @router.options("/streams/{stream_id}/whip", status_code=204)
+    async def whip_options(stream_id: str) -> Response:
+        # A plain OPTIONS (not a CORS preflight, which the CORS middleware answers).
+        return Response(status_code=204, headers={"allow": "POST, OPTIONS"})
 
     @router.delete("/streams/{stream_id}/whip/{session_id}")
     async def whip_delete(request: Request, stream_id: str, session_id: str) -> Response:
@@ -320,11 +358,10 @@ def _resolve_chat(server: EmbeddedServer, owner: str, body: ChatBody,
                         raise ChatProblem(400, f"model {backend.id} does not accept video_url",
                                           type="validation_error", code="model_video_unsupported")
                     parts.append(_resolve_part(server, owner, url, part.type, now))
-                elif part.type == "image_url":
-                    parts.append(ExternalImage(url))
                 else:
-                    raise ChatProblem(422, "a video_url must be an ovs://streams/{id} reference",
-                                      type="validation_error", code="stream_url_invalid")
+                    parts.append(external_part(
+                        url, part.type, backend,
+                        forward_media_urls=server.settings.forward_media_urls))
         messages.append(Message(role=message.role, parts=parts))
     max_tokens = body.max_completion_tokens or body.max_tokens
     return ChatInput(model=body.model, messages=messages, response_format=body.response_format,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 if TYPE_CHECKING:
     from av import VideoFrame
@@ -53,7 +54,7 @@ def encode_frame(encoder: JpegEncoder, frame: np.ndarray | VideoFrame,
 
     The one encoding path of every ingest (WHIP, server-side pull).
     """
-    bgr = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="bgr24")
+    bgr = frame if isinstance(frame, np.ndarray) else encoder.to_bgr(frame)
     return encoder.encode(bgr, budget), bgr.shape[1], bgr.shape[0]
 
 
@@ -88,6 +89,13 @@ class JpegEncoder:
         self.average_bytes: float | None = None
         self.frames_encoded = 0
         self._since_change = 0
+        # Kept for the stream's life: frame.to_ndarray() would build a new scaler
+        # (with "auto" threads) for every frame.
+        self._reformatter = VideoReformatter()
+
+    def to_bgr(self, frame: VideoFrame) -> np.ndarray:
+        """The BGR pixels of a decoded frame, through this stream's one scaler."""
+        return self._reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
 
     def encode(self, bgr: np.ndarray, budget_bytes: int) -> bytes:
         """Encode one frame at the current quality, then adapt the quality for the next."""

@@ -38,6 +38,10 @@ class FrameStore:
         self._bytes = 0
         self.next_index = 0
         self.evicted_count = 0
+        self.byte_cap_evictions = 0
+        """Frames evicted by ``max_bytes`` while still inside retention: retention fell short."""
+        self.held_ms_at_byte_cap: int | None = None
+        """The span the store held when the byte cap last evicted a frame inside retention."""
 
     # -- writing -------------------------------------------------------------
     def append(self, jpeg: bytes, timestamp_ms: int) -> StoredFrame:
@@ -60,7 +64,11 @@ class FrameStore:
             self._frames[self._head].timestamp_ms < cutoff
             or (self._bytes > self.max_bytes and len(self._frames) - self._head > 1)
         ):
-            self._bytes -= len(self._frames[self._head].jpeg)
+            oldest = self._frames[self._head]
+            if oldest.timestamp_ms >= cutoff:  # the byte cap, not age: retention is short
+                self.byte_cap_evictions += 1
+                self.held_ms_at_byte_cap = self._frames[-1].timestamp_ms - oldest.timestamp_ms
+            self._bytes -= len(oldest.jpeg)
             self._head += 1
             dropped += 1
         self.evicted_count += dropped

@@ -7,10 +7,16 @@ or ``max_stored_fps`` if lower. Frames take WHIP's path: the newest decoded
 frame is JPEG-encoded off the event loop by
 :func:`~watcher.server.encode.encode_frame` and added to the registry; a frame
 replaced before it could be encoded counts as dropped, one over the stream's
-``max_stored_fps`` is skipped before encoding. A dead camera is retried with
-backoff for as long as the stream lives.
+``max_stored_fps`` is skipped before encoding.
 
-``stream.last_pull`` reports the pull's health and never its URL (it carries
+``POST /streams`` waits (:meth:`PullIngest.wait_connected`) until the camera
+delivered its first frame, at most ``pull_connect_timeout_seconds``: a camera
+that cannot be opened fails the create instead of leaving a stream that never
+gets a frame. Once connected, a camera that drops is retried with backoff for
+as long as the stream lives.
+
+``stream.last_pull_ms`` is when the last frame was pulled (stored or not);
+``stream.pull_status`` reports the pull's health and never its URL (it carries
 credentials): errors are stripped of URLs, and log lines name the stream id.
 The pull stops when the stream ends.
 """
@@ -47,7 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 5.0
 STATUS_INTERVAL = 0.5
-"""Seconds between refreshes of ``last_pull`` while no frame arrives."""
+"""Seconds between refreshes of ``pull_status`` while no frame arrives."""
 
 _KINDS = {"rtsp": ({"rtsp"}, "rtsp:// or rtsps://"),
           "hls": ({"hls", "http"}, "http:// or https://")}
@@ -61,6 +67,8 @@ class _Pull:
     encoder: JpegEncoder
     source: VideoSource | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the first frame the camera delivers (and when the pull stops)."""
     task: asyncio.Task[None] | None = None
     seen: int = 0
     frames: int = 0
@@ -118,6 +126,8 @@ class PullIngest:
         def woke(_frame: np.ndarray, _at: float) -> None:  # in the source's thread
             with contextlib.suppress(RuntimeError):  # the loop closed under us
                 loop.call_soon_threadsafe(pull.wake.set)
+                if not pull.connected.is_set():
+                    loop.call_soon_threadsafe(pull.connected.set)
 
         pull.source = open_source(
             stream.source.url, fps=self.fps, width=self.width, height=self.height,
@@ -135,6 +145,7 @@ class PullIngest:
         if pull is None:
             return
         pull.closed = True
+        pull.connected.set()  # wakes a create still waiting for the first frame
         if pull.source is not None:
             pull.source.request_stop()
         if pull.task is not None:
@@ -142,10 +153,33 @@ class PullIngest:
         self._refresh(pull, state="stopped")
         self._spawn(self._stop(pull))
 
+    @property
+    def active_pulls(self) -> int:
+        """Cameras pulled now, those still connecting included."""
+        return len(self._pulls)
+
+    async def wait_connected(self, stream: Stream, timeout: float) -> str | None:
+        """Wait for the camera's first frame; None once it came, else why it did not.
+
+        The reason never holds the URL (it may carry credentials).
+        """
+        pull = self._pulls.get(stream.id)
+        if pull is None:
+            return "the pull was stopped"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pull.connected.wait(), timeout)
+        if pull.closed:
+            return "the stream ended while connecting"
+        if pull.connected.is_set():
+            return None
+        stats = pull.source.stats if pull.source is not None else None
+        error = stats.last_error if stats is not None else None
+        return _URL.sub("<url>", error) if error else "no frame arrived"
+
     def pull_stats(self, stream_id: str) -> dict[str, object] | None:
-        """``last_pull`` of a stream that is being pulled."""
+        """``pull_status`` of a stream that is being pulled."""
         pull = self._pulls.get(stream_id)
-        return pull.stream.last_pull if pull is not None else None
+        return pull.stream.pull_status if pull is not None else None
 
     async def aclose(self) -> None:
         """Stop every pull and wait for them."""
@@ -177,6 +211,7 @@ class PullIngest:
         if frame is None:
             return
         stream = pull.stream
+        stream.last_pull_ms = self.registry.clock.now_ms()  # pulled, whether stored or not
         if not self.registry.admit_frame(stream):  # over max_stored_fps: not encoded
             pull.skipped += 1
             return
@@ -186,6 +221,7 @@ class PullIngest:
             encode_frame, pull.encoder, frame, budget)
         if not pull.closed and self.registry.add_frame(stream, jpeg) is not None:
             pull.frames += 1
+            stream.last_pull_ms = stream.last_frame_at_ms
 
     async def _stop(self, pull: _Pull) -> None:
         if pull.source is not None:
@@ -198,7 +234,7 @@ class PullIngest:
     def _refresh(self, pull: _Pull, state: str | None = None) -> None:
         stats = pull.source.stats if pull.source is not None else None
         error = stats.last_error if stats is not None else None
-        pull.stream.last_pull = {
+        pull.stream.pull_status = {
             "state": state or (stats.state if stats is not None else "connecting"),
             "frames": pull.frames,
             "frames_dropped": pull.dropped,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from watcher.server.backends.upstream import UpstreamSettings
+from watcher.server.cors import normalize_origin
 from watcher.server.streams import StreamSettings
 
 
@@ -31,6 +32,29 @@ class ServerSettings(BaseModel):
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="OpenAI-compatible servers whose models are listed.")
     enable_vision: bool = Field(True, description="Serve the local/vision model.")
+    forward_media_urls: bool = Field(
+        False, description="Send http(s) image_url/video_url parts to upstream models as "
+        "given. Off by default: the upstream would fetch any address a caller names.")
+    allow_private_sources: bool = Field(
+        False, description="Let pull sources (POST /streams with a source) name loopback, "
+        "private, link-local and metadata addresses. Off by default: the server would "
+        "connect wherever a caller points it. The daemon's embedded server turns it on.")
+    pull_connect_timeout_seconds: float = Field(
+        15.0, gt=0, le=600, description="How long POST /streams with a source waits for the "
+        "camera's first frame before failing with 422 `Could not connect to source url`.")
+    max_streams_per_key: int = Field(
+        64, ge=1, description="Most active streams one API key may hold; one more is a 429.")
+    max_pulls: int = Field(
+        16, ge=0, description="Most cameras the server pulls at once, over all keys; one more "
+        "is a 429. 0: refuse pull sources.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins whose web pages may call the API and "
+        "publish over WHIP (CORS), as scheme://host[:port]; `*` allows any.")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_origin(v) for v in values))
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(

@@ -23,6 +23,8 @@ from watcher.server.problems import StreamProblem
 
 log = logging.getLogger(__name__)
 
+SHORTFALL_WARN_EVERY_MS = 300_000
+
 EndReason = Literal["expired", "deleted", "reaped"]
 
 
@@ -69,12 +71,17 @@ class Stream:
     end_reason: EndReason | None = None
     first_frame_at_ms: int | None = None
     last_frame_at_ms: int | None = None
-    last_pull: dict[str, object] | None = None
+    last_pull_ms: int | None = None
+    """When the server last pulled a frame from the stream's camera (pull sources)."""
+    pull_status: dict[str, object] | None = None
+    """How the pull goes: state, counters, last error (never the URL)."""
     rate_cap: StoredRateCap | None = None
     """Thins the frames an ingest stores (see :meth:`StreamRegistry.admit_frame`)."""
     received: ReceivedRate = field(default_factory=ReceivedRate)
     """Frames an ingest received, stored or not."""
     extra: dict[str, object] = field(default_factory=dict)
+    shortfall_warned_at_ms: int | None = None
+    """When the log last said the byte cap cuts this stream's retention short."""
 
     @property
     def active(self) -> bool:
@@ -86,6 +93,16 @@ class Stream:
             return 0
         end = self.ended_at_ms if self.ended_at_ms is not None else now_ms
         return max(0, end - self.first_frame_at_ms)
+
+    def retention_shortfall(self) -> dict[str, object] | None:
+        """How far the byte cap cut retention short, or None while it holds."""
+        frames = self.frames
+        if not frames.byte_cap_evictions or frames.held_ms_at_byte_cap is None:
+            return None
+        return {"retention_seconds": frames.retention_ms / 1000,
+                "held_seconds": round(frames.held_ms_at_byte_cap / 1000, 1),
+                "max_bytes": frames.max_bytes,
+                "frames_evicted_early": frames.byte_cap_evictions}
 
     def status(self, now_ms: int) -> dict[str, object]:
         frames = self.frames
@@ -114,13 +131,17 @@ class Stream:
             "retained_frame_count": len(frames),
             "retained_bytes": frames.bytes,
             "evicted_frame_count": frames.evicted_count,
+            # Not null once the byte cap evicted frames younger than the retention:
+            # retention is shorter than configured, and says by how much.
+            "retention_shortfall": self.retention_shortfall(),
             "ended_at_ms": self.ended_at_ms,
             "end_reason": self.end_reason,
             "audio": False,
         }
         if self.source is not None:
             body["source"] = {"type": self.source.type}
-            body["last_pull"] = self.last_pull
+            body["last_pull"] = self.last_pull_ms
+            body["pull"] = self.pull_status
         return body
 
 
@@ -198,6 +219,20 @@ class StreamRegistry:
         if stream is not None and stream.active:
             self._end(stream, "reaped")
 
+    def discard(self, stream_id: str) -> None:
+        """Forget a stream whose create failed: ended (listeners stop its ingest), then 404."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.active:
+            self._end(stream, "reaped")
+        del self._streams[stream_id]
+
+    def active_count(self, owner: str) -> int:
+        """How many active streams ``owner`` holds."""
+        self.sweep()
+        return sum(1 for s in self._streams.values() if s.owner == owner and s.active)
+
     def list(self, owner: str) -> list[Stream]:
         self.sweep()
         return [s for s in self._streams.values() if s.owner == owner]
@@ -224,9 +259,26 @@ class StreamRegistry:
         now = self.clock.now_ms()
         if stream.first_frame_at_ms is None:
             stream.first_frame_at_ms = now
+        early = stream.frames.byte_cap_evictions
         frame = stream.frames.append(jpeg, now - stream.first_frame_at_ms)
         stream.last_frame_at_ms = stream.first_frame_at_ms + frame.timestamp_ms
+        if stream.frames.byte_cap_evictions != early:
+            self._warn_shortfall(stream, now)
         return frame
+
+    def _warn_shortfall(self, stream: Stream, now_ms: int) -> None:
+        """Say (at most every 5 minutes per stream) that retention is cut short."""
+        last = stream.shortfall_warned_at_ms
+        if last is not None and now_ms - last < SHORTFALL_WARN_EVERY_MS:
+            return
+        stream.shortfall_warned_at_ms = now_ms
+        gap = stream.retention_shortfall()
+        assert gap is not None
+        log.warning(
+            "stream %s: its frames do not fit: the %.1f MB byte cap holds only %.0f s of the "
+            "%.0f s retention, so older frames are dropped early (raise max_mb_per_stream, or "
+            "lower max_stored_fps)", stream.id,
+            stream.frames.max_bytes / 1e6, gap["held_seconds"], gap["retention_seconds"])
 
     # -- housekeeping --------------------------------------------------------
     def sweep(self) -> None:

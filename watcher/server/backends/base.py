@@ -29,8 +29,15 @@ class ExternalImage:
     url: str
 
 
-Part = str | ResolvedMedia | ExternalImage
-"""A content part: text, resolved stream frames, or an external image URL."""
+@dataclass(frozen=True, slots=True)
+class ExternalVideo:
+    """A video part whose URL is not an ovs:// reference (``data:`` or ``https:``)."""
+
+    url: str
+
+
+Part = str | ResolvedMedia | ExternalImage | ExternalVideo
+"""A content part: text, resolved stream frames, or an external image or video URL."""
 
 
 @dataclass(slots=True)
@@ -103,6 +110,8 @@ class ModelBackend(ABC):
     id: str
     owned_by: str = "watcher"
     supports_video: bool = True
+    fetches_urls: bool = False
+    """Whether the model can be sent http(s) image/video URLs to fetch itself (upstreams)."""
 
     async def status(self) -> ModelStatus:
         return "ready"

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from watcher.server.backends.base import ChatInput, Completion, ModelBackend, estimate_usage
+from watcher.server.backends.base import (
+    ChatInput,
+    Completion,
+    ExternalImage,
+    ExternalVideo,
+    ModelBackend,
+    estimate_usage,
+)
+from watcher.server.problems import ChatProblem
 
 
 class FramesModel(ModelBackend):
@@ -17,6 +25,14 @@ class FramesModel(ModelBackend):
     id = "local/frames"
 
     async def complete(self, request: ChatInput) -> Completion:
+        for message in request.messages:
+            for part in message.parts:
+                if isinstance(part, ExternalImage | ExternalVideo):
+                    kind = "image_url" if isinstance(part, ExternalImage) else "video_url"
+                    raise ChatProblem(
+                        400, f"local/frames describes only ovs:// references; a {kind} that "
+                        "is a data: or http(s) URL has no stream frames to describe",
+                        type="validation_error", code=f"{kind}_unsupported")
         parts = [
             {
                 "type": media.part_type,

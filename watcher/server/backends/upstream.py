@@ -30,6 +30,7 @@ from watcher.server.backends.base import (
     ChatInput,
     Completion,
     ExternalImage,
+    ExternalVideo,
     Message,
     ModelBackend,
     ModelStatus,
@@ -313,6 +314,7 @@ class UpstreamModel(ModelBackend):
     """One listed model answered by the upstream under ``upstream_name``."""
 
     supports_video = True
+    fetches_urls = True
 
     def __init__(self, upstream: Upstream, id: str, upstream_name: str) -> None:
         self.upstream = upstream
@@ -420,6 +422,8 @@ def _message(
             content.append({"type": "text", "text": part})
         elif isinstance(part, ExternalImage):
             content.append({"type": "image_url", "image_url": {"url": part.url}})
+        elif isinstance(part, ExternalVideo):
+            content.append({"type": "video_url", "video_url": {"url": part.url}})
         elif isinstance(part, ResolvedMedia):
             video = part.part_type == "video_url"
             for frame in part.frames:

@@ -41,6 +41,7 @@ from watcher.server.backends.base import (
     ChatInput,
     Completion,
     ExternalImage,
+    ExternalVideo,
     ModelBackend,
     ModelStatus,
     estimate_usage,
@@ -323,8 +324,8 @@ def _external_bytes(url: str) -> bytes:
     match = _DATA_URL.fullmatch(url.strip())
     if match is None:
         raise ChatProblem(
-            422, "local/vision reads only ovs:// references and data:image/...;base64, URLs; "
-            f"it does not fetch {url[:60]!r}",
+            400, "local/vision reads only ovs:// references and data:image/...;base64, URLs; "
+            "it does not fetch image URLs (an upstream model can be sent them)",
             type="validation_error", code="image_url_unsupported")
     try:
         return base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
@@ -338,6 +339,11 @@ def _media_parts(request: ChatInput) -> list[_LazyFrames]:
     parts: list[_LazyFrames] = []
     for message in request.messages:
         for part in message.parts:
+            if isinstance(part, ExternalVideo):
+                raise ChatProblem(
+                    400, "local/vision reads video only from ovs:// references; it does not "
+                    "fetch or decode video URLs (an upstream model can be sent them)",
+                    type="validation_error", code="video_url_unsupported")
             if isinstance(part, ExternalImage):
                 parts.append(_LazyFrames([_external_bytes(part.url)], "an image_url data: URL"))
             elif not isinstance(part, str) and part.frames:

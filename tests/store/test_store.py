@@ -1,7 +1,12 @@
-"""The alert store: round trips, one transaction per step, restarts, queries, WAL."""
+"""The alert store: round trips, one transaction per step, restarts, queries.
+
+Every test runs on both backends (``state_location``: a SQLite file, then a
+PostgreSQL database), except the SQLite-only ones (WAL, file schema).
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -11,26 +16,33 @@ import pytest
 
 from watcher.clock import ManualClock
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
-from watcher.engine.store import (
-    SCHEMA_VERSION,
+from watcher.store import (
     AlertEventRecord,
     AlertStore,
     DuplicateEventError,
+    SchemaError,
     StoreError,
     event_key,
 )
+from watcher.store.migrate import MANAGED_USER_VERSION, head
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
+def path(state_location: str) -> str:
+    """The state database of the test: a SQLite file, then a PostgreSQL URL."""
+    return state_location
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "alerts.db"
 
 
 @pytest.fixture
-async def store(path: Path) -> AsyncIterator[AlertStore]:
-    s = AlertStore(path)
+async def store(path: str) -> AsyncIterator[AlertStore]:
+    s = await AlertStore(path).open()
     yield s
     await s.close()
 
@@ -121,7 +133,7 @@ async def test_events_must_belong_to_the_alert_key(store: AlertStore) -> None:
         await store.record("r", "s", AlertState(updated_ms=1), [other])
 
 
-async def test_restart_resumes_firing_and_pending_alerts(path: Path) -> None:
+async def test_restart_resumes_firing_and_pending_alerts(path: str) -> None:
     clock, policy = ManualClock(), AlertPolicy(for_count=3)
     store = AlertStore(path)
     firing = await drive(store, policy, "dock", "cam1", [True, True, True, None], clock)
@@ -130,7 +142,7 @@ async def test_restart_resumes_firing_and_pending_alerts(path: Path) -> None:
     assert (firing.status, pending.status, pending.pending_count) == (
         Status.FIRING, Status.PENDING, 2)
 
-    reopened = AlertStore(path)
+    reopened = await AlertStore(path).open()
     try:
         assert await reopened.load_all_states() == {("dock", "cam1"): firing,
                                                      ("dock", "cam2"): pending}
@@ -190,30 +202,46 @@ async def test_snapshot_bytes_are_stored_and_kept_out_of_repr(store: AlertStore)
     assert full.snapshot == JPEG
 
 
-async def test_wal_mode_and_schema_version(store: AlertStore, path: Path) -> None:
-    await store.record("r", "s", AlertState(updated_ms=1))
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"alert_state", "alert_events"} <= tables
+async def test_sqlite_wal_mode_and_schema_version(sqlite_path: Path) -> None:
+    async with AlertStore(sqlite_path) as store:
+        await store.record("r", "s", AlertState(updated_ms=1))
+        with sqlite3.connect(sqlite_path) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == MANAGED_USER_VERSION
+            assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
+            tables = {r[0] for r in raw.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"alert_state", "alert_events", "deliveries"} <= tables
 
 
-async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+async def test_a_newer_sqlite_file_of_the_old_kind_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as raw:
-        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match="schema version"):
-        AlertStore(path)
+        raw.execute("PRAGMA user_version = 3")
+    with pytest.raises(SchemaError, match="schema version 3"):
+        await AlertStore(path).open()
 
 
-async def test_reopening_does_not_migrate_twice(path: Path) -> None:
+async def test_an_unknown_revision_is_refused(store: AlertStore, path: str) -> None:
+    await store.close()
+
+    async def bump(conn: object) -> None:
+        await conn.exec_driver_sql(  # type: ignore[attr-defined]
+            "UPDATE alembic_version SET version_num = '9999'")
+    other = AlertStore(path)
+    await other.db.run(bump)  # no open(): a raw write behind the store's back
+    with pytest.raises(SchemaError, match="schema version 9999, newer than this watcher"):
+        await other.open()
+    await other.close()
+
+
+async def test_reopening_does_not_migrate_twice(path: str) -> None:
     for _ in range(2):
         store = AlertStore(path)
         await store.record("r", "s", AlertState(updated_ms=1))
         await store.close()
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    async with AlertStore(path, upgrade=False) as store:
+        assert list(await store.load_all_states()) == [("r", "s")]
 
 
 async def test_forget_drops_states_but_keeps_events(store: AlertStore) -> None:
@@ -231,7 +259,7 @@ async def test_forget_drops_states_but_keeps_events(store: AlertStore) -> None:
     assert event_key("old", "a", again) != event_key("old", "a", t)
 
 
-async def test_closed_store_refuses_work(path: Path) -> None:
+async def test_closed_store_refuses_work(path: str) -> None:
     store = AlertStore(path)
     await store.close()
     await store.close()
@@ -239,7 +267,7 @@ async def test_closed_store_refuses_work(path: Path) -> None:
         await store.load_all_states()
 
 
-async def test_async_context_manager_closes(path: Path) -> None:
+async def test_async_context_manager_closes(path: str) -> None:
     async with AlertStore(path) as store:
         await store.record("r", "s", AlertState(updated_ms=1))
     with pytest.raises(StoreError):
@@ -266,3 +294,51 @@ async def test_prune_drops_old_finished_events_only(store: AlertStore) -> None:
     assert [e.id for e in await store.events()] == [third]
     assert list(await store.deliveries_for_events(ids)) == [third]
     assert await store.prune(before_ms=10_000) == 0
+
+
+async def test_rule_switches_survive_a_reopen(path: str) -> None:
+    async with AlertStore(path) as store:
+        assert await store.load_switches() == {}
+        await store.save_switch("dock", False, now_ms=10)
+        await store.save_switch("gate", True, now_ms=10)
+        await store.save_switch("dock", True, now_ms=20)
+    async with AlertStore(path) as reopened:
+        assert await reopened.load_switches() == {"dock": True, "gate": True}
+
+
+async def test_read_only_reads_and_refuses_writes(path: str) -> None:
+    async with AlertStore(path) as store:
+        await store.record("r", "s", AlertState(updated_ms=1),
+                           [evidence_for("r", "s", Transition(Kind.FIRING, True, 1, 1))])
+    async with AlertStore(path, read_only=True) as reader:
+        assert [e.rule for e in await reader.events()] == ["r"]
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.forget("r")
+
+
+async def test_read_only_never_creates_a_sqlite_file(sqlite_path: Path) -> None:
+    reader = AlertStore(sqlite_path, read_only=True)
+    with pytest.raises(StoreError, match="unable to open"):
+        await reader.events()
+    await reader.close()
+    assert not os.path.exists(sqlite_path)  # noqa: ASYNC240  (one stat)
+
+
+async def test_postgres_connections_killed_under_the_store_are_replaced(
+        postgres_url: str) -> None:
+    """As after a PostgreSQL restart: the pool's connections die; the next call reconnects."""
+    async with AlertStore(postgres_url) as store:
+        await store.record("r", "s", AlertState(updated_ms=1))
+
+        async def kill_others(conn: object) -> int:
+            result = await conn.exec_driver_sql(  # type: ignore[attr-defined]
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return int(result.scalar_one())
+        other = AlertStore(postgres_url)
+        try:
+            assert await other.db.run(kill_others) >= 1  # the first store's pooled connection
+        finally:
+            await other.close()
+        await store.record("r", "s", AlertState(updated_ms=2))
+        assert await store.load_state("r", "s") == AlertState(updated_ms=2)

@@ -1,0 +1,416 @@
+"""The alert store: alert states, events with evidence, and the delivery outbox.
+
+One object for the engine, the outbox, the daemon and the CLI, on SQLite or
+PostgreSQL (:class:`~watcher.store.database.Database`); the statements live
+in one module per concern (:mod:`.alerts`, :mod:`.deliveries`).
+
+Every step that changes an alert writes the new :class:`AlertState`, its
+events (with their evidence: answer, frame URLs, snapshot) and their
+deliveries in ONE transaction, before any action runs: a crash never leaves
+a state change without its event, an event without its state, or a
+notifying event without its deliveries. Replaying a step after a crash
+cannot duplicate an event either: ``event_key`` is UNIQUE.
+
+Opening: the constructor only parses the location; :meth:`AlertStore.open`
+connects and brings the schema up to date under a lock
+(:mod:`watcher.store.migrate`), so a bad location or a newer schema fails
+at startup. Every method opens the store first if nobody did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from watcher.engine.silences import Silence
+from watcher.engine.state import AlertState
+from watcher.store import alerts, migrate, reviews, timeline
+from watcher.store import deliveries as outbox
+from watcher.store.database import Database
+from watcher.store.errors import SchemaError, StoreError
+from watcher.store.fence import Fence
+from watcher.store.records import (
+    ActionsFor,
+    AlertEventRecord,
+    DeliveryRecord,
+    delivery_key,
+)
+from watcher.store.reviews import Ack, Clip, Feedback
+from watcher.store.timeline import EventDetails, TimelineQuery
+
+T = TypeVar("T")
+DEFAULT_CLAIM_MS = 10 * 60_000
+"""How long a delivery claim holds unless the claimer says otherwise."""
+
+
+def default_instance() -> str:
+    """This process as a claimer: host name, pid and a random tag (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class AlertStore:
+    """Alert states, events and their deliveries, on SQLite or PostgreSQL; async methods.
+
+    ``location`` is a SQLite file path (or ``:memory:``) or a
+    ``postgresql://`` URL. ``instance`` names this store as a delivery
+    claimer (default: host, pid and a random tag). ``upgrade=False`` refuses
+    an outdated schema (naming ``watcher db upgrade``) instead of migrating.
+    ``read_only`` (for ``watcher alerts``) never creates, migrates or
+    changes anything: a missing SQLite file or an outdated schema is a
+    :class:`StoreError`, and every write raises one.
+    """
+
+    def __init__(self, location: str | Path, *, instance: str | None = None,
+                 upgrade: bool = True, read_only: bool = False) -> None:
+        self.db = Database(location, read_only=read_only)
+        self.read_only = read_only
+        self.path = self.db.name
+        """The database as logs name it: the SQLite path, or the URL without its password."""
+        self.instance = instance or default_instance()
+        self.upgrade = upgrade and not read_only
+        self._opened = False
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use this database at once (PostgreSQL)."""
+        return not self.db.is_sqlite
+
+    async def open(self) -> AlertStore:
+        """Connect and check (or migrate) the schema. Idempotent."""
+        await self._ready()
+        return self
+
+    async def __aenter__(self) -> AlertStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Finish running work and close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.db.close()
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise StoreError(f"alert store {self.path} is closed")
+        if self._opened:
+            return
+        async with self._opening:
+            if self._opened:
+                return
+            if self.upgrade:
+                await migrate.upgrade(self.db)
+            else:
+                status = await migrate.status(self.db)
+                if not status.up_to_date:
+                    raise SchemaError(
+                        f"alert store {self.path} is at schema revision "
+                        f"{status.current or '(none)'}, this watcher needs {status.head}: "
+                        f"run `{migrate.UPGRADE_COMMAND}`")
+            self._opened = True
+
+    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        await self._ready()
+        return await self.db.run(work, write=False)
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]],
+                     fence: Fence | None = None) -> T:
+        if self.read_only:
+            raise StoreError(f"alert store {self.path} is open read-only")
+        await self._ready()
+        if fence is None:
+            return await self.db.run(work)
+
+        async def fenced(conn: AsyncConnection) -> T:
+            await fence.check(conn)
+            return await work(conn)
+        return await self.db.run(fenced)
+
+    # -- alert states and events ---------------------------------------------
+
+    async def load_state(self, rule: str, stream_key: str) -> AlertState | None:
+        return await self._read(lambda c: alerts.load_state(c, rule, stream_key))
+
+    async def load_all_states(self) -> dict[tuple[str, str], AlertState]:
+        """Every stored state, keyed by (rule, stream_key)."""
+        return await self._read(alerts.load_all_states)
+
+    async def record(
+        self, rule: str, stream_key: str, state: AlertState,
+        events: Iterable[AlertEventRecord] = (), *, actions_for: ActionsFor | None = None,
+        fence: Fence | None = None,
+    ) -> list[int]:
+        """Write ``state``, ``events`` and their deliveries atomically; return the event ids.
+
+        ``actions_for(event)`` names the actions a notifying event goes to (it
+        is not asked about events with ``notify=False``, which go nowhere);
+        one ``pending`` delivery per name is written with the event, due at
+        once. Raises :class:`DuplicateEventError` (and writes nothing) if an
+        ``event_key`` is already stored, :class:`FencedError` (and writes
+        nothing) if ``fence`` says the writer lost the work.
+        """
+        events = list(events)
+        targets: list[list[str]] = []
+        for e in events:
+            if (e.rule, e.stream_key) != (rule, stream_key):
+                raise ValueError(f"event {e.event_key} is not for {rule}/{stream_key}")
+            names = list(actions_for(e)) if actions_for is not None and e.notify else []
+            if not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"event {e.event_key}: action names must be non-empty strings")
+            targets.append(list(dict.fromkeys(names)))
+        state_row = alerts.state_row(rule, stream_key, state)
+        event_rows = [alerts.event_row(e) for e in events]
+
+        async def work(conn: AsyncConnection) -> list[int]:
+            await alerts.save_state(conn, state_row)
+            ids = await alerts.insert_events(conn, event_rows, self.path)
+            await outbox.insert(conn, [
+                outbox.new_row(i, name, delivery_key(e.event_key, name), e.created_ms)
+                for e, i, names in zip(events, ids, targets, strict=True) for name in names])
+            return ids
+        return await self._write(work, fence)
+
+    async def events(
+        self, limit: int = 50, rule: str | None = None, status: str | None = None,
+        since_ms: int | None = None, stream_key: str | None = None, snapshots: bool = True,
+        dead_only: bool = False,
+    ) -> list[AlertEventRecord]:
+        """Events newest first (by ``created_ms``, then id), filtered.
+
+        ``snapshots=False`` leaves ``snapshot`` None (``snapshot_type`` still
+        says whether one is stored), for listings that do not show images.
+        ``dead_only`` keeps the events with at least one dead delivery.
+        """
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        return await self._read(lambda c: alerts.events(
+            c, limit, rule, status, since_ms, stream_key, snapshots, dead_only))
+
+    async def event(self, event_id: int) -> AlertEventRecord | None:
+        return await self._read(lambda c: alerts.event(c, event_id))
+
+    async def events_by_ids(self, event_ids: Iterable[int]) -> list[AlertEventRecord]:
+        """The stored events among ``event_ids``, in the order given."""
+        ids = list(event_ids)
+        return await self._read(lambda c: alerts.events_by_ids(c, ids))
+
+    async def forget(self, rule: str, *, fence: Fence | None = None) -> int:
+        """Drop the states of a removed rule; its events stay as history. Returns the count."""
+        return await self._write(lambda c: alerts.forget(c, rule), fence)
+
+    async def prune(self, before_ms: int) -> int:
+        """Delete events created before ``before_ms`` whose deliveries are all finished
+        (sent, dead or summarized), with those deliveries and their snapshots. Returns how
+        many events went."""
+        return await self._write(lambda c: alerts.prune(c, before_ms))
+
+    async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
+        """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""
+        at = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        await self._write(lambda c: alerts.save_switch(c, rule, enabled, at))
+
+    async def load_switches(self) -> dict[str, bool]:
+        """Every rule switched at run time: rule -> enabled."""
+        return await self._read(alerts.load_switches)
+
+    # -- the console: timeline, silences, acks, feedback, clips ----------------
+    # (statements in watcher.store.timeline and watcher.store.reviews)
+
+    async def timeline(self, query: TimelineQuery) -> list[AlertEventRecord]:
+        """The console's page of events (without snapshots)."""
+        return await self._read(lambda c: timeline.timeline(c, query))
+
+    async def timeline_page(self, query: TimelineQuery,
+                            ) -> tuple[list[AlertEventRecord], EventDetails]:
+        """A page of the timeline and what the console shows with it, in one read."""
+        async def work(conn: AsyncConnection) -> tuple[list[AlertEventRecord], EventDetails]:
+            events = await timeline.timeline(conn, query)
+            return events, await timeline.event_details(conn, events)
+        return await self._read(work)
+
+    async def event_details(self, events: list[AlertEventRecord]) -> EventDetails:
+        return await self._read(lambda c: timeline.event_details(c, events))
+
+    async def episode_times(self, keys: Iterable[tuple[str, str, int]],
+                            ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
+        """When each (rule, stream_key, episode) fired and resolved."""
+        wanted = list(keys)
+        return await self._read(lambda c: timeline.episode_times(c, wanted))
+
+    async def snapshot(self, event_id: int) -> tuple[bytes, str] | None:
+        """An event's snapshot and its content type, if it has one."""
+        event = await self.event(event_id)
+        if event is None or event.snapshot is None:
+            return None
+        return event.snapshot, event.snapshot_type or "image/jpeg"
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._write(lambda c: reviews.save_silence(c, silence))
+
+    async def silences(self, since_ms: int | None = None) -> list[Silence]:
+        """Silences ending after ``since_ms`` (every silence with None), newest first."""
+        return await self._read(lambda c: reviews.load_silences(c, since_ms))
+
+    async def expire_silence(self, silence_id: str, now_ms: int) -> bool:
+        return await self._write(lambda c: reviews.expire_silence(c, silence_id, now_ms))
+
+    async def add_ack(self, ack: Ack) -> bool:
+        """Acknowledge a firing episode; False if it already was."""
+        return await self._write(lambda c: reviews.save_ack(c, ack))
+
+    async def acks(self, keys: Iterable[tuple[str, str, int]],
+                   ) -> dict[tuple[str, str, int], Ack]:
+        wanted = list(keys)
+        return await self._read(lambda c: reviews.load_acks(c, wanted))
+
+    async def set_feedback(self, mark: Feedback) -> None:
+        await self._write(lambda c: reviews.save_feedback(c, mark))
+
+    async def feedback(self, event_ids: Iterable[int] | None = None) -> dict[int, Feedback]:
+        """Marks by event id (every mark with None)."""
+        ids = None if event_ids is None else list(event_ids)
+        return await self._read(lambda c: reviews.load_feedback(c, ids))
+
+    async def save_clip(self, clip: Clip) -> bool:
+        return await self._write(lambda c: reviews.save_clip(c, clip))
+
+    async def clip(self, event_id: int, *, data: bool = True) -> Clip | None:
+        return await self._read(lambda c: reviews.load_clip(c, event_id, data))
+
+    async def clip_ids(self, event_ids: Iterable[int]) -> set[int]:
+        ids = list(event_ids)
+        return await self._read(lambda c: reviews.clip_ids(c, ids))
+
+    async def clip_bytes(self) -> int:
+        """Bytes of all stored clips."""
+        return await self._read(reviews.clip_bytes)
+
+    async def trim_clips(self, max_bytes: int, max_count: int | None = None) -> int:
+        """Drop the oldest clips beyond the budget; alert records are never dropped."""
+        return await self._write(lambda c: reviews.trim_clips(c, max_bytes, max_count))
+
+    # -- the delivery outbox (see watcher.store.deliveries) ------------------
+
+    async def due_deliveries(
+        self, now_ms: int, limit: int = 100, exclude_actions: Iterable[str] = (),
+        action: str | None = None,
+    ) -> list[DeliveryRecord]:
+        """Deliveries to claim at ``now_ms`` (pending and due, or whose claim lapsed),
+        oldest due first (then by id)."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        exclude = tuple(exclude_actions)
+        return await self._read(lambda c: outbox.due(c, now_ms, limit, exclude, action))
+
+    async def next_due_ms(self, exclude_actions: Iterable[str] = ()) -> int | None:
+        """When the next delivery (of an action not excluded) is due or its claim lapses;
+        None if none."""
+        exclude = tuple(exclude_actions)
+        return await self._read(lambda c: outbox.next_due_ms(c, exclude))
+
+    async def mark_delivering(self, delivery_id: int, now_ms: int,
+                              summary_id: str | None = None, *,
+                              claim_ms: int = DEFAULT_CLAIM_MS,
+                              fence: Fence | None = None) -> bool:
+        """Claim one delivery for ``claim_ms`` (pending, or its last claim lapsed), counting
+        one attempt; False if it was not claimable (another instance has it, or done).
+
+        ``summary_id``: the delivery goes out as a member of that summary message;
+        the key is kept, so a summary whose outcome is unknown is sent again
+        under the same key (see :meth:`summary_members`).
+        """
+        claimed = await self._write(lambda c: outbox.claim(
+            c, [delivery_id], now_ms, self.instance, claim_ms, summary_id), fence)
+        return claimed == [delivery_id]
+
+    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
+        """The unfinished (pending or delivering) members of a summary, by event id."""
+        return await self._read(lambda c: outbox.summary_members(c, summary_id))
+
+    async def claim_due(self, now_ms: int, limit: int = 100,
+                        exclude_actions: Iterable[str] = (), *,
+                        claim_ms: int = DEFAULT_CLAIM_MS) -> list[DeliveryRecord]:
+        """Claim up to ``limit`` due deliveries at once (``FOR UPDATE SKIP LOCKED``)."""
+        exclude = tuple(exclude_actions)
+        return await self._write(lambda c: outbox.claim_due(
+            c, now_ms, limit, exclude, self.instance, claim_ms))
+
+    async def mark_sent(self, delivery_id: int, now_ms: int, *,
+                        fence: Fence | None = None) -> bool:
+        """delivering (claimed by this store) -> sent."""
+        return await self._finish(delivery_id, now_ms, outbox.sent(now_ms), fence)
+
+    async def mark_retry(self, delivery_id: int, next_attempt_ms: int, error: str,
+                         now_ms: int, *, fence: Fence | None = None) -> bool:
+        """Back to pending, due again at ``next_attempt_ms``."""
+        return await self._finish(delivery_id, now_ms, outbox.retry(next_attempt_ms, error),
+                                  fence)
+
+    async def mark_dead(self, delivery_id: int, error: str, now_ms: int, *,
+                        fence: Fence | None = None) -> bool:
+        """Dead-letter a pending or claimed delivery; it is kept for ``watcher alerts``."""
+        return await self._finish(delivery_id, now_ms, outbox.dead(error), fence,
+                                  allow_pending=True)
+
+    async def mark_summarized(self, delivery_ids: Iterable[int], summary_id: str,
+                              now_ms: int, *, fence: Fence | None = None) -> int:
+        """Pending or claimed deliveries a summary message stood for; returns the count."""
+        ids = list(delivery_ids)
+        return await self._write(
+            lambda c: outbox.summarized(c, ids, summary_id, now_ms, self.instance), fence)
+
+    async def _finish(self, delivery_id: int, now_ms: int, values: dict[str, Any],
+                      fence: Fence | None, allow_pending: bool = False) -> bool:
+        return await self._write(lambda c: outbox.finish(
+            c, delivery_id, now_ms, self.instance, allow_pending=allow_pending, **values),
+            fence)
+
+    async def reset_in_flight(self, now_ms: int) -> int:
+        """Deliveries in flight at a crash become pending again (at-least-once).
+
+        Call once before the outbox starts. On SQLite (one daemon per file)
+        this takes back every in-flight row; on a shared database only the
+        rows this instance claimed and those whose claim lapsed (the others
+        are being delivered by live instances).
+        """
+        return await self._write(lambda c: outbox.reset_in_flight(
+            c, now_ms, self.instance, everything=not self.shared))
+
+    async def release_claims(self, claimers: Iterable[str], now_ms: int) -> int:
+        """Take back the in-flight deliveries of claimers known to be dead; returns how many.
+
+        A claim lapses by itself at its deadline (the attempt timeout plus a
+        margin, minutes); a cluster that learns sooner that an instance died
+        (its heartbeats stopped) calls this with the dead instances' ids, so
+        their deliveries go out again at once, with the same Idempotency-Key.
+        The store's ``instance`` must then be the cluster's instance id.
+        """
+        names = list(claimers)
+        return await self._write(lambda c: outbox.release_claims(c, names, now_ms))
+
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """``{action: {status: count}}`` over all deliveries (for metrics and status)."""
+        return await self._read(outbox.counts)
+
+    async def deliveries_for_event(self, event_id: int) -> list[DeliveryRecord]:
+        return (await self.deliveries_for_events([event_id])).get(event_id, [])
+
+    async def deliveries_for_events(
+        self, event_ids: Iterable[int]
+    ) -> dict[int, list[DeliveryRecord]]:
+        """The deliveries of each event (by id, then in insertion order)."""
+        ids = list(event_ids)
+        return await self._read(lambda c: outbox.for_events(c, ids))
