@@ -92,6 +92,7 @@ def _run_check(args: argparse.Namespace) -> int:
     import asyncio
 
     from watcher.config import load_config
+    from watcher.duration import format_duration
     from watcher.engine.modelcheck import fetch_served_models
     from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
@@ -99,7 +100,7 @@ def _run_check(args: argparse.Namespace) -> int:
     note = ""
     try:
         config = load_config(args.config)
-        if not config.overshoot.is_embedded:
+        if not config.overshoot.is_embedded and config.rules:
             key = config.overshoot.api_key
             try:
                 served = asyncio.run(fetch_served_models(
@@ -118,6 +119,12 @@ def _run_check(args: argparse.Namespace) -> int:
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK ({config.summary()}){note}")
+    state = config.state
+    print(redact(f"state store {state.shown}: evidence budget {state.evidence_budget_mb:g} MB "
+                 f"(oldest dropped first), events kept {format_duration(state.keep_events_for)};"
+                 f" while unavailable, {state.max_pending_steps} steps wait in memory and "
+                 f"notifications go out best effort after "
+                 f"{format_duration(state.max_pending_age)}"))
     return 0
 
 

@@ -39,6 +39,7 @@ def test_event_context_has_every_documented_key() -> None:
         "stream_time_ms": 41_000, "model": "local/vision",
         "usage": {"prompt_tokens": 800, "completion_tokens": 20},
         "prompt": "Is anyone at the loading dock?", "action": "ops", "has_snapshot": True,
+        "persisted": True,
         "event_url": None,
     }
 

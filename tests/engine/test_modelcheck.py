@@ -157,7 +157,11 @@ def test_a_remote_apis_model_list_is_checked_when_it_answers(
 def test_an_unreachable_api_is_noted_not_failed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = f"http://127.0.0.1:{free_port()}/v1beta"
+    head = f"overshoot:\n  base_url: {base}\n  api_key: ovs-x\n  model: anything\n" + STREAM
     (tmp_path / "watcher.yaml").write_text(
-        f"overshoot:\n  base_url: {base}\n  api_key: ovs-x\n  model: anything\n" + STREAM)
+        head + "rules:\n  - {name: r, stream: cam, every: 5s, prompt: q}\n")
     assert main(["check", "-c", str(tmp_path / "watcher.yaml")]) == 0
-    assert "(model names not checked:" in capsys.readouterr().out
+    assert "(model names not checked: GET /models:" in capsys.readouterr().out
+    (tmp_path / "watcher.yaml").write_text(head)  # no rules: no model to check, no request
+    assert main(["check", "-c", str(tmp_path / "watcher.yaml")]) == 0
+    assert "not checked" not in capsys.readouterr().out

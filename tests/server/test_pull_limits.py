@@ -81,9 +81,10 @@ async def test_private_addresses_are_refused_by_default(serve, url: str, kind: s
 
 async def test_an_unresolvable_host_is_refused(serve) -> None:
     async with serve() as (_, client):
-        response = await client.post("/streams", json=pull("http://camera.invalid/x.m3u8"))
-    assert response.status_code == 422
-    assert response.json()["detail"].startswith("Could not connect to source url")
+        for url in ("http://camera.invalid/x.m3u8", f"https://{'0' * 300}/x.m3u8"):
+            response = await client.post("/streams", json=pull(url))
+            assert response.status_code == 422, url  # a too-long label is not a 500
+            assert response.json()["detail"].startswith("Could not connect to source url")
 
 
 async def test_a_public_address_passes_the_guard_then_must_connect(serve) -> None:

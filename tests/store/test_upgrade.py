@@ -4,6 +4,7 @@ everything; revisions apply once, under a lock; an outdated schema can be refuse
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from support.legacy_state import JPEG, write_state_file
 
 from watcher.engine.state import AlertState, Kind, Status
-from watcher.store import AlertStore, DeliveryStatus, SchemaError, migrate
+from watcher.store import AlertStore, DeliveryStatus, SchemaError, StateLockedError, migrate
 from watcher.store.database import Database
+from watcher.store.lock import daemon_store
 from watcher.store.migrate import MANAGED_USER_VERSION, head
 
 
@@ -92,3 +94,19 @@ async def test_read_only_refuses_an_outdated_file_and_leaves_it_as_it_was(
         await reader.events()
     await reader.close()
     assert path.read_bytes() == before
+
+
+async def test_the_daemon_store_upgrades_an_old_file_and_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    write_state_file(path)
+    async with daemon_store(path) as store:
+        assert (await migrate.status(store.db)).up_to_date
+        with pytest.raises(StateLockedError) as refused:
+            async with daemon_store(path):
+                pass
+        assert (refused.value.path, refused.value.pid) == (str(path), os.getpid())
+        assert f"state file {path} is in use by another watcher (pid {os.getpid()})" in str(
+            refused.value)
+        assert await store.load_switches() == {"gate": False}
+    async with daemon_store(path) as again:  # released with the first
+        assert [e.rule for e in await again.events()] == ["dock"]

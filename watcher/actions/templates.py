@@ -17,7 +17,10 @@ The context of one event (:func:`event_context`)::
     severity, labels, answer (dict), description (answer["description"] or None),
     created_at, started_at, resolved_at (ISO 8601 UTC or None), time (readable UTC),
     episode, event_id, event_key, urls, stream_ids, stream_time_ms, model, usage,
-    prompt, action, has_snapshot, event_url
+    prompt, action, has_snapshot, persisted, event_url
+
+``persisted`` is False for an event delivered best effort while the state store
+was unavailable (it has no ``event_id`` yet; it is recorded once the store is back).
 
 ``event_url`` is the event's page in the console when ``status.public_url`` is
 set (recorded with the event as ``extra["console_url"]``), else None.
@@ -73,6 +76,9 @@ Firing since {{ started_at or created_at }}.
 {% endfor %}
 {% if event_url %}
 Evidence: {{ event_url }}
+{% endif %}
+{% if not persisted %}
+(Not recorded yet: the alert state store is unavailable.)
 {% endif %}
 {% endif %}
 """
@@ -253,6 +259,7 @@ def event_context(event: AlertEventRecord, action_name: str) -> dict[str, Any]:
         "prompt": extra.get("prompt"),
         "action": action_name,
         "has_snapshot": event.snapshot is not None,
+        "persisted": event.id is not None,
         "event_url": event_url(event),
     }
 

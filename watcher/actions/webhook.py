@@ -231,7 +231,7 @@ def to_json(payload: dict[str, Any]) -> bytes:
 _EVENT_KEYS = ("status", "kind", "rule", "stream", "severity")
 _DETAIL_KEYS = ("description", "answer", "labels", "started_at", "resolved_at", "created_at",
                 "episode", "event_id", "event_key", "urls", "stream_ids", "stream_time_ms",
-                "model", "usage", "prompt", "action", "has_snapshot")
+                "model", "usage", "prompt", "action", "has_snapshot", "persisted")
 
 
 def event_payload(context: dict[str, Any], title: str, text: str) -> dict[str, Any]:
@@ -287,6 +287,8 @@ def am_alert(context: dict[str, Any], title: str, text: str, external_url: str,
     annotations = {"summary": title, "description": context["description"] or text.strip(),
                    "answer": json.dumps(context["answer"], separators=(",", ":"), default=str),
                    "event_key": context["event_key"]}
+    if not context.get("persisted", True):
+        annotations["persisted"] = "false"
     resolved = context["status"] == "resolved"
     return {
         "status": context["status"],

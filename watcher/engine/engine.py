@@ -35,6 +35,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
+from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
     SAMPLES_KEPT,
@@ -48,13 +49,15 @@ from watcher.engine.runner import (
     StepObserver,
 )
 from watcher.engine.silences import SilenceBook
-from watcher.engine.store import AlertStore
+from watcher.engine.store import AlertStore, StoreError
 from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
 
 START_MARGIN_S = 0.5
+ERROR_REPORT_INTERVAL_S = 300.0
+"""A rule failing the same way is logged at most this often (counted every time)."""
 OVERRUN_REPORT_INTERVAL_S = 300.0
 """A rule whose runs outlast its interval is reported at most this often (it is counted
 in ``watcher_rule_overrun_ticks_total`` every time)."""
@@ -79,6 +82,8 @@ class TickStats:
     errors: int = 0
     overruns_reported: int = 0
     overrun_reported_s: float = float("-inf")
+    error_kind: str | None = None
+    error_reported_s: float = float("-inf")
 
 
 class RuleEngine:
@@ -96,6 +101,7 @@ class RuleEngine:
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
+        writer: StepWriter | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
         console_url: str | None = None,
@@ -103,7 +109,9 @@ class RuleEngine:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
         ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
-        ``fence`` (cluster mode) guards every rule's writes."""
+        ``fence`` (cluster mode) guards every rule's writes. ``writer`` writes every
+        runner's steps in order (one is made for ``store`` if not given): it keeps them
+        while the store fails."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -116,6 +124,7 @@ class RuleEngine:
         self.on_stored = on_stored
         self.console_url = console_url
         self.clock = clock or SystemClock()
+        self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
         self.runners: dict[str, RuleRunner] = {}
@@ -178,7 +187,12 @@ class RuleEngine:
                 runner.stats = old.stats
                 changes.append(f"rule {name} changed")
             else:
-                state = await self.store.load_state(name, runner.stream_key)
+                try:
+                    state = await self.store.load_state(name, runner.stream_key)
+                except StoreError as exc:  # a new rule: start quiet rather than not at all
+                    log.warning("rule %s: cannot read its stored alert state (%s); starting "
+                                "from inactive", name, exc)
+                    state = None
                 runner.state = state or runner.state
                 self.ticks[name] = TickStats()
                 changes.append(f"rule {name} added")
@@ -194,8 +208,8 @@ class RuleEngine:
                             streams=self.streams, store=self.store, clock=self.clock,
                             emit=self.emit, actions=self.actions,
                             on_recorded=self.on_recorded, fence=self.fence,
-                            silences=self.silences, on_stored=self.on_stored,
-                            console_url=self.console_url)
+                            writer=self.writer, silences=self.silences,
+                            on_stored=self.on_stored, console_url=self.console_url)
         runner.observers = self.observers
         return runner
 
@@ -241,13 +255,15 @@ class RuleEngine:
                 pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop ticking; let evaluations in flight finish for up to ``grace_s``.
+        """Stop ticking; let evaluations in flight finish for up to ``grace_s``, then try
+        to write what is still pending (for up to ``grace_s`` more).
 
         The scheduler is paused first and shut down only afterwards, because
         its shutdown cancels the jobs still running.
         """
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
+            await self.writer.close(grace_s)
             return
         await self.triggers.aclose()
         scheduler.pause()
@@ -264,11 +280,28 @@ class RuleEngine:
             log.warning("%d evaluation(s) still running at shutdown; cancelling them",
                         sum(lock.locked() for lock in busy))
         scheduler.shutdown(wait=False)
+        await self.writer.close(grace_s)
 
     async def _tick(self, name: str) -> None:
+        """One scheduled run. Its errors stop here: APScheduler never sees them (it would
+        log a traceback per tick); each kind is logged once, then every 5 min."""
         runner = self.runners.get(name)
-        if runner is not None and name not in self.paused:
+        if runner is None or name in self.paused:
+            return
+        try:
             await runner.evaluate()
+        except Exception as exc:
+            stats = self.ticks.get(name)
+            if stats is None:
+                return
+            stats.errors += 1
+            now = time.monotonic()
+            kind = type(exc).__name__
+            if kind != stats.error_kind or now - stats.error_reported_s >= ERROR_REPORT_INTERVAL_S:
+                log.error("rule %s failed (%d time(s) so far): %s: %s", name, stats.errors,
+                          kind, exc)
+                log.debug("rule %s traceback", name, exc_info=True)
+                stats.error_kind, stats.error_reported_s = kind, now
 
     # -- scheduling ----------------------------------------------------------
     def _trigger(self, rule: RuleConfig) -> BaseTrigger:

@@ -13,6 +13,7 @@ it cannot measure motion on the newest frame alone (a rule without
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
@@ -117,10 +118,15 @@ async def fetch_served_models(base_url: str, api_key: str | None,
     """
     import httpx
 
+    from watcher.errors import OvershootError
     from watcher.overshoot.client import OvershootClient, Policies, RetryPolicy
 
     once = RetryPolicy(attempts=1, timeout=timeout_s)
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
-        client = OvershootClient(base_url, api_key, http=http, policies=Policies(read=once))
-        listed = await client.list_models()
+    try:
+        async with asyncio.timeout(timeout_s), httpx.AsyncClient(timeout=timeout_s) as http:
+            client = OvershootClient(base_url, api_key, http=http,
+                                     policies=Policies(read=once))
+            listed = await client.list_models()
+    except TimeoutError:  # a name lookup hanging, say: the whole call is bounded
+        raise OvershootError(f"GET /models: no answer within {timeout_s:g} s") from None
     return [m.id for m in listed.data], f"{base_url}/models"

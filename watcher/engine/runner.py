@@ -36,11 +36,12 @@ from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
 from watcher.engine.condition import Condition, ConditionError, default_condition
+from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
 from watcher.engine.silences import AlertLabels, SilenceBook
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
-from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggers import TICK, Trigger
 from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
@@ -163,6 +164,7 @@ class RuleRunner:
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
+        writer: StepWriter | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
         console_url: str | None = None,
@@ -170,9 +172,10 @@ class RuleRunner:
         """``actions`` (name -> action) turns on deliveries: without it, events are
         stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
         write: a step whose fence is refused records nothing and changes no state.
-        ``silences`` keeps matching events from notifying; an acknowledged episode (in
-        the store) gets no repeats. ``console_url`` (``status.public_url``) is kept with
-        each event for links."""
+        ``writer`` (shared by the engine's runners) writes the steps to ``store`` and
+        keeps them while it fails. ``silences`` keeps matching events from notifying;
+        an acknowledged episode (in the store) gets no repeats. ``console_url``
+        (``status.public_url``) is kept with each event for links."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -198,8 +201,14 @@ class RuleRunner:
             keep_firing_for_ms=_ms(rule.keep_firing_for) or 0,
             cooldown_ms=_ms(rule.cooldown) or 0,
             repeat_every_ms=_ms(rule.repeat_every))
+        self.writer = writer if writer is not None or store is None else StepWriter(
+            store, clock=clock)
         self.state = state or AlertState()
         self.stats = RuleStats()
+        self.last_answer_ms: int | None = None
+        """When the model last answered this rule (valid or not)."""
+        self.model_error: tuple[int, str] | None = None
+        """(when, why) the model last failed to answer, if it has not answered since."""
         self._lock = asyncio.Lock()
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
@@ -272,6 +281,7 @@ class RuleRunner:
             self.stats.model_errors += 1
             result.outcome = "model_error"
             result.detail = f"no answer within the rule's timeout ({self.rule.timeout:g} s)"
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: %s", self.rule.name, result.detail)
             return None
         except StreamNotReady as exc:
@@ -281,8 +291,10 @@ class RuleRunner:
         except (ModelsExhausted, OvershootError) as exc:
             self.stats.model_errors += 1
             result.outcome, result.detail = "model_error", str(exc)
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: no answer: %s", self.rule.name, exc)
             return None
+        self.last_answer_ms, self.model_error = self.clock.now_ms(), None
         self.stats.model_calls += 1
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
@@ -368,40 +380,44 @@ class RuleRunner:
         state, transitions = self.policy.step(self.state, matched, now)
         if record:
             self._remember(result, matched, now)
-        if not record or self.store is None:
-            result.state, result.transitions = state, transitions
+        result.state, result.transitions = state, transitions
+        if not record or self.writer is None:
             return result
         state, transitions, silenced_by = await self._gate(state, transitions)
         result.state, result.transitions = state, transitions
         events = [await self._event(t, result, live, ids, trigger, silenced_by.get(i))
                   for i, t in enumerate(transitions)]
+        written: list[int] | None = []
         if state != self.state or events:
             try:
-                fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
-                result.event_ids = await self.store.record(
-                    self.rule.name, self.stream_key, state, events, actions_for=self._targets,
-                    **fenced)
+                fence = None if self.fence is None else self.fence(self.stream_names)
+                written = await self.writer.write(
+                    self.rule.name, self.stream_key, state, events,
+                    [self._targets(e) for e in events], fence=fence)
             except LeaseLostError as exc:
                 result.detail = f"not recorded: {exc}"
                 log.info("rule %s: %s", self.rule.name, result.detail)
                 return result
-        previous, self.state = self.state, state
+            result.event_ids = written or []
+        previous, self.state = self.state, state  # pending or written: what will be stored
         for event in events:
             why = (f" (silenced by {event.silenced_by})" if event.silenced_by else
                    "" if event.notify else " (suppressed by cooldown)")
-            log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
-                     event.kind, why, event.episode)
+            log.info("alert %s on %s: %s%s (episode %d)%s", self.rule.name, self.stream_key,
+                     event.kind, why, event.episode, "" if written is not None else
+                     " (not recorded yet: the state store is unavailable)")
         if previous.status != state.status and state.status == Status.PENDING:
             log.info("alert %s on %s: pending", self.rule.name, self.stream_key)
         self.stats.events += len(events)
-        stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
-        if stored and self.on_stored is not None:
-            self.on_stored(stored)
+        stored = events if written is None else [
+            replace(e, id=i) for e, i in zip(events, written, strict=False)]
+        if written and self.on_stored is not None:
+            self.on_stored([e for e in stored if e.id is not None])
         notify = [e for e in stored if e.notify]
         if state != previous or stored:
             for observe in self.observers:
                 observe(self.rule.name, self.stream_key, state, stored)
-        if notify and self.on_recorded is not None:
+        if notify and written is not None and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:
             await self.emit(notify)
@@ -439,9 +455,15 @@ class RuleRunner:
                            dict(self.rule.labels))
 
     async def _acked(self, episode: int) -> bool:
-        assert self.store is not None
+        """Whether the episode is acknowledged (the store unreadable: not, so repeats go)."""
+        if self.store is None:
+            return False
         key = (self.rule.name, self.stream_key, episode)
-        return key in await self.store.acks([key])
+        try:
+            return key in await self.store.acks([key])
+        except StoreError as exc:
+            log.warning("rule %s: cannot read acknowledgements: %s", self.rule.name, exc)
+            return False
 
     def _remember(self, result: Evaluation, matched: bool | None, now_ms: int) -> None:
         answer = result.answer

@@ -6,7 +6,8 @@
       enabled: true          # default: on when port or host is set, else off
       host: 127.0.0.1        # 0.0.0.0 for Prometheus in another container (no auth!)
       port: 9464
-      max_frame_age: 30s     # /readyz: a stream whose newest frame is older is not ready
+      max_frame_age: 2s      # /readyz: a stream whose newest frame is older is not ready
+                             # (default: 5 frame intervals, at least 2 s)
       token: ${WATCHER_CONSOLE_TOKEN}   # required by the console, API and /metrics
       public_url: https://watcher.example.com   # where people open the console (links)
 
@@ -43,9 +44,9 @@ class StatusConfig(BaseModel):
     port: int = Field(
         DEFAULT_PORT, ge=0, le=65535, description="Port to listen on (0 picks a free one, "
         "logged at start).")
-    max_frame_age: Duration = Field(
-        30.0, gt=0, description="/readyz reports a stream not ready when the API's newest "
-        "frame of it is older than this.")
+    max_frame_age: Duration | None = Field(
+        None, gt=0, description="/readyz reports a stream not ready when the API's newest "
+        "frame of it is older than this; unset: a few frame intervals (5 / fps, at least 2 s).")
     token: SecretStr | None = Field(
         None, description="Secret that the console, the /api/ routes, /status and /metrics "
         "require: `Authorization: Bearer <token>` from scripts, a login form (HttpOnly "

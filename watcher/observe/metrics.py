@@ -32,6 +32,9 @@ per action (label ``action``)
     ``watcher_action_summarized_total``, ``watcher_action_held_total``; as stored now
     (read by ``StatusSource.refresh`` before each scrape): ``watcher_action_pending_deliveries``,
     ``watcher_action_in_flight_deliveries``, ``watcher_action_dead_letters``
+the state store
+    ``watcher_store_errors_total`` (failed store calls), ``watcher_store_up`` (0 while it
+    is unavailable), ``watcher_store_pending_steps`` (alert steps waiting to be written)
 the cluster families of :mod:`watcher.cluster.observe` (cluster mode only),
 and ``watcher_build_info{version,python}`` (always 1).
 
@@ -152,6 +155,7 @@ class WatcherCollector(Collector):
         yield from self._streams(healths)
         yield from self._rules(runners, ticks)
         yield from _actions(actions)
+        yield from self._store()
         cluster = _read("cluster", self.source.cluster_snapshot, None)
         if cluster is not None:
             yield from metric_families(cluster)
@@ -159,6 +163,19 @@ class WatcherCollector(Collector):
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+    def _store(self) -> Iterator[Metric]:
+        health: Any = self.source.store_health
+        if health is None:
+            return
+        errors = CounterMetricFamily("watcher_store_errors", "State store calls that failed.")
+        errors.add_metric([], health.errors_total)
+        up = GaugeMetricFamily("watcher_store_up", "1 while the state store takes writes.")
+        up.add_metric([], 1 if health.reason is None else 0)
+        pending = GaugeMetricFamily("watcher_store_pending_steps", "Alert steps kept in "
+                                    "memory until the state store takes them.")
+        pending.add_metric([], _read("pending steps", health.pending, 0))
+        yield from (errors, up, pending)
 
     def _streams(self, healths: list[StreamHealth]) -> Iterator[Metric]:
         for name, help_text, attr in _STREAM_COUNTERS:

@@ -3,11 +3,14 @@
 ::
 
     GET /healthz   200 {"status": "ok"} while the daemon's event loop runs (liveness)
-    GET /readyz    200 when every stream is ready (live, leased, a recent frame), else
-                   503 with each stream that is not and why (readiness); in cluster mode
-                   the streams are those of the camera groups this instance owns
+    GET /readyz    200 when the state store takes writes and every stream is ready (leased,
+                   receiving frames now, its model answering), else 503 naming each stream
+                   (or the store) that is not and why; JSON, or text with ``?format=text``
+                   (or ``Accept: text/plain``). See :mod:`watcher.observe.readiness`. In
+                   cluster mode the streams are those of the camera groups this instance owns
     GET /metrics   Prometheus text format (OpenMetrics when the scraper asks for it)
     GET /status    the JSON document of :mod:`watcher.observe.snapshot` (``watcher status``)
+    GET /openapi.json  the OpenAPI document of these routes (:mod:`watcher.observe.openapi`)
 
 Like the embedded API server (:mod:`watcher.server.embedded`), it is a
 Starlette app served by uvicorn on the daemon's own event loop, leaving
@@ -50,12 +53,13 @@ from watcher.errors import WatcherError
 from watcher.logs import redact, redact_data
 from watcher.observe.config import DEFAULT_PORT, StatusConfig
 from watcher.observe.metrics import build_registry
+from watcher.observe.openapi import OPENAPI_PATH, status_openapi
 from watcher.observe.snapshot import status_document
 from watcher.observe.source import StatusSource
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/status")
+ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/status", OPENAPI_PATH)
 SHUTDOWN_GRACE_S = 2
 
 
@@ -89,15 +93,15 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
         return _json({"status": "ok", "uptime_s": round(source.uptime_s, 3)})
 
     async def readyz(request: Request) -> Response:
-        streams = [source.readiness(health) for health in source.healths()]
-        not_ready = [{"stream": s.name, "reason": s.reason} for s in streams if not s.ready]
-        doc: dict[str, Any] = {"status": "not ready" if not_ready else "ready",
-                               "streams": {s.name: s.ready for s in streams},
-                               "not_ready": not_ready}
+        report = await source.readiness_report()
+        code = 200 if report.ready else 503
+        if _wants_text(request):
+            return Response(redact(report.as_text()), status_code=code, media_type="text/plain")
+        doc = report.as_json()
         cluster = source.cluster_snapshot()
         if cluster is not None:  # this instance's streams are those of the groups it owns
             doc["cluster"] = {"instance_id": cluster["instance_id"], "owned": cluster["owned"]}
-        return _json(doc, 503 if not_ready else 200)
+        return _json(doc, code)
 
     async def metrics(request: Request) -> Response:
         await source.refresh()
@@ -107,8 +111,14 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     async def status(request: Request) -> Response:
         return _json(await status_document(source))
 
+    document = status_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return _json(document)
+
     routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz),
-                               Route("/metrics", metrics), Route("/status", status)]
+                               Route("/metrics", metrics), Route("/status", status),
+                               Route(OPENAPI_PATH, openapi)]
     middleware = []
     if console is not None:
         auth = ConsoleAuth(token)
@@ -119,6 +129,15 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     app = Starlette(routes=routes, middleware=middleware)
     app.state.registry = registry
     return app
+
+
+def _wants_text(request: Request) -> bool:
+    """``?format=text``, or an Accept header that prefers plain text to JSON."""
+    fmt = request.query_params.get("format")
+    if fmt is not None:
+        return fmt == "text"
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "json" not in accept
 
 
 def _json(doc: Any, status_code: int = 200) -> Response:

@@ -33,6 +33,7 @@ from watcher.server.external import external_part
 from watcher.server.faults import FaultInjector, FaultMiddleware
 from watcher.server.handlers import install_error_handlers
 from watcher.server.limits import check_pull_limit, check_stream_limit
+from watcher.server.openapi import install_openapi
 from watcher.server.problems import ChatProblem, StreamProblem
 from watcher.server.resolve import resolve
 from watcher.server.schemas import ChatBody, CreateStreamBody
@@ -154,6 +155,7 @@ def create_app(
     app.add_middleware(FaultMiddleware, injector=server.faults)
     install_cors(app, settings.cors_origins)  # outermost: preflights skip the faults
     install_error_handlers(app)
+    install_openapi(app)
     return app
 
 

@@ -80,7 +80,7 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):  # UnicodeError: a label over 63 characters
         raise StreamProblem(
             422, "Could not connect to source url: its host name does not resolve") from None
     addresses: list[IPAddress] = []

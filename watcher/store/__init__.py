@@ -12,6 +12,7 @@
     lock.py         one daemon per SQLite state file
     fence.py        fenced writes (the cluster's ownership epochs)
     config.py       the `state:` config section
+    admin.py        `watcher db upgrade` and `watcher db status`
     errors.py       StoreError and its kinds
 """
 

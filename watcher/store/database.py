@@ -145,7 +145,8 @@ class Database:
         """``work(conn)`` in one transaction (committed unless it raises); errors mapped.
 
         ``write=False`` (a read) begins a deferred transaction on SQLite,
-        which takes no write lock: readers never wait for the daemon.
+        which takes no write lock: a reader in another process (`watcher alerts`)
+        never waits for the daemon.
         """
         task = asyncio.ensure_future(self._run(work, write))
         self._running.add(task)

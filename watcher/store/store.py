@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState
-from watcher.store import alerts, migrate, reviews, timeline
+from watcher.store import alerts, evidence, migrate, reviews, timeline
 from watcher.store import deliveries as outbox
 from watcher.store.database import Database
 from watcher.store.errors import SchemaError, StoreError
@@ -216,6 +217,39 @@ class AlertStore:
         (sent, dead or summarized), with those deliveries and their snapshots. Returns how
         many events went."""
         return await self._write(lambda c: alerts.prune(c, before_ms))
+
+    # -- health and evidence --------------------------------------------------
+
+    async def ping(self) -> None:
+        """Check that the store takes writes now; :class:`StoreError` if not.
+
+        A write transaction (on SQLite it takes the write lock and rewrites one
+        header field with its own value, so a full disk shows too).
+        """
+        async def work(conn: AsyncConnection) -> None:
+            if conn.dialect.name == "sqlite":
+                version = (await conn.exec_driver_sql("PRAGMA user_version")).scalar_one()
+                await conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+            else:
+                await conn.execute(select(1))
+        await self._write(work)
+
+    async def evidence_bytes(self) -> int:
+        """Bytes of evidence (snapshots, and any other blob kept with events) stored."""
+        return await self._read(evidence.total_bytes)
+
+    async def trim_evidence(self, max_bytes: int) -> tuple[int, int]:
+        """Drop the oldest evidence until at most ``max_bytes`` remain; the events stay.
+        Returns (events whose evidence was dropped, evidence bytes left)."""
+        return await self._write(lambda c: evidence.trim(c, max_bytes))
+
+    async def drop_oldest_evidence(self, fraction: float) -> tuple[int, int]:
+        """Drop about ``fraction`` of the stored evidence, oldest first (when space runs
+        short); returns what :meth:`trim_evidence` returns."""
+        async def work(conn: AsyncConnection) -> tuple[int, int]:
+            total = await evidence.total_bytes(conn)
+            return await evidence.trim(conn, int(total * (1 - fraction)))
+        return await self._write(work)
 
     async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
         """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""

@@ -8,6 +8,9 @@ timing. Upstream failures become the Overshoot chat error envelope
 (``upstream_http_<status>``, ``upstream_timeout``, ``upstream_request_failed``,
 ``upstream_invalid_response``).
 
+The request and answer bodies are built and read in :mod:`.upstream_body`, the
+settings live in :mod:`.upstream_settings` (re-exported here).
+
 One :class:`Upstream` owns the HTTP client; each name in ``models`` is one
 :class:`UpstreamModel` sharing it. The API key never leaves the Authorization
 header: it is a ``SecretStr`` and is scrubbed from anything echoed back.
@@ -16,30 +19,30 @@ header: it is a ``SecretStr`` and is scrubbed from anything echoed back.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from watcher.server.backends.base import (
     ChatInput,
     Completion,
-    ExternalImage,
-    ExternalVideo,
-    Message,
     ModelBackend,
     ModelStatus,
     Usage,
     estimate_usage,
 )
-from watcher.server.frames import StoredFrame
+from watcher.server.backends.upstream_body import (
+    content_text,
+    message_body,
+    reencode_all,
+    usage_of,
+)
+from watcher.server.backends.upstream_settings import UpstreamSettings
 from watcher.server.problems import ChatProblem
-from watcher.server.resolve import ResolvedMedia
 
 log = logging.getLogger(__name__)
 
@@ -58,51 +61,7 @@ PASSTHROUGH_OPTIONS = (
 
 REDACTED = "[redacted]"
 
-
-class UpstreamSettings(BaseModel):
-    """Where the upstream is and which of its models the embedded server lists."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str
-    """OpenAI-compatible root, e.g. ``http://127.0.0.1:11434/v1`` (Ollama)."""
-    api_key: SecretStr | None = None
-    models: dict[str, str] = Field(default_factory=dict)
-    """Name listed by the embedded server -> model name upstream."""
-    timeout_seconds: float = Field(default=60.0, gt=0)
-    """Deadline for one whole completion (connect + generation + body)."""
-    max_body_bytes: int = Field(default=2048, ge=0)
-    """At most this much of an upstream error body is echoed to the client."""
-    owned_by: str = "upstream"
-    frame_labels: bool = True
-    jpeg_passthrough: bool = True
-    """Send retained JPEGs as stored; when off, re-encode them (see the two below)."""
-    max_frame_side: int | None = Field(default=None, gt=0)
-    """With ``jpeg_passthrough`` off: downscale frames whose longer side exceeds this."""
-    jpeg_quality: int = Field(default=85, ge=1, le=100)
-    """With ``jpeg_passthrough`` off: quality of the re-encoded JPEGs."""
-    probe: bool = False
-    """Report status from a cached ``GET {base_url}/models`` instead of always ready."""
-    probe_timeout_seconds: float = Field(default=2.0, gt=0)
-    probe_ttl_seconds: float = Field(default=30.0, ge=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL:
-            raise ValueError("base_url is not a valid URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("base_url must be an http(s) URL with a host")
-        if url.userinfo:
-            raise ValueError("base_url must not carry credentials; use api_key")
-        return value.rstrip("/")
-
-    @property
-    def provider(self) -> str:
-        """The upstream host, as reported in ``upstream.provider`` of errors."""
-        return httpx.URL(self.base_url).host
+__all__ = ["Upstream", "UpstreamModel", "UpstreamSettings"]
 
 
 class Upstream:
@@ -339,14 +298,14 @@ class UpstreamModel(ModelBackend):
         choices = data.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else None
         message = choice.get("message") if isinstance(choice, dict) else None
-        content = _content_text(message.get("content")) if isinstance(message, dict) else None
+        content = content_text(message.get("content")) if isinstance(message, dict) else None
         if content is None:
             raw = json.dumps(data).encode()
             raise self.upstream.invalid_response("the upstream answer has no message content", raw)
         finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         return Completion(
             content=content,
-            usage=_usage(data.get("usage")) or estimate_usage(request, content),
+            usage=usage_of(data.get("usage")) or estimate_usage(request, content),
             finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
         )
 
@@ -363,14 +322,14 @@ class UpstreamModel(ModelBackend):
         if isinstance(options, dict) and options.get("include_usage"):
             body["stream_options"] = {"include_usage": True}
         async for event in self.upstream.stream_chat(body):
-            usage = _usage(event.get("usage"))
+            usage = usage_of(event.get("usage"))
             if usage is not None:
                 yield usage
             choices = event.get("choices")
             if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                 continue
             delta = choices[0].get("delta")
-            text = _content_text(delta.get("content")) if isinstance(delta, dict) else None
+            text = content_text(delta.get("content")) if isinstance(delta, dict) else None
             if text:
                 yield text
 
@@ -385,13 +344,13 @@ class UpstreamModel(ModelBackend):
         if not settings.jpeg_passthrough:
             frames = {(m.stream_id, f.index): f for m in request.media for f in m.frames}
             encoded = await asyncio.to_thread(
-                _reencode_all, list(frames.values()),
+                reencode_all, list(frames.values()),
                 settings.max_frame_side, settings.jpeg_quality,
             )
             jpegs = dict(zip(frames, encoded, strict=True))
         body: dict[str, Any] = {
             "model": self.upstream_name,
-            "messages": [_message(m, settings.frame_labels, jpegs) for m in request.messages],
+            "messages": [message_body(m, settings.frame_labels, jpegs) for m in request.messages],
         }
         raw = request.raw or {}
         for key in PASSTHROUGH_OPTIONS:
@@ -405,76 +364,3 @@ class UpstreamModel(ModelBackend):
         ):
             body["max_tokens"] = request.max_tokens
         return body
-
-
-def frame_label(stream_id: str, frame: StoredFrame) -> str:
-    return f"[stream {stream_id} frame {frame.index} at t={frame.timestamp_ms / 1000:.3f}s]"
-
-
-def _message(
-    message: Message, labels: bool, jpegs: Mapping[tuple[str, int], bytes],
-) -> dict[str, Any]:
-    if all(isinstance(p, str) for p in message.parts):
-        return {"role": message.role, "content": "\n".join(message.parts)}  # type: ignore[arg-type]
-    content: list[dict[str, Any]] = []
-    for part in message.parts:
-        if isinstance(part, str):
-            content.append({"type": "text", "text": part})
-        elif isinstance(part, ExternalImage):
-            content.append({"type": "image_url", "image_url": {"url": part.url}})
-        elif isinstance(part, ExternalVideo):
-            content.append({"type": "video_url", "video_url": {"url": part.url}})
-        elif isinstance(part, ResolvedMedia):
-            video = part.part_type == "video_url"
-            for frame in part.frames:
-                if video and labels:
-                    content.append({"type": "text", "text": frame_label(part.stream_id, frame)})
-                jpeg = jpegs.get((part.stream_id, frame.index), frame.jpeg)
-                content.append({"type": "image_url", "image_url": {"url": _data_url(jpeg)}})
-    return {"role": message.role, "content": content}
-
-
-def _data_url(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
-def _reencode_all(frames: list[StoredFrame], max_side: int | None, quality: int) -> list[bytes]:
-    import cv2
-    import numpy as np
-
-    out: list[bytes] = []
-    for frame in frames:
-        image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            out.append(frame.jpeg)  # undecodable: send as stored rather than drop it
-            continue
-        height, width = image.shape[:2]
-        if max_side is not None and max(height, width) > max_side:
-            scale = max_side / max(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        out.append(buf.tobytes() if ok else frame.jpeg)
-    return out
-
-
-def _content_text(content: Any) -> str | None:
-    """Message content as text: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [
-            p["text"] for p in content
-            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-        ]
-        return "".join(texts) if texts else None
-    return None
-
-
-def _usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)

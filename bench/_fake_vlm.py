@@ -1,0 +1,56 @@
+"""A fake OpenAI-compatible VLM for the benchmarks: answers after a fixed latency.
+
+``POST /v1/chat/completions`` sleeps ``latency`` seconds and answers a JSON object
+with every property of the requested ``response_format`` schema set to a "nothing
+there" value; ``GET /v1/models`` lists ``fake-vlm``. It counts the calls it served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+MODEL = "fake-vlm"
+_QUIET = {"boolean": False, "integer": 0, "number": 0.0, "string": "nothing", "array": [],
+          "object": {}}
+
+
+def _answer(body: dict[str, Any]) -> str:
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    out = {}
+    for name, spec in (schema.get("properties") or {}).items():
+        kind = spec.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        out[name] = spec["enum"][0] if "enum" in spec else _QUIET.get(kind)
+    return json.dumps(out)
+
+
+class FakeVlm:
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.calls = 0
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._complete, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    async def _complete(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        await asyncio.sleep(self.latency)
+        self.calls += 1
+        return JSONResponse({
+            "id": f"cmpl-{self.calls}", "object": "chat.completion", "created": 0,
+            "model": MODEL, "usage": {"prompt_tokens": 300, "completion_tokens": 8,
+                                      "total_tokens": 308},
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": _answer(body)}}]})
+
+    async def _models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
