@@ -181,3 +181,22 @@ def test_console_settings_are_checked_with_file_and_line() -> None:
     assert ok.status.public_url == "https://w.example" and ok.clips.format == "mp4"
     for name, info in ClipsConfig.model_fields.items():
         assert info.description, name
+
+
+async def test_clips_count_in_the_evidence_budget_and_go_oldest_first(
+        store: AlertStore) -> None:
+    ids = []
+    for n in (1, 2, 3):
+        [event_id] = await store.record("motion", "lobby", AlertState(
+            Status.FIRING, firing_since_ms=T0, episode=n), [firing(n)])
+        ids.append(event_id)
+        await store.save_clip(Clip(event_id, "video/mp4", 1000, 10, 0, 1, 1, T0 + n * 1000 + 1,
+                                   b"c" * 1000))
+    snapshot = len(b"\xff\xd8jpeg")
+    assert await store.evidence_bytes() == 3 * (1000 + snapshot)
+    dropped, left = await store.trim_evidence(2 * (1000 + snapshot))
+    assert dropped == 1 and left == 2 * (1000 + snapshot)
+    first = await store.event(ids[0])
+    assert first is not None and first.snapshot is None  # the record stays
+    assert await store.clip(ids[0], data=False) is None
+    assert await store.clip(ids[1], data=False) is not None
