@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.backtest.command import add_parser as add_backtest_parser
 from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_silence(sub)
     _add_status(sub)
     _add_db(sub)
+    add_backtest_parser(sub, _add_config_option)
     return parser
 
 
@@ -159,6 +161,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from watcher.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before the daemon's threads exist (see watcher.memory)
     from watcher.daemon import Daemon
 
     config = _load(args.config)

@@ -165,8 +165,8 @@ class Daemon:
                                      store=store,  # type: ignore[arg-type]
                                      default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
-                                     writer=self.writer, silences=silences,
-                                     on_stored=clips.on_stored,
+                                     writer=self.writer, model_budgets=config.overshoot.budgets,
+                                     silences=silences, on_stored=clips.on_stored,
                                      console_url=(config.status.public_url
                                                   if config.status.enabled else None))
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()

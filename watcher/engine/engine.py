@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -35,6 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
+from watcher.engine.budget import BudgetConfig, BudgetGuard
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
@@ -49,7 +51,7 @@ from watcher.engine.runner import (
     StepObserver,
 )
 from watcher.engine.silences import SilenceBook
-from watcher.engine.store import AlertStore, StoreError
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
@@ -102,6 +104,7 @@ class RuleEngine:
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
         writer: StepWriter | None = None,
+        model_budgets: Mapping[str, BudgetConfig] | None = None,
         silences: SilenceBook | None = None,
         on_stored: OnStored | None = None,
         console_url: str | None = None,
@@ -111,7 +114,8 @@ class RuleEngine:
         ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
         ``fence`` (cluster mode) guards every rule's writes. ``writer`` writes every
         runner's steps in order (one is made for ``store`` if not given): it keeps them
-        while the store fails."""
+        while the store fails. ``model_budgets`` (``overshoot.budgets``) cap what every
+        rule may ask of a model."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -127,6 +131,8 @@ class RuleEngine:
         self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
+        self.budgets = BudgetGuard(model_budgets, send=self._send_notice)
+        """Spend against the rules' and models' budgets."""
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
         self.observers: list[StepObserver] = []
@@ -199,6 +205,7 @@ class RuleEngine:
             self.runners[name] = runner
             self._schedule(rule)
         self.rules = new
+        self.budgets.forget(new)
         if self._scheduler is not None:
             self.triggers.arm()
         return changes
@@ -211,7 +218,21 @@ class RuleEngine:
                             writer=self.writer, silences=self.silences,
                             on_stored=self.on_stored, console_url=self.console_url)
         runner.observers = self.observers
+        runner.budget = self.budgets.for_rule(rule.name, rule.budget,
+                                              runner.models_asked_first())
         return runner
+
+    async def _send_notice(self, action: str, notice: AlertEventRecord, key: str) -> None:
+        """Send a budget notice straight to ``action`` (see :mod:`watcher.engine.budget`)."""
+        target = (self.actions or {}).get(action)
+        send = getattr(target, "send", None)
+        if send is None:
+            raise LookupError(f"no action {action!r} configured")
+        await send(notice, key)
+
+    def budget_status(self) -> list[dict[str, Any]]:
+        """Spend against every budget, now (``/status``, ``/metrics``)."""
+        return self.budgets.snapshot(self.clock.now_ms())
 
     def is_enabled(self, name: str) -> bool:
         """Whether ``name`` is configured, enabled and not switched off at run time."""

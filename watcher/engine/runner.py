@@ -35,6 +35,7 @@ import cv2
 from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
+from watcher.engine.budget import RuleBudget
 from watcher.engine.condition import Condition, ConditionError, default_condition
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
@@ -57,8 +58,8 @@ SAMPLES_KEPT = 1000
 """Latency samples kept between two metrics scrapes. Without a scraper (no status
 listener) they are never read, so the buffer must stay small however long the run."""
 
-Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error",
-                  "condition_error"]
+Outcome = Literal["not_ready", "over_budget", "unchanged", "answered", "invalid",
+                  "model_error", "condition_error"]
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
@@ -111,6 +112,8 @@ class RuleStats:
     evaluations: int = 0
     skipped_not_ready: int = 0
     skipped_unchanged: int = 0
+    skipped_budget: int = 0
+    """Evaluations skipped because the rule's or its model's budget was spent."""
     model_calls: int = 0
     invalid_answers: int = 0
     model_errors: int = 0
@@ -185,6 +188,8 @@ class RuleRunner:
         self.actions = actions
         self.on_recorded = on_recorded
         self.observers: list[StepObserver] = []
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock of change times and ask times (a backtest replays on its own)."""
         self.fence = fence
         self.silences = silences
         self.on_stored = on_stored
@@ -209,6 +214,8 @@ class RuleRunner:
         """When the model last answered this rule (valid or not)."""
         self.model_error: tuple[int, str] | None = None
         """(when, why) the model last failed to answer, if it has not answered since."""
+        self.budget: RuleBudget | None = None
+        """Set by the engine when the rule or a model it asks has a budget."""
         self._lock = asyncio.Lock()
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
@@ -245,6 +252,10 @@ class RuleRunner:
             self.stats.skipped_not_ready += 1
             result.detail = blind
             return result
+        if self.budget is not None and (spent := self.budget.blocked(self.clock.now_ms())):
+            self.stats.skipped_budget += 1
+            result.outcome, result.detail = "over_budget", spent.describe()
+            return result
         self.stats.evaluations += 1
         self.stats.by_trigger[trigger.kind] = self.stats.by_trigger.get(trigger.kind, 0) + 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
@@ -254,7 +265,7 @@ class RuleRunner:
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
-            asked_at = time.monotonic()
+            asked_at = self.monotonic()
             answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
                 return await self._finish(result, None, live, ids, record, trigger)
@@ -270,7 +281,7 @@ class RuleRunner:
     # -- asking --------------------------------------------------------------
     async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
                    trigger: Trigger = TICK) -> Answer | None:
-        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+        end_back_ms = (max(0, round((self.monotonic() - trigger.end_at) * 1000))
                        if trigger.end_at is not None else 0)
         prompt = self._prompt(trigger) if spec is self.primary else None
         try:
@@ -296,6 +307,10 @@ class RuleRunner:
             return None
         self.last_answer_ms, self.model_error = self.clock.now_ms(), None
         self.stats.model_calls += 1
+        if self.budget is not None:
+            self.budget.charge(answer.model, 1 + answer.repaired,
+                               answer.prompt_tokens + answer.completion_tokens,
+                               self.clock.now_ms())
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         self.stats.latencies_s.append(answer.latency_s)
@@ -341,7 +356,7 @@ class RuleRunner:
         """
         asks = (self.primary, self.confirm) if self.confirm is not None else (self.primary,)
         window_s = max(a.question.window_ms or 0 for a in asks) / 1000
-        now = time.monotonic()
+        now = self.monotonic()
         for name, stream in zip(self.stream_names, live, strict=True):
             if not stream.source_live:
                 return f"source {name} is down"
@@ -359,13 +374,20 @@ class RuleRunner:
         """
         if not (self.rule.skip_unchanged and self._last_answer is not None
                 and self._last_versions == versions
-                and time.monotonic() - self._last_asked_s < MAX_REUSE_S):
+                and self.monotonic() - self._last_asked_s < MAX_REUSE_S):
             return False
         window_ms = self.primary.question.window_ms
         if not window_ms:
             return True
         last_change = max(s.changes.changed_at for s in live)
         return last_change <= self._last_asked_s - window_ms / 1000
+
+    def models_asked_first(self) -> list[str]:
+        """The models this rule asks before any fallback: its own and its confirm's."""
+        first = [self.primary.question.model]
+        if self.confirm is not None:
+            first.append(self.confirm.question.model)
+        return first
 
     def _would_fire(self) -> bool:
         """Whether one more match would fire (so confirming it is worth a call)."""

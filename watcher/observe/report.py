@@ -96,6 +96,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
     console.print(rules_table(doc.get("rules") or []))
     if doc.get("actions"):
         console.print(actions_table(doc["actions"]))
+    if doc.get("budgets"):
+        console.print(budgets_table(doc["budgets"]))
     console.print(alerts_table(doc.get("alerts") or []))
     if doc.get("alerts_error"):
         console.print(Text(f"recent alerts unavailable: {doc['alerts_error']}", style="red"))
@@ -141,13 +143,33 @@ def rules_table(rules: list[dict[str, Any]]) -> Table:
         stats = r.get("stats") or {}
         state = str(r.get("state", "?"))
         style = {"firing": "red", "pending": "yellow"}.get(state, "")
-        skipped = stats.get("skipped_not_ready", 0) + stats.get("skipped_unchanged", 0)
+        skipped = sum(stats.get(k, 0) for k in ("skipped_not_ready", "skipped_unchanged",
+                                                "skipped_budget"))
         errors = stats.get("model_errors", 0) + stats.get("condition_errors", 0)
         tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
         table.add_row(r.get("name", "?"), Text(state, style=style),
                       str(stats.get("evaluations", 0)), str(skipped),
                       str(stats.get("invalid_answers", 0)), str(errors), str(tokens),
                       _in(r.get("next_run_at")))
+    return table
+
+
+def budgets_table(budgets: list[dict[str, Any]]) -> Table:
+    """Spend against each budget: ``spent/limit`` per cap (``spent`` alone when uncapped)."""
+    table = Table(title="Budgets (UTC hour and day)", title_justify="left")
+    table.add_column("Budget", no_wrap=True)
+    columns = [(unit, period) for period in ("hour", "day") for unit in ("calls", "tokens")]
+    for unit, period in columns:
+        table.add_column(f"{unit.capitalize()}/{period}", justify="right", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    for b in budgets:
+        cells = []
+        for unit, period in columns:
+            spent, limit = b.get(f"{unit}_this_{period}", 0), b.get(f"{unit}_per_{period}")
+            cells.append(f"{spent}/{limit}" if limit is not None else str(spent))
+        state = (Text(f"spent, resumes {_in(b.get('resumes_at'))}", style="red")
+                 if b.get("exhausted") else Text("ok", style="green"))
+        table.add_row(f"{b.get('scope', '?')} {b.get('name', '?')}", *cells, state)
     return table
 
 
