@@ -20,8 +20,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from support.models import ScriptedModel
+from support.receivers import HttpReceiver
 from support.status import Recorder
 
+from watcher.actions.webhook import WebhookAction, WebhookOptions
 from watcher.clock import ManualClock
 from watcher.config import parse_config
 from watcher.engine.budget import BudgetConfig
@@ -65,6 +67,7 @@ def rule(name: str, **extra: Any) -> RuleConfig:
 @contextlib.asynccontextmanager
 async def engine_for(tmp_path: Path, rules: list[RuleConfig], *models: ScriptedModel,
                      model_budgets: dict[str, BudgetConfig] | None = None,
+                     actions: dict[str, Any] | None = None,
                      ) -> AsyncIterator[tuple[RuleEngine, ManualClock, Recorder]]:
     app = create_app(ServerSettings(api_keys=[KEY]), backends=list(models))
     server = app.state.server
@@ -77,7 +80,8 @@ async def engine_for(tmp_path: Path, rules: list[RuleConfig], *models: ScriptedM
         store = AlertStore(tmp_path / "state.sqlite3")
         engine = RuleEngine(rules, client=OvershootClient("http://t/v1beta", KEY, http=http),
                             streams={"cam": Stream(live.id)}, store=store,
-                            default_model="triage", clock=clock, actions={"ops": ops},
+                            default_model="triage", clock=clock,
+                            actions={"ops": ops, **(actions or {})},
                             model_budgets=model_budgets)
         await engine.start()
         try:
@@ -220,6 +224,34 @@ async def test_metrics_and_status_show_spend_against_budget(tmp_path: Path) -> N
     assert "Budgets (UTC hour and day)" in text
     assert "rule door" in text and "1/1" in text and "spent, resumes" in text
     assert f"{by_name['triage']['tokens_this_hour']}/1000000" in text
+
+
+async def test_the_notice_reaches_a_real_webhook_once_per_window(tmp_path: Path) -> None:
+    model = ScriptedModel("triage", '{"person": false}')
+    budgets = {"triage": BudgetConfig(calls_per_day=1, notify=["hook"])}
+    with HttpReceiver() as receiver:
+        async with httpx.AsyncClient() as http:
+            hook = WebhookAction("hook", WebhookOptions.model_validate(
+                {"type": "webhook", "url": receiver.url()}), http=http)
+            async with engine_for(tmp_path, [rule("a"), rule("b")], model,
+                                  model_budgets=budgets, actions={"hook": hook}) as (
+                    engine, clock, _):
+                await engine.runners["a"].evaluate()
+                for name in "abab":
+                    assert (await engine.runners[name].evaluate()).outcome == "over_budget"
+                await engine.budgets.drain()
+                clock.advance(3600)  # the same UTC day: still spent, nothing more sent
+                assert (await engine.runners["a"].evaluate()).outcome == "over_budget"
+                await engine.budgets.drain()
+    [request] = receiver.requests
+    day = START_MS - START_MS % (24 * HOUR_MS)
+    assert request.headers["idempotency-key"] == f"budget:model:triage:day:{day}:hook"
+    body = request.json()
+    assert body["rule"] == "budget:model:triage" and body["severity"] == "warning"
+    assert body["labels"] == {"reason": "budget", "scope": "model", "name": "triage"}
+    assert body["answer"]["limit"] == 1 and body["answer"]["unit"] == "calls"
+    assert body["answer"]["resumes_at"] == "2023-11-15T00:00:00Z"
+    assert "model triage spent its budget: 1 calls today (limit 1)" in body["text"]
 
 
 HEAD = "streams:\n  - {name: cam, source: 'testsrc:'}\nactions:\n  ops: {type: webhook, " \

@@ -241,16 +241,16 @@ class RuleBudget:
 
 def notice(spent: Exhausted, now_ms: int) -> AlertEventRecord:
     """The message a ``notify`` action gets, shaped like an alert event so every channel
-    and template can render it: rule ``budget:SCOPE:NAME``, label ``reason: budget``."""
+    and template can render it: rule ``budget:SCOPE:NAME``, stream ``budget``, label
+    ``reason: budget``, the spend in ``answer`` (its ``description`` says it in words)."""
     return AlertEventRecord(
         event_key=f"budget:{spent.scope}:{spent.name}:{spent.period}:{spent.window_start_ms}",
-        rule=f"budget:{spent.scope}:{spent.name}", stream_key="", episode=0,
+        rule=f"budget:{spent.scope}:{spent.name}", stream_key="budget", episode=0,
         kind=Kind.FIRING, notify=True, created_ms=now_ms, severity="warning",
         labels={"reason": "budget", "scope": spent.scope, "name": spent.name},
         answer={"budget": spent.scope, "name": spent.name, "period": spent.period,
                 "unit": spent.unit, "limit": spent.limit, "spent": spent.spent,
-                "resumes_at": _iso(spent.resumes_ms)},
-        extra={"summary": spent.describe()})
+                "resumes_at": _iso(spent.resumes_ms), "description": spent.describe()})
 
 
 def _iso(ms: int) -> str:
