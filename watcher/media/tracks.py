@@ -64,6 +64,11 @@ class LatestFrame:
             self._read_seq = self._seq
             return self._frame
 
+    def peek(self) -> Frame | None:
+        """The newest frame, without counting it as read (for observers such as clips)."""
+        with self._lock:
+            return self._frame
+
     @property
     def seq(self) -> int:
         """How many frames were ever put."""
