@@ -10,7 +10,8 @@
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
-    └── status: StatusConfig              health, metrics and status listener (watcher.observe)
+    ├── status: StatusConfig              health, metrics, status and the console (watcher.observe)
+    └── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -91,6 +92,7 @@ from watcher.configerrors import (
     did_you_mean,
     validation_messages,
 )
+from watcher.console.config import ClipsConfig
 from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
 from watcher.engine.budget import BudgetConfig
@@ -495,6 +497,9 @@ class WatcherConfig(Section):
         default_factory=StatusConfig,
         description="The daemon's HTTP listener for /healthz, /readyz, Prometheus /metrics "
         "and /status (read by `watcher status`); off unless enabled.")
+    clips: ClipsConfig = Field(
+        default_factory=ClipsConfig,
+        description="The short evidence video kept with each firing event.")
 
     @model_validator(mode="before")
     @classmethod
@@ -626,6 +631,8 @@ class WatcherConfig(Section):
             for secret in action.secrets():
                 register_secret(secret)
         self.state.register_secrets()
+        if self.status.token is not None:
+            register_secret(self.status.token.get_secret_value())
 
 
 def _count(n: int, noun: str) -> str:

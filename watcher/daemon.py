@@ -32,9 +32,12 @@ from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig, included_files, load_config
+from watcher.console.api import ConsoleSource
+from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.pending import StepWriter
+from watcher.engine.silences import SilenceBook
 from watcher.engine.storehealth import MonitoredStore, StoreHealth
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
@@ -113,6 +116,10 @@ class Daemon:
         self.store_health = StoreHealth()
         self.writer: StepWriter | None = None
         self.status: StatusSource | None = None
+        self.silences: SilenceBook | None = None
+        self.clips: ClipRecorder | None = None
+        self.status_url: str | None = None
+        """The status listener's (and console's) base URL once it listens."""
         self._client: OvershootClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
@@ -145,11 +152,23 @@ class Daemon:
                 max_steps=state.max_pending_steps, max_age_s=state.max_pending_age,
                 evidence_budget_bytes=state.evidence_budget_bytes,
                 on_recorded=self._wake_outbox)
+            clock = SystemClock()
+            silences = self.silences = SilenceBook(
+                lambda: store.silences(since_ms=clock.now_ms()), clock.now_ms)
+            await silences.start()
+            stack.push_async_callback(silences.stop)
+            clips = self.clips = ClipRecorder(config.clips, store,  # type: ignore[arg-type]
+                                              self.keepers, clock, self._is_pulled)
+            clips.start()
+            stack.push_async_callback(clips.stop)
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
                                      store=store,  # type: ignore[arg-type]
                                      default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
-                                     writer=self.writer, model_budgets=config.overshoot.budgets)
+                                     writer=self.writer, model_budgets=config.overshoot.budgets,
+                                     silences=silences, on_stored=clips.on_stored,
+                                     console_url=(config.status.public_url
+                                                  if config.status.enabled else None))
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
             await self.engine.start()
@@ -160,7 +179,14 @@ class Daemon:
                                        max_frame_age_s=config.status.max_frame_age,
                                        store_health=self.store_health)
             if config.status.enabled:
-                await stack.enter_async_context(status_listener(config.status, self.status))
+                console = ConsoleSource(
+                    status=self.status, store=store, silences=silences, clips=config.clips,
+                    pulled=self._is_pulled, clock=clock,
+                    token_required=config.status.token is not None,
+                    public_url=config.status.public_url)
+                endpoint = await stack.enter_async_context(
+                    status_listener(config.status, self.status, console))
+                self.status_url = endpoint.url if endpoint is not None else None
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
@@ -280,6 +306,11 @@ class Daemon:
                 seen = _mtimes(self.path, self.config)
 
     # -- parts ---------------------------------------------------------------
+    def _is_pulled(self, stream: str) -> bool:
+        """Whether the API server pulls ``stream`` itself (no frames pass through here)."""
+        spec = next((s for s in self.config.streams if s.name == stream), None)
+        return spec is not None and spec.pull
+
     def _build_actions(self, config: WatcherConfig) -> dict[str, Action]:
         assert self._http is not None
         return {name: build_action(name, options, http=self._http)

@@ -46,9 +46,11 @@ from watcher.engine.runner import (
     FenceFor,
     LiveStream,
     OnRecorded,
+    OnStored,
     RuleRunner,
     StepObserver,
 )
+from watcher.engine.silences import SilenceBook
 from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
@@ -103,6 +105,9 @@ class RuleEngine:
         fence: FenceFor | None = None,
         writer: StepWriter | None = None,
         model_budgets: Mapping[str, BudgetConfig] | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
@@ -119,6 +124,9 @@ class RuleEngine:
         self.actions = actions
         self.on_recorded = on_recorded
         self.fence = fence
+        self.silences = silences
+        self.on_stored = on_stored
+        self.console_url = console_url
         self.clock = clock or SystemClock()
         self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
@@ -213,7 +221,8 @@ class RuleEngine:
                             streams=self.streams, store=self.store, clock=self.clock,
                             emit=self.emit, actions=self.actions,
                             on_recorded=self.on_recorded, fence=self.fence,
-                            writer=self.writer)
+                            writer=self.writer, silences=self.silences,
+                            on_stored=self.on_stored, console_url=self.console_url)
         runner.observers = self.observers
         runner.budget = self.budgets.for_rule(rule.name, rule.budget,
                                               runner.models_asked_first())

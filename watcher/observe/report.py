@@ -37,11 +37,15 @@ def status_url(url: str) -> str:
     return url if url.endswith("/status") else f"{url}/status"
 
 
-def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    """GET the daemon's ``/status`` document; :class:`StatusUnavailable` says why not."""
+def fetch_status(url: str, *, timeout: float = TIMEOUT_S, token: str | None = None,
+                 ) -> dict[str, Any]:
+    """GET the daemon's ``/status`` document; :class:`StatusUnavailable` says why not.
+
+    ``token`` (``status.token``) is sent as ``Authorization: Bearer``."""
     target = status_url(url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(target, timeout=timeout)
+        response = httpx.get(target, timeout=timeout, headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout):
         raise StatusUnavailable(f"nothing answers at {target}: {DISABLED_HINT}") from None
     except httpx.HTTPError as exc:
@@ -49,6 +53,9 @@ def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
                                 f"({type(exc).__name__}: {exc})") from None
     except ValueError as exc:  # httpx.InvalidURL and friends
         raise StatusUnavailable(f"bad status URL {url!r}: {exc}") from None
+    if response.status_code == 401:
+        raise StatusUnavailable(f"{target} needs the status.token of the daemon's config"
+                                + ("; this one was refused" if token else ""))
     if response.status_code != 200:
         raise StatusUnavailable(f"{target} answered HTTP {response.status_code}: is it a "
                                 "watcher status listener?")
@@ -62,12 +69,13 @@ def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
 
 
 def print_status(url: str, *, as_json: bool = False, hint: str | None = None,
-                 out: TextIO | None = None, err: TextIO | None = None) -> int:
+                 out: TextIO | None = None, err: TextIO | None = None,
+                 token: str | None = None) -> int:
     """The ``watcher status`` command: 0 when printed, 1 when the daemon cannot be read."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
-        doc = fetch_status(url)
+        doc = fetch_status(url, token=token)
     except StatusUnavailable as exc:
         print(redact(f"watcher status: {exc}" + (f" ({hint})" if hint else "")), file=err)
         return 1
