@@ -141,7 +141,7 @@ async def outage(name: str, tmp: Path, seconds: float, episodes: int, fault: Any
 
 @contextlib.asynccontextmanager
 async def locked(path: Path, seconds: float):
-    with ExclusiveLock(path):
+    async with ExclusiveLock(path):
         yield
 
 

@@ -519,7 +519,7 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[Base
 def test_every_option_is_described_and_typos_fail() -> None:
     models = _models(WatcherConfig, set())
     assert {m.__name__ for m in models} == {
-        "WatcherConfig", "OvershootConfig", "EmbeddedServerConfig", "StreamConfig"}
+        "WatcherConfig", "OvershootConfig", "EmbeddedServerConfig", "StreamConfig", "ModelPrice"}
     for model in models:
         assert model.model_config.get("extra") == "forbid", model
         for name, info in model.model_fields.items():

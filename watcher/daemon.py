@@ -43,10 +43,13 @@ from watcher.cluster.groups import CameraGroup, group_of
 from watcher.cluster.sqlstore import GroupFence, SqlClusterStore
 from watcher.cluster.work import config_groups, owned_rules, owned_streams
 from watcher.config import StreamConfig, WatcherConfig, included_files, load_config
+from watcher.console.api import ConsoleSource
+from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
+from watcher.engine.silences import SilenceBook
 from watcher.engine.storehealth import MonitoredStore, StoreHealth
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
@@ -133,6 +136,10 @@ class Daemon:
         self.coordinator: Coordinator | None = None
         self._owned: set[str] | None = None if config.cluster is None else set()
         """Cluster mode: the camera groups this instance runs (None: every stream)."""
+        self.silences: SilenceBook | None = None
+        self.clips: ClipRecorder | None = None
+        self.status_url: str | None = None
+        """The status listener's (and console's) base URL once it listens."""
         self._client: OvershootClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
@@ -165,12 +172,24 @@ class Daemon:
                 max_steps=state.max_pending_steps, max_age_s=state.max_pending_age,
                 evidence_budget_bytes=state.evidence_budget_bytes,
                 on_recorded=self._wake_outbox)
+            clock = SystemClock()
+            silences = self.silences = SilenceBook(
+                lambda: store.silences(since_ms=clock.now_ms()), clock.now_ms)
+            await silences.start()
+            stack.push_async_callback(silences.stop)
+            clips = self.clips = ClipRecorder(config.clips, store,  # type: ignore[arg-type]
+                                              self.keepers, clock, self._is_pulled)
+            clips.start()
+            stack.push_async_callback(clips.stop)
             self.engine = RuleEngine(self._wanted_rules(config), client=client,
                                      streams=self.keepers,
                                      store=store,  # type: ignore[arg-type]
                                      default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
-                                     writer=self.writer,
+                                     writer=self.writer, model_budgets=config.overshoot.budgets,
+                                     silences=silences, on_stored=clips.on_stored,
+                                     console_url=(config.status.public_url
+                                                  if config.status.enabled else None),
                                      fence=self._fence if self._owned is not None else None)
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
@@ -183,8 +202,14 @@ class Daemon:
                                        store_health=self.store_health)
             endpoint = None
             if config.status.enabled:
+                console = ConsoleSource(
+                    status=self.status, store=store, silences=silences, clips=config.clips,
+                    pulled=self._is_pulled, clock=clock,
+                    token_required=config.status.token is not None,
+                    public_url=config.status.public_url)
                 endpoint = await stack.enter_async_context(
-                    status_listener(config.status, self.status))
+                    status_listener(config.status, self.status, console))
+                self.status_url = endpoint.url if endpoint is not None else None
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
@@ -373,6 +398,11 @@ class Daemon:
                  "; ".join(changes) or "nothing was running")
 
     # -- parts ---------------------------------------------------------------
+    def _is_pulled(self, stream: str) -> bool:
+        """Whether the API server pulls ``stream`` itself (no frames pass through here)."""
+        spec = next((s for s in self.config.streams if s.name == stream), None)
+        return spec is not None and spec.pull
+
     def _build_actions(self, config: WatcherConfig) -> dict[str, Action]:
         assert self._http is not None
         return {name: build_action(name, options, http=self._http)

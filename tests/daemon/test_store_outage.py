@@ -75,7 +75,7 @@ async def test_store_locked_18_s_across_an_event_delivers_it_once_afterwards(
         await eventually(lambda: readyz(d, 200), timeout=15)
         await eventually(lambda: d.runner.stats.evaluations >= 2)
 
-        with ExclusiveLock(tmp_path / "state.sqlite3") as lock:
+        async with ExclusiveLock(tmp_path / "state.sqlite3") as lock:
             locked_at = time.monotonic()
             body = await eventually(lambda: readyz(d, 503), timeout=15)
             assert body["store"]["ready"] is False
@@ -89,7 +89,7 @@ async def test_store_locked_18_s_across_an_event_delivers_it_once_afterwards(
             # the lock is the scenario: held for 18 s, whatever the test did meanwhile
             await eventually(lambda: time.monotonic() - locked_at >= LOCK_S,
                              timeout=LOCK_S + 5, interval=0.2)
-            lock.release()
+            await lock.release()
             released_at = time.monotonic()
 
         await eventually(lambda: settled(d), timeout=40, interval=0.1)
@@ -119,7 +119,7 @@ async def test_store_down_longer_than_the_queue_notifies_best_effort(
         await d.keeper.wait_live(15)
         await eventually(lambda: d.runner.stats.evaluations >= 2)
 
-        with ExclusiveLock(tmp_path / "state.sqlite3"):
+        async with ExclusiveLock(tmp_path / "state.sqlite3"):
             for _ in range(4):
                 await one_episode(d, scene)
             # past the queue's bound and its age: every firing goes out, not persisted

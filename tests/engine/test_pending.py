@@ -55,7 +55,7 @@ async def test_steps_wait_in_order_while_locked_then_are_written_once(
     monitored = MonitoredStore(store, health)
     writer = StepWriter(monitored, health=health, clock=clock, actions={"ops": Sent()},
                         sleep=no_sleep)
-    with ExclusiveLock(tmp_path / "state.sqlite3"):
+    async with ExclusiveLock(tmp_path / "state.sqlite3"):
         for n in (1, 2, 3):
             state, event = firing(n, clock.now_ms())
             assert await writer.write("r", "cam", state, [event], [["ops"]]) is None
@@ -79,7 +79,7 @@ async def test_a_full_queue_notifies_best_effort_and_stays_bounded(
     action = Sent()
     writer = StepWriter(store, clock=clock, actions={"ops": action}, max_steps=2,
                         max_age_s=3600, sleep=no_sleep)
-    with ExclusiveLock(tmp_path / "state.sqlite3"):
+    async with ExclusiveLock(tmp_path / "state.sqlite3"):
         for n in range(1, 26):
             state, event = firing(n, clock.now_ms(), snapshot=b"\xff" * 1000)
             await writer.write("r", "cam", state, [event], [["ops"]])

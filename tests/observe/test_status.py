@@ -169,8 +169,11 @@ def test_status_config() -> None:
                           "max_frame_age: 1m}\n")
     assert config.status.url == "http://127.0.0.1:9500" and config.status.max_frame_age == 60
     assert config.summary() == "0 streams, embedded server, status at http://127.0.0.1:9500"
-    assert parse_config("status: {enabled: true, host: '::'}\n").status.url == (
-        f"http://[::1]:{DEFAULT_PORT}")
+    assert parse_config("status: {enabled: true, host: '::', token: a-long-token}\n"
+                        ).status.url == f"http://[::1]:{DEFAULT_PORT}"
+    open_host = parse_config("status: {enabled: true, host: '::'}\n").status
+    assert open_host.bind_host == "127.0.0.1" and open_host.url.startswith("http://127.0.0.1:")
+    assert parse_config("status: {host: '::1'}\n").status.bind_host == "::1"
     assert parse_config("streams: []\n").summary() == "0 streams, embedded server"
 
     with pytest.raises(ConfigError) as caught:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -31,28 +32,39 @@ conn.close()
 
 
 class ExclusiveLock:
-    """Another process holds ``BEGIN EXCLUSIVE`` on the SQLite file until :meth:`release`."""
+    """Another process holds ``BEGIN EXCLUSIVE`` on the SQLite file until :meth:`release`.
+
+    Used as ``async with``: taking the lock may wait for a write in flight, which
+    needs the event loop to finish, so nothing here blocks the loop.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.path = path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def acquire(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LOCKER, str(self.path), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        line = (await self.proc.stdout.readline()).decode()
         if line.strip() != "locked":
             self.proc.kill()
-            raise RuntimeError(f"could not lock {path}: {line!r}")
+            raise RuntimeError(f"could not lock {self.path}: {line!r}")
 
-    def release(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+    async def release(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await asyncio.wait_for(proc.wait(), 30)
 
-    def __enter__(self) -> ExclusiveLock:
+    async def __aenter__(self) -> ExclusiveLock:
+        await self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
 
 
 @contextlib.contextmanager

@@ -238,8 +238,11 @@ def event_payload(context: dict[str, Any], title: str, text: str) -> dict[str, A
     """The ``format: watcher`` body of one event: ``version`` ("1"), the event's
     ``status kind rule stream severity``, the rendered ``title`` and ``text``, then the rest
     of the template context (:func:`~watcher.actions.templates.event_context`)."""
-    return {"version": PAYLOAD_VERSION, **{k: context[k] for k in _EVENT_KEYS},
-            "title": title, "text": text, **{k: context[k] for k in _DETAIL_KEYS}}
+    payload = {"version": PAYLOAD_VERSION, **{k: context[k] for k in _EVENT_KEYS},
+               "title": title, "text": text, **{k: context[k] for k in _DETAIL_KEYS}}
+    if context.get("event_url"):
+        payload["event_url"] = context["event_url"]
+    return payload
 
 
 def summary_payload(context: dict[str, Any], title: str, text: str) -> dict[str, Any]:
@@ -293,7 +296,7 @@ def am_alert(context: dict[str, Any], title: str, text: str, external_url: str,
         "annotations": annotations,
         "startsAt": context["started_at"] or context["created_at"],
         "endsAt": context["resolved_at"] if resolved else ZERO_TIME,
-        "generatorURL": external_url,
+        "generatorURL": context.get("event_url") or external_url,
         "fingerprint": fingerprint(labels),
     }
 

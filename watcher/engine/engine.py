@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -35,6 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
+from watcher.engine.budget import BudgetConfig, BudgetGuard, SpendRow
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
@@ -44,10 +46,12 @@ from watcher.engine.runner import (
     FenceFor,
     LiveStream,
     OnRecorded,
+    OnStored,
     RuleRunner,
     StepObserver,
 )
-from watcher.engine.store import AlertStore, StoreError
+from watcher.engine.silences import SilenceBook
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
@@ -100,13 +104,18 @@ class RuleEngine:
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
         writer: StepWriter | None = None,
+        model_budgets: Mapping[str, BudgetConfig] | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
         ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
         ``fence`` (cluster mode) guards every rule's writes. ``writer`` writes every
         runner's steps in order (one is made for ``store`` if not given): it keeps them
-        while the store fails."""
+        while the store fails. ``model_budgets`` (``overshoot.budgets``) cap what every
+        rule may ask of a model."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -115,10 +124,16 @@ class RuleEngine:
         self.actions = actions
         self.on_recorded = on_recorded
         self.fence = fence
+        self.silences = silences
+        self.on_stored = on_stored
+        self.console_url = console_url
         self.clock = clock or SystemClock()
         self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
+        self.budgets = BudgetGuard(model_budgets, send=self._send_notice,
+                                   save=self._save_spend)
+        """Spend against the rules' and models' budgets."""
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
         self.observers: list[StepObserver] = []
@@ -133,6 +148,12 @@ class RuleEngine:
     async def start(self) -> None:
         """Load the alert states and start ticking."""
         states = await self.store.load_all_states()
+        if self.budgets.models or any(r.budget is not None for r in self.rules.values()):
+            try:
+                self.budgets.restore(await self.store.load_budget_spend(),
+                                     self.clock.now_ms())
+            except StoreError as exc:
+                log.warning("budgets start from zero: cannot read their spend (%s)", exc)
         for rule in self.rules.values():
             runner = self._runner(rule)
             runner.state = states.get((rule.name, runner.stream_key), runner.state)
@@ -191,6 +212,7 @@ class RuleEngine:
             self.runners[name] = runner
             self._schedule(rule)
         self.rules = new
+        self.budgets.forget(new)
         if self._scheduler is not None:
             self.triggers.arm()
         return changes
@@ -200,9 +222,27 @@ class RuleEngine:
                             streams=self.streams, store=self.store, clock=self.clock,
                             emit=self.emit, actions=self.actions,
                             on_recorded=self.on_recorded, fence=self.fence,
-                            writer=self.writer)
+                            writer=self.writer, silences=self.silences,
+                            on_stored=self.on_stored, console_url=self.console_url)
         runner.observers = self.observers
+        runner.budget = self.budgets.for_rule(rule.name, rule.budget,
+                                              runner.models_asked_first())
         return runner
+
+    async def _save_spend(self, rows: list[SpendRow]) -> None:
+        await self.store.save_budget_spend(rows)
+
+    async def _send_notice(self, action: str, notice: AlertEventRecord, key: str) -> None:
+        """Send a budget notice straight to ``action`` (see :mod:`watcher.engine.budget`)."""
+        target = (self.actions or {}).get(action)
+        send = getattr(target, "send", None)
+        if send is None:
+            raise LookupError(f"no action {action!r} configured")
+        await send(notice, key)
+
+    def budget_status(self) -> list[dict[str, Any]]:
+        """Spend against every budget, now (``/status``, ``/metrics``)."""
+        return self.budgets.snapshot(self.clock.now_ms())
 
     def is_enabled(self, name: str) -> bool:
         """Whether ``name`` is configured, enabled and not switched off at run time."""
@@ -271,6 +311,8 @@ class RuleEngine:
             log.warning("%d evaluation(s) still running at shutdown; cancelling them",
                         sum(lock.locked() for lock in busy))
         scheduler.shutdown(wait=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.budgets.drain(), grace_s)
         await self.writer.close(grace_s)
 
     async def _tick(self, name: str) -> None:

@@ -69,6 +69,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "ticks": _nullable(_obj({"missed": COUNT, "overruns": COUNT, "errors": COUNT})),
     }, required=["name", "streams", "state", "next_run_ms", "stats", "ticks"]),
     "ActionStatus": _obj({"name": STRING}),
+    "BudgetStatus": _obj({
+        "scope": {"type": "string", "enum": ["rule", "model"]},
+        "name": STRING,
+        **{f"{unit}_this_{period}": COUNT for unit in ("calls", "tokens")
+           for period in ("hour", "day")},
+        **{f"{unit}_per_{period}": _nullable({"type": "integer"})
+           for unit in ("calls", "tokens") for period in ("hour", "day")},
+        "exhausted": {"type": "boolean"},
+        "resumes_at": ISO,
+    }, required=["scope", "name", "exhausted"]),
     "AlertSummary": _obj({
         "rule": STRING, "kind": STRING, "status": STRING, "created_at": ISO,
         "has_snapshot": {"type": "boolean"},
@@ -84,6 +94,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "streams": {"type": "array", "items": _ref("StreamHealth")},
         "rules": {"type": "array", "items": _ref("RuleStatus")},
         "actions": {"type": "array", "items": _ref("ActionStatus")},
+        "budgets": {"type": "array", "items": _ref("BudgetStatus"),
+                    "description": "Spend against each rule's and model's budget, in the "
+                                   "current UTC hour and day"},
         "alerts": {"type": "array", "items": _ref("AlertSummary"),
                    "description": "The most recent alert events, newest first"},
         "alerts_error": {"type": "string",

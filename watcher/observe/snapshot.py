@@ -62,6 +62,7 @@ async def status_document(source: StatusSource, *, alerts: int = RECENT_ALERTS,
         "rules": [rule_document(source, name, runner)
                   for name, runner in source.runners().items()],
         "actions": [{"name": name, **counts} for name, counts in source.action_stats().items()],
+        "budgets": source.budgets(),
     }
     cluster = source.cluster_snapshot()
     if cluster is not None:

@@ -125,6 +125,11 @@ class StatusSource:
     def runners(self) -> dict[str, Runner]:
         return dict(self.engine.runners) if self.engine is not None else {}
 
+    def budgets(self) -> list[dict[str, Any]]:
+        """Spend against each rule's and model's budget (none without an engine)."""
+        read = getattr(self.engine, "budget_status", None)
+        return read() if read is not None else []
+
     def ticks(self) -> dict[str, TickStats]:
         return dict(self.engine.ticks) if self.engine is not None else {}
 

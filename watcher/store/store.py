@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState
-from watcher.store import alerts, evidence, migrate
+from watcher.store import alerts, budgets, evidence, migrate, reviews, timeline
 from watcher.store import deliveries as outbox
 from watcher.store.database import Database
 from watcher.store.errors import SchemaError, StoreError
@@ -43,6 +44,8 @@ from watcher.store.records import (
     DeliveryRecord,
     delivery_key,
 )
+from watcher.store.reviews import Ack, Clip, Feedback
+from watcher.store.timeline import EventDetails, TimelineQuery
 
 T = TypeVar("T")
 DEFAULT_CLAIM_MS = 10 * 60_000
@@ -256,6 +259,92 @@ class AlertStore:
     async def load_switches(self) -> dict[str, bool]:
         """Every rule switched at run time: rule -> enabled."""
         return await self._read(alerts.load_switches)
+
+    async def save_budget_spend(self, rows: Iterable[budgets.SpendRow]) -> None:
+        """Keep the current windows' spend of budgets (see :mod:`watcher.engine.budget`)."""
+        rows = list(rows)
+        await self._write(lambda c: budgets.save_spend(c, rows))
+
+    async def load_budget_spend(self) -> list[budgets.SpendRow]:
+        """Every budget's stored spend, as ``(scope, name, period, window_start_ms, calls,
+        tokens)``."""
+        return await self._read(budgets.load_spend)
+
+    # -- the console: timeline, silences, acks, feedback, clips ----------------
+    # (statements in watcher.store.timeline and watcher.store.reviews)
+
+    async def timeline(self, query: TimelineQuery) -> list[AlertEventRecord]:
+        """The console's page of events (without snapshots)."""
+        return await self._read(lambda c: timeline.timeline(c, query))
+
+    async def timeline_page(self, query: TimelineQuery,
+                            ) -> tuple[list[AlertEventRecord], EventDetails]:
+        """A page of the timeline and what the console shows with it, in one read."""
+        async def work(conn: AsyncConnection) -> tuple[list[AlertEventRecord], EventDetails]:
+            events = await timeline.timeline(conn, query)
+            return events, await timeline.event_details(conn, events)
+        return await self._read(work)
+
+    async def event_details(self, events: list[AlertEventRecord]) -> EventDetails:
+        return await self._read(lambda c: timeline.event_details(c, events))
+
+    async def episode_times(self, keys: Iterable[tuple[str, str, int]],
+                            ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
+        """When each (rule, stream_key, episode) fired and resolved."""
+        wanted = list(keys)
+        return await self._read(lambda c: timeline.episode_times(c, wanted))
+
+    async def snapshot(self, event_id: int) -> tuple[bytes, str] | None:
+        """An event's snapshot and its content type, if it has one."""
+        event = await self.event(event_id)
+        if event is None or event.snapshot is None:
+            return None
+        return event.snapshot, event.snapshot_type or "image/jpeg"
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._write(lambda c: reviews.save_silence(c, silence))
+
+    async def silences(self, since_ms: int | None = None) -> list[Silence]:
+        """Silences ending after ``since_ms`` (every silence with None), newest first."""
+        return await self._read(lambda c: reviews.load_silences(c, since_ms))
+
+    async def expire_silence(self, silence_id: str, now_ms: int) -> bool:
+        return await self._write(lambda c: reviews.expire_silence(c, silence_id, now_ms))
+
+    async def add_ack(self, ack: Ack) -> bool:
+        """Acknowledge a firing episode; False if it already was."""
+        return await self._write(lambda c: reviews.save_ack(c, ack))
+
+    async def acks(self, keys: Iterable[tuple[str, str, int]],
+                   ) -> dict[tuple[str, str, int], Ack]:
+        wanted = list(keys)
+        return await self._read(lambda c: reviews.load_acks(c, wanted))
+
+    async def set_feedback(self, mark: Feedback) -> None:
+        await self._write(lambda c: reviews.save_feedback(c, mark))
+
+    async def feedback(self, event_ids: Iterable[int] | None = None) -> dict[int, Feedback]:
+        """Marks by event id (every mark with None)."""
+        ids = None if event_ids is None else list(event_ids)
+        return await self._read(lambda c: reviews.load_feedback(c, ids))
+
+    async def save_clip(self, clip: Clip) -> bool:
+        return await self._write(lambda c: reviews.save_clip(c, clip))
+
+    async def clip(self, event_id: int, *, data: bool = True) -> Clip | None:
+        return await self._read(lambda c: reviews.load_clip(c, event_id, data))
+
+    async def clip_ids(self, event_ids: Iterable[int]) -> set[int]:
+        ids = list(event_ids)
+        return await self._read(lambda c: reviews.clip_ids(c, ids))
+
+    async def clip_bytes(self) -> int:
+        """Bytes of all stored clips."""
+        return await self._read(reviews.clip_bytes)
+
+    async def trim_clips(self, max_bytes: int, max_count: int | None = None) -> int:
+        """Drop the oldest clips beyond the budget; alert records are never dropped."""
+        return await self._write(lambda c: reviews.trim_clips(c, max_bytes, max_count))
 
     # -- the delivery outbox (see watcher.store.deliveries) ------------------
 
