@@ -62,10 +62,12 @@ async def _index(client: Any, stream_id: str) -> int:
 
 async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, settle: float,
                   clip_seconds: float, codec: str = "VP8", stream_extra: str = "",
-                  label: str = "watcher run", path: str = "transcode") -> dict[str, Any]:
+                  label: str = "watcher run", path: str = "transcode",
+                  clip_bitrate: int = 500_000) -> dict[str, Any]:
     """One side-by-side window; raises when either side never stores a frame."""
     with tempfile.TemporaryDirectory(prefix="watcher-bench-") as tmp:
-        clip = _clip.render_clip(Path(tmp) / "clip.mp4", seconds=clip_seconds, fps=fps)
+        clip = _clip.render_clip(Path(tmp) / "clip.mp4", seconds=clip_seconds, fps=fps,
+                                 bitrate=clip_bitrate)
         created = (await client.post("/streams")).raise_for_status().json()
         bare_id = created["id"]
         config = Path(tmp) / "watcher.yaml"
@@ -115,6 +117,7 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
     bare_cpu = (window.others or {})[bare.pid]
     return {
         "label": label, "path": path, "fps": fps, "codec": codec, "seconds": wall,
+        "clip_kbps": clip_bitrate / 1000,
         "watcher_path": ("passthrough" if "H.264 passthrough" in log_text else
                          "transcode"),
         "first_picture_s": first_picture,

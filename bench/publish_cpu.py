@@ -144,7 +144,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     client, server.pid, fps=args.compare_fps, seconds=args.compare_seconds,
                     settle=args.settle, clip_seconds=args.clip_seconds,
                     stream_extra=f"    passthrough: {PATH_MODES[path]}\n",
-                    label=f"watcher run, {path}", path=path))
+                    label=f"watcher run, {path}", path=path,
+                    clip_bitrate=args.clip_bitrate))
     return {"benchmark": "publish_cpu", "machine": machine, "spec": args.spec,
             "goal_percent_at_5fps": GOAL_PERCENT_AT_5FPS, "results": results,
             "side_by_side": compared}
@@ -168,6 +169,8 @@ def main() -> int:
                         help="watcher run's publish paths to compare (default %(default)s)")
     parser.add_argument("--clip-seconds", type=float, default=20.0,
                         help="length of the looping clip")
+    parser.add_argument("--clip-bitrate", type=int, default=500_000,
+                        help="H.264 bit/s of the clip (default: aiortc's VP8 target)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _verdict.add_smoke(parser)
     args = _verdict.apply_smoke(parser.parse_args(), cases="5:VP8:prerendered", seconds=2.0,

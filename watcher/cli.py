@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
+from watcher.backtest.command import add_parser as add_backtest_parser
 from watcher.errors import WatcherError
 from watcher.logs import configure_logging, register_secret
 
@@ -64,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_test_rule(sub)
     _add_test_action(sub)
     _add_alerts(sub)
+    _add_silence(sub)
     _add_status(sub)
     _add_db(sub)
+    add_backtest_parser(sub, _add_config_option)
     return parser
 
 
@@ -91,6 +94,7 @@ def _run_check(args: argparse.Namespace) -> int:
     import asyncio
 
     from watcher.config import load_config
+    from watcher.duration import format_duration
     from watcher.engine.modelcheck import fetch_served_models
     from watcher.errors import ConfigError, OvershootError
     from watcher.logs import redact
@@ -117,6 +121,12 @@ def _run_check(args: argparse.Namespace) -> int:
             print(f"{args.config}: {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK ({config.summary()}){note}")
+    state = config.state
+    print(redact(f"state store {state.shown}: evidence budget {state.evidence_budget_mb:g} MB "
+                 f"(oldest dropped first), events kept {format_duration(state.keep_events_for)};"
+                 f" while unavailable, {state.max_pending_steps} steps wait in memory and "
+                 f"notifications go out best effort after "
+                 f"{format_duration(state.max_pending_age)}"))
     return 0
 
 
@@ -151,6 +161,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from watcher.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before the daemon's threads exist (see watcher.memory)
     from watcher.daemon import Daemon
 
     config = _load(args.config)
@@ -272,6 +285,9 @@ def _add_alerts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", help="only this rule's events")
     p.add_argument("--dead", action="store_true",
                    help="only events with a dead-lettered delivery")
+    p.add_argument("--feedback", action="store_true",
+                   help="export the real / false-alarm marks as ground-truth labels, one "
+                   "JSON object per line (with --json)")
     p.set_defaults(handler=_run_alerts)
 
 
@@ -283,6 +299,17 @@ def _run_alerts(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
+    if args.feedback:
+        from watcher.console.commands import export_feedback
+
+        if not args.json:
+            print("watcher alerts: --feedback exports JSON lines: add --json", file=sys.stderr)
+            return 2
+        try:
+            return asyncio.run(export_feedback(config))
+        except WatcherError as exc:
+            print(f"watcher alerts: {exc}", file=sys.stderr)
+            return 1
     try:
         return asyncio.run(list_alerts(config, limit=args.limit, rule=args.rule,
                                        as_json=args.json, dead=args.dead))
@@ -327,6 +354,78 @@ def _run_db(args: argparse.Namespace) -> int:
         return 1
 
 
+def _add_silence(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "silence", help="add, list or expire silences",
+        description="Silences keep matching alerts from notifying (their events are still "
+        "recorded, marked silenced). They live in state.path; a running daemon picks up "
+        "changes within a few seconds.")
+    ops = p.add_subparsers(dest="silence_command", metavar="add|list|expire", required=True)
+    add = ops.add_parser("add", help="add a silence and print its id")
+    _add_config_option(add)
+    add.add_argument("--rule", help="match this rule")
+    add.add_argument("--stream", help="match this stream")
+    add.add_argument("--label", action="append", default=[], metavar="K=V",
+                     help="match this label (repeat for several)")
+    add.add_argument("--severity", choices=["info", "warning", "critical"],
+                     help="match this severity")
+    add.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                     help="how long it lasts: 30m, 2h, 1d")
+    add.add_argument("--comment", default="", help="why")
+    add.add_argument("--by", help="who (default: the user name)")
+    add.set_defaults(handler=_run_silence_add)
+    show = ops.add_parser("list", help="list silences, newest first")
+    _add_config_option(show)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_run_silence_list)
+    end = ops.add_parser("expire", help="end a silence now")
+    _add_config_option(end)
+    end.add_argument("id", help="the silence's id")
+    end.set_defaults(handler=_run_silence_expire)
+
+
+def _run_silence_add(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.console.commands import silence_add
+    from watcher.duration import parse_duration
+
+    try:
+        seconds = parse_duration(args.duration)
+    except (ValueError, TypeError) as exc:
+        print(f"watcher silence add: --for {args.duration!r}: {exc}", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(silence_add(config, rule=args.rule, stream=args.stream,
+                                   labels=args.label, severity=args.severity,
+                                   duration_s=seconds, comment=args.comment,
+                                   created_by=args.by))
+
+
+def _run_silence_list(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.console.commands import silence_list
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(silence_list(config, as_json=args.json))
+
+
+def _run_silence_expire(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher.console.commands import silence_expire
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return asyncio.run(silence_expire(config, args.id))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -342,7 +441,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
         "status", help="show a running daemon's streams, rules and recent alerts",
         description="Read /status from a running `watcher run` (it needs status.enabled: "
         "true) and print its streams, rules, actions and recent alerts. The address is the "
-        "config's status.host and status.port, or --url.")
+        "config's status.host and status.port, or --url; the config's status.token (or "
+        "$WATCHER_STATUS_TOKEN) is sent as a bearer token.")
     _add_config_option(p)
     p.add_argument("--url", metavar="URL", help="the status listener, e.g. "
                    "http://127.0.0.1:9464 (default: from the config)")
@@ -353,13 +453,16 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def _run_status(args: argparse.Namespace) -> int:
     from watcher.observe.report import print_status
 
+    token = os.environ.get("WATCHER_STATUS_TOKEN") or None
     if args.url is not None:
-        return print_status(args.url, as_json=args.json)
+        return print_status(args.url, as_json=args.json, token=token)
     config = _load(args.config)
     if config is None:
         return 2
     hint = None if config.status.enabled else f"{args.config} has status.enabled: false"
-    return print_status(config.status.url, as_json=args.json, hint=hint)
+    if token is None and config.status.token is not None:
+        token = config.status.token.get_secret_value()
+    return print_status(config.status.url, as_json=args.json, hint=hint, token=token)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

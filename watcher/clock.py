@@ -28,3 +28,6 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += round(seconds * 1000)
+
+    def set(self, now_ms: int) -> None:
+        self._now = now_ms

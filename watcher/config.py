@@ -10,7 +10,8 @@
     ├── include: [IncludeConfig]          rule pack files whose rules join `rules`
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
-    └── status: StatusConfig              health, metrics and status listener (watcher.observe)
+    ├── status: StatusConfig              health, metrics, status and the console (watcher.observe)
+    └── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -91,8 +92,10 @@ from watcher.configerrors import (
     did_you_mean,
     validation_messages,
 )
+from watcher.console.config import ClipsConfig
 from watcher.duration import Duration, format_duration
 from watcher.engine import rules as _rules
+from watcher.engine.budget import BudgetConfig
 from watcher.engine.modelcheck import ServedModels, model_problems
 from watcher.errors import ConfigError
 from watcher.logs import register_secret
@@ -408,6 +411,15 @@ def _check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+class ModelPrice(Section):
+    """What one model costs, for cost estimates (`watcher backtest`)."""
+
+    input_per_mtok: float = Field(0.0, ge=0, description="Price of a million prompt tokens.")
+    output_per_mtok: float = Field(0.0, ge=0,
+                                   description="Price of a million completion tokens.")
+    per_call: float = Field(0.0, ge=0, description="Price of one call, on top of tokens.")
+
+
 class OvershootConfig(Section):
     """Where the Overshoot API is and how to talk to it."""
 
@@ -427,6 +439,14 @@ class OvershootConfig(Section):
     embedded: EmbeddedServerConfig = Field(
         default_factory=EmbeddedServerConfig,
         description="Options of the embedded server; ignored unless base_url is embedded.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Per model: {input_per_mtok, output_per_mtok, "
+        "per_call}, for the cost estimates of `watcher backtest`.")
+    budgets: dict[str, BudgetConfig] = Field(
+        default_factory=dict, description="Per model: caps on calls or tokens per UTC hour "
+        "and day ({calls_per_hour, calls_per_day, tokens_per_hour, tokens_per_day, notify}), "
+        "shared by every rule asking it; once spent, rules that ask it first are skipped "
+        "until the window rolls.")
 
     @field_validator("base_url")
     @classmethod
@@ -477,6 +497,9 @@ class WatcherConfig(Section):
         default_factory=StatusConfig,
         description="The daemon's HTTP listener for /healthz, /readyz, Prometheus /metrics "
         "and /status (read by `watcher status`); off unless enabled.")
+    clips: ClipsConfig = Field(
+        default_factory=ClipsConfig,
+        description="The short evidence video kept with each firing event.")
 
     @model_validator(mode="before")
     @classmethod
@@ -526,6 +549,10 @@ class WatcherConfig(Section):
             problems += self._trigger_problems(("rules", index), rule)
             if rule.confirm is not None:
                 problems += self._window_problems(("rules", index, "confirm"), rule.confirm)
+            if rule.budget is not None:
+                problems += _notify_problems(("rules", index, "budget"), rule.budget, actions)
+        for model, budget in self.overshoot.budgets.items():
+            problems += _notify_problems(("overshoot", "budgets", model), budget, actions)
         return problems
 
     def _trigger_problems(self, loc: Loc, rule: _rules.RuleConfig) -> list[Problem]:
@@ -604,6 +631,8 @@ class WatcherConfig(Section):
             for secret in action.secrets():
                 register_secret(secret)
         self.state.register_secrets()
+        if self.status.token is not None:
+            register_secret(self.status.token.get_secret_value())
 
 
 def _count(n: int, noun: str) -> str:
@@ -638,6 +667,14 @@ def reference_problems(loc: Loc, name: str, known: Iterable[str], what: str = "s
     if name in known:
         return []
     return [(loc, f"unknown {what} {name!r}" + did_you_mean(name, known))]
+
+
+def _notify_problems(loc: Loc, budget: BudgetConfig, known_actions: list[str],
+                     ) -> list[Problem]:
+    """Unknown actions in a budget's ``notify``."""
+    return [problem for index, name in enumerate(budget.notify)
+            for problem in reference_problems((*loc, "notify", index), name, known_actions,
+                                              "action")]
 
 
 def _binding_problems(loc: Loc, stream: str | None, streams: list[str] | None,

@@ -32,15 +32,19 @@ from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
 from watcher.config import WatcherConfig, included_files, load_config
+from watcher.console.api import ConsoleSource
+from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
+from watcher.engine.pending import StepWriter
+from watcher.engine.silences import SilenceBook
+from watcher.engine.storehealth import MonitoredStore, StoreHealth
 from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
 from watcher.overshoot.client import OvershootClient, Policies
 from watcher.server.embedded import run_embedded
-from watcher.store import AlertStore
 from watcher.store.lock import daemon_store
 
 log = logging.getLogger(__name__)
@@ -108,8 +112,14 @@ class Daemon:
         self.actions: dict[str, Action] = {}
         self.engine: RuleEngine | None = None
         self.outbox: Outbox | None = None
-        self.store: AlertStore | None = None
+        self.store: MonitoredStore | None = None
+        self.store_health = StoreHealth()
+        self.writer: StepWriter | None = None
         self.status: StatusSource | None = None
+        self.silences: SilenceBook | None = None
+        self.clips: ClipRecorder | None = None
+        self.status_url: str | None = None
+        """The status listener's (and console's) base URL once it listens."""
         self._client: OvershootClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
@@ -124,8 +134,8 @@ class Daemon:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
             # First the state: a locked, outdated or unreachable store fails at once.
-            store = self.store = await stack.enter_async_context(
-                daemon_store(config.state.location))
+            store = self.store = MonitoredStore(await stack.enter_async_context(
+                daemon_store(config.state.location)), self.store_health)
             log.info("alert state in %s", store.path)
             client, http = await stack.enter_async_context(api_client(config))
             self._client, self._http = client, http
@@ -136,24 +146,53 @@ class Daemon:
             stack.push_async_callback(self._close_actions)
             await self._start_outbox()
             stack.push_async_callback(self._stop_outbox)
+            state = config.state
+            self.writer = StepWriter(
+                store, health=self.store_health, actions=self.actions,
+                max_steps=state.max_pending_steps, max_age_s=state.max_pending_age,
+                evidence_budget_bytes=state.evidence_budget_bytes,
+                on_recorded=self._wake_outbox)
+            clock = SystemClock()
+            silences = self.silences = SilenceBook(
+                lambda: store.silences(since_ms=clock.now_ms()), clock.now_ms)
+            await silences.start()
+            stack.push_async_callback(silences.stop)
+            clips = self.clips = ClipRecorder(config.clips, store,  # type: ignore[arg-type]
+                                              self.keepers, clock, self._is_pulled)
+            clips.start()
+            stack.push_async_callback(clips.stop)
             self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
-                                     store=store, default_model=config.overshoot.model,
-                                     actions=self.actions, on_recorded=self._wake_outbox)
+                                     store=store,  # type: ignore[arg-type]
+                                     default_model=config.overshoot.model,
+                                     actions=self.actions, on_recorded=self._wake_outbox,
+                                     writer=self.writer, model_budgets=config.overshoot.budgets,
+                                     silences=silences, on_stored=clips.on_stored,
+                                     console_url=(config.status.public_url
+                                                  if config.status.enabled else None))
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
             await self.engine.start()
             stack.push_async_callback(self.engine.stop)
             self._bind_actions(config)
             self.status = StatusSource(keepers=self.keepers, engine=self.engine,
-                                       outbox=self.outbox, store=store,
-                                       max_frame_age_s=config.status.max_frame_age)
+                                       outbox=self.outbox, store=store,  # type: ignore[arg-type]
+                                       max_frame_age_s=config.status.max_frame_age,
+                                       store_health=self.store_health)
             if config.status.enabled:
-                await stack.enter_async_context(status_listener(config.status, self.status))
+                console = ConsoleSource(
+                    status=self.status, store=store, silences=silences, clips=config.clips,
+                    pulled=self._is_pulled, clock=clock,
+                    token_required=config.status.token is not None,
+                    public_url=config.status.public_url)
+                endpoint = await stack.enter_async_context(
+                    status_listener(config.status, self.status, console))
+                self.status_url = endpoint.url if endpoint is not None else None
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
             tasks = [asyncio.create_task(self._report_first_frames()),
-                     asyncio.create_task(self._prune_forever())]
+                     asyncio.create_task(self._prune_forever()),
+                     asyncio.create_task(store.probe_forever())]
             if watch and self.path is not None:
                 tasks.append(asyncio.create_task(self._watch_files()))
             # Everything long-lived now exists: move it out of the collector's sight, so
@@ -267,6 +306,11 @@ class Daemon:
                 seen = _mtimes(self.path, self.config)
 
     # -- parts ---------------------------------------------------------------
+    def _is_pulled(self, stream: str) -> bool:
+        """Whether the API server pulls ``stream`` itself (no frames pass through here)."""
+        spec = next((s for s in self.config.streams if s.name == stream), None)
+        return spec is not None and spec.pull
+
     def _build_actions(self, config: WatcherConfig) -> dict[str, Action]:
         assert self._http is not None
         return {name: build_action(name, options, http=self._http)
@@ -294,7 +338,7 @@ class Daemon:
 
     async def _start_outbox(self) -> None:
         assert self.store is not None
-        self.outbox = Outbox(self.store, self.actions, SystemClock())
+        self.outbox = Outbox(self.store, self.actions, SystemClock())  # type: ignore[arg-type]
         self.outbox.start()
 
     async def _stop_outbox(self) -> None:

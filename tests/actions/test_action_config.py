@@ -215,7 +215,9 @@ def test_check_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     Path("watcher.yaml").write_text(secret_config())
     assert main(["check", "-c", "watcher.yaml"]) == 0
     out2, err2 = capsys.readouterr()
-    assert out2 == "watcher.yaml: OK (1 stream, 1 rule, 4 actions, embedded server)\n"
+    first, state = out2.splitlines()
+    assert first == "watcher.yaml: OK (1 stream, 1 rule, 4 actions, embedded server)"
+    assert state.startswith("state store ") and "evidence budget 500 MB" in state
     for canary in CANARIES:
         assert canary not in out + err + out2 + err2
 

@@ -6,6 +6,7 @@ import pytest
 from support.receivers import event
 
 from watcher.actions.base import DeliveryError
+from watcher.actions.slack import event_message
 from watcher.actions.templates import (
     DEFAULT_BODY,
     DEFAULT_HTML,
@@ -16,6 +17,7 @@ from watcher.actions.templates import (
     render,
     summary_context,
 )
+from watcher.actions.webhook import am_alert, event_payload
 
 
 def _render(text: str, context: dict, flavor: str = "text") -> str:
@@ -37,7 +39,27 @@ def test_event_context_has_every_documented_key() -> None:
         "stream_time_ms": 41_000, "model": "local/vision",
         "usage": {"prompt_tokens": 800, "completion_tokens": 20},
         "prompt": "Is anyone at the loading dock?", "action": "ops", "has_snapshot": True,
+        "persisted": True,
+        "event_url": None,
     }
+
+
+def test_a_public_url_links_every_message_to_the_event_page() -> None:
+    linked = event(extra={"console_url": "https://watcher.example.com/"})
+    ctx = event_context(linked, "ops")
+    assert ctx["event_url"] == "https://watcher.example.com/events/42"
+    text = render(compile_template(DEFAULT_BODY, "text"), ctx, action="ops", what="body")
+    assert "Evidence: https://watcher.example.com/events/42" in text
+    html = render(compile_template(DEFAULT_HTML, "html"), {**ctx, "title": "t",
+                                                           "snapshot_cid": None},
+                  action="ops", what="html")
+    assert '<a href="https://watcher.example.com/events/42">' in html
+    payload = event_payload(ctx, "t", text)
+    assert payload["event_url"] == "https://watcher.example.com/events/42"
+    assert am_alert(ctx, "t", text, "")["generatorURL"] == ctx["event_url"]
+    blocks = event_message(ctx, "t", text)["blocks"]
+    assert "<https://watcher.example.com/events/42|evidence>" in blocks[-1]["elements"][0]["text"]
+    assert "event_url" not in event_payload(event_context(event(), "ops"), "t", text)
 
 
 def test_resolved_and_repeat_times() -> None:

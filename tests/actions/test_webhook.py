@@ -69,7 +69,21 @@ async def test_default_payload(receiver: HttpReceiver, http: httpx.AsyncClient) 
         "stream_time_ms": 41_000, "model": "local/vision",
         "usage": {"prompt_tokens": 800, "completion_tokens": 20},
         "prompt": "Is anyone at the loading dock?", "action": "ops-hook", "has_snapshot": True,
+        "persisted": True,
     }
+
+
+async def test_an_event_not_persisted_yet_says_so(receiver: HttpReceiver,
+                                                  http: httpx.AsyncClient) -> None:
+    """Delivered best effort while the state store is unavailable: no id, persisted false."""
+    unstored = event(id=None)
+    await hook(receiver, http).send(unstored, f"{unstored.event_key}:ops-hook")
+    await hook(receiver, http, format="alertmanager").send(unstored, "k")
+    watcher_format, alertmanager = (r.json() for r in receiver.requests)
+    assert watcher_format["persisted"] is False and watcher_format["event_id"] is None
+    assert watcher_format["event_key"] == unstored.event_key
+    assert "Not recorded yet: the alert state store is unavailable." in watcher_format["text"]
+    assert alertmanager["alerts"][0]["annotations"]["persisted"] == "false"
 
 
 async def test_signature_covers_the_exact_body_bytes(receiver: HttpReceiver,

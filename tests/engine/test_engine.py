@@ -115,3 +115,41 @@ async def test_runs_outlasting_the_interval_are_counted_and_reported_once(
     reports = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert reports == ["rule slow: still running at its next tick; 1 tick(s) skipped (its "
                        "model answers or timeout take longer than its interval)"]
+
+
+class BrokenStream(Stream):
+    """A kept stream whose change tracker fails: every evaluation raises."""
+
+    @property
+    def changes(self) -> ChangeTracker:
+        raise RuntimeError("change tracker broke")
+
+    @changes.setter
+    def changes(self, value: ChangeTracker) -> None:
+        pass
+
+
+async def test_a_failing_rule_never_reaches_the_scheduler_and_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    model = ScriptedModel("m", '{"person": false}')
+    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
+    server = app.state.server
+    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
+    server.registry.add_frame(live, b"\xff\xd8jpeg")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t/v1beta") as http:
+        store = AlertStore(tmp_path / "state.sqlite3")
+        engine = RuleEngine([rule("broken", "a", every="100ms")],
+                            client=OvershootClient("http://t/v1beta", KEY, http=http),
+                            streams={"a": BrokenStream(live.id)}, store=store,
+                            default_model="m")
+        await engine.start()
+        await eventually(lambda: engine.ticks["broken"].errors >= 5, timeout=60, interval=0.02)
+        await engine.stop()
+        await store.close()
+    failed = [r for r in caplog.records if "rule broken failed" in r.getMessage()]
+    assert len(failed) == 1 and "change tracker broke" in failed[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback per tick"
+    assert not [r for r in caplog.records if r.name.startswith("apscheduler")
+                and r.levelno >= logging.ERROR]

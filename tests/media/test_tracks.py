@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,20 @@ def image(value: int) -> np.ndarray:
     return np.full((16, 16, 3), value, np.uint8)
 
 
+class SteppedTime:
+    """A monotonic clock that moves only when the track sleeps or the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 async def test_paces_and_stamps_pts_at_90khz() -> None:
     asked: list[tuple[int, float]] = []
 
@@ -23,30 +36,33 @@ async def test_paces_and_stamps_pts_at_90khz() -> None:
         asked.append((n, t))
         return image(n)
 
-    track = FrameTrack(producer, fps=50)
-    start = time.monotonic()
+    clock = SteppedTime()
+    track = FrameTrack(producer, fps=50, clock=clock, sleep=clock.sleep)
     frames = [await track.recv() for _ in range(10)]
-    elapsed = time.monotonic() - start
     assert [f.pts for f in frames] == [n * 1800 for n in range(10)]
     assert all(f.time_base == VIDEO_TIME_BASE for f in frames)
     assert asked == [(n, n / 50) for n in range(10)]
-    assert 0.16 <= elapsed < 0.5
+    assert clock.now == pytest.approx(9 / 50)  # slept until each tick was due, no longer
+    assert track.ticks_skipped == 0
     assert track.frames_sent == 10
     assert frames[3].to_ndarray(format="bgr24")[0, 0, 0] == 3
 
 
 async def test_late_reader_skips_ticks_and_pts_follow_wall_time() -> None:
-    track = FrameTrack(lambda n, t: image(1), fps=20)
+    clock = SteppedTime()
+    track = FrameTrack(lambda n, t: image(1), fps=20, clock=clock, sleep=clock.sleep)
     first = await track.recv()
-    await asyncio.sleep(0.26)
+    clock.now += 0.26  # the reader comes back 0.26 s later
     late = await track.recv()
     assert first.pts == 0
-    assert late.pts >= 5 * 4500  # ~0.25 s later on the 90 kHz clock, not the next tick
-    assert track.ticks_skipped >= 4
+    assert late.pts == 5 * 4500  # 0.25 s later on the 90 kHz clock, not the next tick
+    assert track.ticks_skipped == 4
 
 
 async def test_none_skips_a_tick_and_stop_ends_the_track() -> None:
-    track = FrameTrack(lambda n, t: None if n % 2 == 0 else image(n), fps=100)
+    clock = SteppedTime()
+    track = FrameTrack(lambda n, t: None if n % 2 == 0 else image(n), fps=100,
+                       clock=clock, sleep=clock.sleep)
     frame = await track.recv()
     assert frame.pts == 900  # frame 1
     track.stop()

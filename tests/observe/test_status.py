@@ -96,13 +96,15 @@ async def test_readyz_follows_the_lease(tmp_path: Path) -> None:
             return response.json() if response.status_code == code else None
 
         ready = await eventually(lambda: readyz(200), timeout=10)
-        assert ready == {"status": "ready", "streams": {"cam": True}, "not_ready": []}
+        assert ready == {"status": "ready", "streams": {"cam": True},
+                         "store": {"ready": True}, "not_ready": []}
 
         d.harness.server.registry.reap(first)  # the lease is gone behind the keeper's back
         lost = await eventually(lambda: readyz(503), timeout=10, interval=0.02)
         assert lost["status"] == "not ready" and lost["streams"] == {"cam": False}
         [why] = lost["not_ready"]
-        assert why["stream"] == "cam" and why["reason"].startswith("state ")
+        assert why["stream"] == "cam"
+        assert why["reason"].startswith(("state ", "the stream ended", "publisher closed"))
 
         await eventually(lambda: readyz(200), timeout=15)
         assert d.keeper.stream_id not in (None, first)
@@ -158,7 +160,7 @@ async def test_listener_off_by_default_and_a_busy_port_is_a_clear_error(
 def test_status_config() -> None:
     default = StatusConfig()
     assert (default.enabled, default.host, default.port, default.max_frame_age) == (
-        False, "127.0.0.1", DEFAULT_PORT, 30.0)
+        False, "127.0.0.1", DEFAULT_PORT, None)
     assert default.url == f"http://127.0.0.1:{DEFAULT_PORT}"
     for name, info in StatusConfig.model_fields.items():
         assert info.description, name
@@ -167,8 +169,11 @@ def test_status_config() -> None:
                           "max_frame_age: 1m}\n")
     assert config.status.url == "http://127.0.0.1:9500" and config.status.max_frame_age == 60
     assert config.summary() == "0 streams, embedded server, status at http://127.0.0.1:9500"
-    assert parse_config("status: {enabled: true, host: '::'}\n").status.url == (
-        f"http://[::1]:{DEFAULT_PORT}")
+    assert parse_config("status: {enabled: true, host: '::', token: a-long-token}\n"
+                        ).status.url == f"http://[::1]:{DEFAULT_PORT}"
+    open_host = parse_config("status: {enabled: true, host: '::'}\n").status
+    assert open_host.bind_host == "127.0.0.1" and open_host.url.startswith("http://127.0.0.1:")
+    assert parse_config("status: {host: '::1'}\n").status.bind_host == "::1"
     assert parse_config("streams: []\n").summary() == "0 streams, embedded server"
 
     with pytest.raises(ConfigError) as caught:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +47,10 @@ async def chromium(*, fake_camera: bool = False) -> AsyncIterator[Any]:
             yield browser
         finally:
             await browser.close()
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where page tests save screenshots: ``WATCHER_SCREENSHOTS`` or the test's tmp dir."""
+    target = Path(os.environ.get("WATCHER_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target

@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import ssl
-from collections.abc import Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, getaddresses, parseaddr
-from pathlib import Path
 from typing import Any, Literal
 
 import aiosmtplib
@@ -55,7 +52,7 @@ from pydantic import (
 )
 
 from watcher.actions.base import Action, DeliveryError, register
-from watcher.actions.options import ActionOptionsBase, secret_value
+from watcher.actions.options import ActionOptionsBase, existing_file, secret_value
 from watcher.actions.templates import (
     DEFAULT_BODY,
     DEFAULT_HTML,
@@ -67,7 +64,6 @@ from watcher.actions.templates import (
     render,
     summary_context,
 )
-from watcher.configbase import BASE_DIR
 from watcher.duration import Duration
 from watcher.engine.store import AlertEventRecord
 from watcher.logs import redact
@@ -149,14 +145,7 @@ class EmailOptions(ActionOptionsBase):
     @field_validator("ca_file")
     @classmethod
     def _ca_file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        context = info.context if isinstance(info.context, Mapping) else {}
-        base = Path(context.get(BASE_DIR) or Path.cwd())
-        path = os.path.normpath(base / Path(value).expanduser())
-        if not os.path.isfile(path):
-            raise ValueError(f"file not found: {path}")
-        return path
+        return existing_file(value, info)
 
     @model_validator(mode="after")
     def _login_is_complete(self) -> EmailOptions:

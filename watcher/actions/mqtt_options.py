@@ -30,8 +30,6 @@ from __future__ import annotations
 import os
 import socket
 import string
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,8 +41,8 @@ from pydantic import (
     model_validator,
 )
 
-from watcher.actions.options import ActionOptionsBase, secret_value
-from watcher.configbase import BASE_DIR, Section
+from watcher.actions.options import ActionOptionsBase, existing_file, secret_value
+from watcher.configbase import Section
 from watcher.duration import Duration
 
 TOPIC_FIELDS = ("rule", "stream", "severity", "status", "kind")
@@ -91,15 +89,7 @@ class MqttTls(Section):
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Relative to the config file; it must exist."""
-        if value is None:
-            return None
-        context = info.context if isinstance(info.context, Mapping) else {}
-        base = Path(context.get(BASE_DIR) or Path.cwd())
-        path = os.path.normpath(base / Path(value).expanduser())
-        if not os.path.isfile(path):
-            raise ValueError(f"file not found: {path}")
-        return path
+        return existing_file(value, info)
 
     @model_validator(mode="after")
     def _cert_and_key(self) -> MqttTls:

@@ -10,13 +10,23 @@ options of whichever type comes first in the union).
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from watcher.configbase import Section
+from watcher.configbase import BASE_DIR, Section
 from watcher.configerrors import did_you_mean
 from watcher.duration import Duration, parse_duration
 from watcher.logs import register_secret
@@ -81,6 +91,18 @@ class ActionOptionsBase(Section):
         """Keep :meth:`secrets` out of every log line."""
         for secret in self.secrets():
             register_secret(secret)
+
+
+def existing_file(value: str | None, info: ValidationInfo) -> str | None:
+    """A file option's value as a path relative to the config file; it must exist."""
+    if value is None:
+        return None
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = Path(context.get(BASE_DIR) or Path.cwd())
+    path = os.path.normpath(base / Path(value).expanduser())
+    if not os.path.isfile(path):
+        raise ValueError(f"file not found: {path}")
+    return path
 
 
 def secret_value(value: SecretStr | None) -> str | None:

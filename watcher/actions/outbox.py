@@ -60,7 +60,7 @@ from watcher.actions.base import Action, DeliveryError
 from watcher.backoff import Backoff
 from watcher.clock import Clock
 from watcher.duration import parse_duration
-from watcher.store import AlertStore, DeliveryRecord
+from watcher.store import AlertStore, DeliveryRecord, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,8 @@ class Outbox:
                                     "stop; delivering them again", reset)
                 await self._dispatch_due()
                 wait_s = await self._next_wait_s()
+            except StoreError:  # said once by the store's health, not once per pass
+                wait_s = ERROR_PAUSE_S
             except Exception:
                 log.exception("outbox: dispatching failed; trying again in %.0f s",
                               ERROR_PAUSE_S)
@@ -336,6 +338,8 @@ class Outbox:
             batch = await worker.queue.get()
             try:
                 await self._run_batch(worker, batch)
+            except StoreError:  # said once by the store's health; the rows stay as they are
+                worker.paused_until_ms = self.clock.now_ms() + round(ERROR_PAUSE_S * 1000)
             except Exception:
                 log.exception("outbox: delivering to %s failed unexpectedly; pausing it %.0f s",
                               worker.name, ERROR_PAUSE_S)

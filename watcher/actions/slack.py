@@ -278,8 +278,10 @@ def event_message(context: dict[str, Any], title: str, text: str,
     facts = [f"event {event}", f"episode {context['episode']}"]
     if context["model"]:
         facts.append(f"model {context['model']}")
-    blocks.append({"type": "context",
-                   "elements": [{"type": "mrkdwn", "text": escape(" · ".join(facts))}]})
+    facts_text = escape(" · ".join(facts))
+    if context.get("event_url"):
+        facts_text += f" · <{escape(context['event_url'])}|evidence>"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": facts_text}]})
     return {"text": _cut(lead + f"{emoji} {title}", MAX_TEXT), "blocks": blocks}
 
 

@@ -17,7 +17,13 @@ The context of one event (:func:`event_context`)::
     severity, labels, answer (dict), description (answer["description"] or None),
     created_at, started_at, resolved_at (ISO 8601 UTC or None), time (readable UTC),
     episode, event_id, event_key, urls, stream_ids, stream_time_ms, model, usage,
-    prompt, action, has_snapshot
+    prompt, action, has_snapshot, persisted, event_url
+
+``persisted`` is False for an event delivered best effort while the state store
+was unavailable (it has no ``event_id`` yet; it is recorded once the store is back).
+
+``event_url`` is the event's page in the console when ``status.public_url`` is
+set (recorded with the event as ``extra["console_url"]``), else None.
 
 ``started_at`` is the start of the episode when the engine recorded it
 (``extra["started_ms"]``), else the event's time for a ``firing`` event and
@@ -68,6 +74,12 @@ Firing since {{ started_at or created_at }}.
 {% for key, value in answer.items() if key != 'description' %}
 {{ key }}: {{ value|plain }}
 {% endfor %}
+{% if event_url %}
+Evidence: {{ event_url }}
+{% endif %}
+{% if not persisted %}
+(Not recorded yet: the alert state store is unavailable.)
+{% endif %}
 {% endif %}
 """
 """Plain text bodies (email text part, Slack text, webhook ``text``)."""
@@ -95,6 +107,7 @@ DEFAULT_HTML = """\
 </table>
 {% if snapshot_cid %}<p><img src="cid:{{ snapshot_cid }}" alt="snapshot" \
 style="max-width: 100%"></p>{% endif %}
+{% if event_url %}<p><a href="{{ event_url }}">See the evidence in watcher</a></p>{% endif %}
 <p style="color: #888; font-size: small">event {{ event_id or event_key }}\
 {% if model %} &middot; model {{ model }}{% endif %}</p>
 {% endif %}
@@ -246,7 +259,18 @@ def event_context(event: AlertEventRecord, action_name: str) -> dict[str, Any]:
         "prompt": extra.get("prompt"),
         "action": action_name,
         "has_snapshot": event.snapshot is not None,
+        "persisted": event.id is not None,
+        "event_url": event_url(event),
     }
+
+
+def event_url(event: AlertEventRecord) -> str | None:
+    """The event's console page, when the daemon has a ``status.public_url``."""
+    extra = event.extra if isinstance(event.extra, Mapping) else {}
+    base = extra.get("console_url")
+    if not isinstance(base, str) or not base or event.id is None:
+        return None
+    return f"{base.rstrip('/')}/events/{event.id}"
 
 
 def highest_severity(severities: Iterable[str]) -> str:

@@ -231,15 +231,18 @@ def to_json(payload: dict[str, Any]) -> bytes:
 _EVENT_KEYS = ("status", "kind", "rule", "stream", "severity")
 _DETAIL_KEYS = ("description", "answer", "labels", "started_at", "resolved_at", "created_at",
                 "episode", "event_id", "event_key", "urls", "stream_ids", "stream_time_ms",
-                "model", "usage", "prompt", "action", "has_snapshot")
+                "model", "usage", "prompt", "action", "has_snapshot", "persisted")
 
 
 def event_payload(context: dict[str, Any], title: str, text: str) -> dict[str, Any]:
     """The ``format: watcher`` body of one event: ``version`` ("1"), the event's
     ``status kind rule stream severity``, the rendered ``title`` and ``text``, then the rest
     of the template context (:func:`~watcher.actions.templates.event_context`)."""
-    return {"version": PAYLOAD_VERSION, **{k: context[k] for k in _EVENT_KEYS},
-            "title": title, "text": text, **{k: context[k] for k in _DETAIL_KEYS}}
+    payload = {"version": PAYLOAD_VERSION, **{k: context[k] for k in _EVENT_KEYS},
+               "title": title, "text": text, **{k: context[k] for k in _DETAIL_KEYS}}
+    if context.get("event_url"):
+        payload["event_url"] = context["event_url"]
+    return payload
 
 
 def summary_payload(context: dict[str, Any], title: str, text: str) -> dict[str, Any]:
@@ -284,6 +287,8 @@ def am_alert(context: dict[str, Any], title: str, text: str, external_url: str,
     annotations = {"summary": title, "description": context["description"] or text.strip(),
                    "answer": json.dumps(context["answer"], separators=(",", ":"), default=str),
                    "event_key": context["event_key"]}
+    if not context.get("persisted", True):
+        annotations["persisted"] = "false"
     resolved = context["status"] == "resolved"
     return {
         "status": context["status"],
@@ -291,7 +296,7 @@ def am_alert(context: dict[str, Any], title: str, text: str, external_url: str,
         "annotations": annotations,
         "startsAt": context["started_at"] or context["created_at"],
         "endsAt": context["resolved_at"] if resolved else ZERO_TIME,
-        "generatorURL": external_url,
+        "generatorURL": context.get("event_url") or external_url,
         "fingerprint": fingerprint(labels),
     }
 

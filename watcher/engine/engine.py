@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -35,6 +36,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
+from watcher.engine.budget import BudgetConfig, BudgetGuard, SpendRow
+from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
     SAMPLES_KEPT,
@@ -43,16 +46,20 @@ from watcher.engine.runner import (
     FenceFor,
     LiveStream,
     OnRecorded,
+    OnStored,
     RuleRunner,
     StepObserver,
 )
-from watcher.engine.store import AlertStore
+from watcher.engine.silences import SilenceBook
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggered import TriggeredRules
 from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
 
 START_MARGIN_S = 0.5
+ERROR_REPORT_INTERVAL_S = 300.0
+"""A rule failing the same way is logged at most this often (counted every time)."""
 OVERRUN_REPORT_INTERVAL_S = 300.0
 """A rule whose runs outlast its interval is reported at most this often (it is counted
 in ``watcher_rule_overrun_ticks_total`` every time)."""
@@ -77,6 +84,8 @@ class TickStats:
     errors: int = 0
     overruns_reported: int = 0
     overrun_reported_s: float = float("-inf")
+    error_kind: str | None = None
+    error_reported_s: float = float("-inf")
 
 
 class RuleEngine:
@@ -94,11 +103,19 @@ class RuleEngine:
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
+        writer: StepWriter | None = None,
+        model_budgets: Mapping[str, BudgetConfig] | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
         delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
         ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
-        ``fence`` (cluster mode) guards every rule's writes."""
+        ``fence`` (cluster mode) guards every rule's writes. ``writer`` writes every
+        runner's steps in order (one is made for ``store`` if not given): it keeps them
+        while the store fails. ``model_budgets`` (``overshoot.budgets``) cap what every
+        rule may ask of a model."""
         self.client = client
         self.streams = streams
         self.store = store
@@ -107,9 +124,16 @@ class RuleEngine:
         self.actions = actions
         self.on_recorded = on_recorded
         self.fence = fence
+        self.silences = silences
+        self.on_stored = on_stored
+        self.console_url = console_url
         self.clock = clock or SystemClock()
+        self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
+        self.budgets = BudgetGuard(model_budgets, send=self._send_notice,
+                                   save=self._save_spend)
+        """Spend against the rules' and models' budgets."""
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
         self.observers: list[StepObserver] = []
@@ -124,6 +148,11 @@ class RuleEngine:
     async def start(self) -> None:
         """Load the alert states and start ticking."""
         states = await self.store.load_all_states()
+        if self.budgets.models or any(r.budget is not None for r in self.rules.values()):
+            try:
+                self.budgets.restore(await self.store.load_budget_spend())
+            except StoreError as exc:
+                log.warning("budgets start from zero: cannot read their spend (%s)", exc)
         for rule in self.rules.values():
             runner = self._runner(rule)
             runner.state = states.get((rule.name, runner.stream_key), runner.state)
@@ -170,13 +199,19 @@ class RuleEngine:
                 runner.stats = old.stats
                 changes.append(f"rule {name} changed")
             else:
-                state = await self.store.load_state(name, runner.stream_key)
+                try:
+                    state = await self.store.load_state(name, runner.stream_key)
+                except StoreError as exc:  # a new rule: start quiet rather than not at all
+                    log.warning("rule %s: cannot read its stored alert state (%s); starting "
+                                "from inactive", name, exc)
+                    state = None
                 runner.state = state or runner.state
                 self.ticks[name] = TickStats()
                 changes.append(f"rule {name} added")
             self.runners[name] = runner
             self._schedule(rule)
         self.rules = new
+        self.budgets.forget(new)
         if self._scheduler is not None:
             self.triggers.arm()
         return changes
@@ -185,9 +220,28 @@ class RuleEngine:
         runner = RuleRunner(rule, default_model=self.default_model, client=self.client,
                             streams=self.streams, store=self.store, clock=self.clock,
                             emit=self.emit, actions=self.actions,
-                            on_recorded=self.on_recorded, fence=self.fence)
+                            on_recorded=self.on_recorded, fence=self.fence,
+                            writer=self.writer, silences=self.silences,
+                            on_stored=self.on_stored, console_url=self.console_url)
         runner.observers = self.observers
+        runner.budget = self.budgets.for_rule(rule.name, rule.budget,
+                                              runner.models_asked_first())
         return runner
+
+    async def _save_spend(self, rows: list[SpendRow]) -> None:
+        await self.store.save_budget_spend(rows)
+
+    async def _send_notice(self, action: str, notice: AlertEventRecord, key: str) -> None:
+        """Send a budget notice straight to ``action`` (see :mod:`watcher.engine.budget`)."""
+        target = (self.actions or {}).get(action)
+        send = getattr(target, "send", None)
+        if send is None:
+            raise LookupError(f"no action {action!r} configured")
+        await send(notice, key)
+
+    def budget_status(self) -> list[dict[str, Any]]:
+        """Spend against every budget, now (``/status``, ``/metrics``)."""
+        return self.budgets.snapshot(self.clock.now_ms())
 
     def is_enabled(self, name: str) -> bool:
         """Whether ``name`` is configured, enabled and not switched off at run time."""
@@ -231,13 +285,15 @@ class RuleEngine:
                 pass
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop ticking; let evaluations in flight finish for up to ``grace_s``.
+        """Stop ticking; let evaluations in flight finish for up to ``grace_s``, then try
+        to write what is still pending (for up to ``grace_s`` more).
 
         The scheduler is paused first and shut down only afterwards, because
         its shutdown cancels the jobs still running.
         """
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
+            await self.writer.close(grace_s)
             return
         await self.triggers.aclose()
         scheduler.pause()
@@ -254,11 +310,30 @@ class RuleEngine:
             log.warning("%d evaluation(s) still running at shutdown; cancelling them",
                         sum(lock.locked() for lock in busy))
         scheduler.shutdown(wait=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.budgets.drain(), grace_s)
+        await self.writer.close(grace_s)
 
     async def _tick(self, name: str) -> None:
+        """One scheduled run. Its errors stop here: APScheduler never sees them (it would
+        log a traceback per tick); each kind is logged once, then every 5 min."""
         runner = self.runners.get(name)
-        if runner is not None and name not in self.paused:
+        if runner is None or name in self.paused:
+            return
+        try:
             await runner.evaluate()
+        except Exception as exc:
+            stats = self.ticks.get(name)
+            if stats is None:
+                return
+            stats.errors += 1
+            now = time.monotonic()
+            kind = type(exc).__name__
+            if kind != stats.error_kind or now - stats.error_reported_s >= ERROR_REPORT_INTERVAL_S:
+                log.error("rule %s failed (%d time(s) so far): %s: %s", name, stats.errors,
+                          kind, exc)
+                log.debug("rule %s traceback", name, exc_info=True)
+                stats.error_kind, stats.error_reported_s = kind, now
 
     # -- scheduling ----------------------------------------------------------
     def _trigger(self, rule: RuleConfig) -> BaseTrigger:

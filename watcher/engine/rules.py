@@ -26,6 +26,7 @@ A rule in full::
         severity: warning                   # info | warning | critical
         labels: {site: north}
         actions: [ops-slack]
+        budget: {calls_per_hour: 120}       # see engine.budget
         confirm:                            # optional second opinion before firing
           model: big/model
           prompt: Is there really a person (not a shadow)?
@@ -75,6 +76,7 @@ from pydantic import (
 
 from watcher.configbase import Section
 from watcher.duration import Duration, format_duration, parse_duration
+from watcher.engine.budget import BudgetConfig
 from watcher.engine.condition import Condition, default_condition
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
 from watcher.media.changes import DEFAULT_CHANGE_THRESHOLD
@@ -367,6 +369,11 @@ class RuleConfig(_Question):
         default_factory=list, description="Ask at once when one of these rules fires; the "
         "prompt may use {{ trigger.rule }}, {{ trigger.stream }} and "
         "{{ trigger.answer.FIELD }} (the default schedule is then a 1m heartbeat).")
+
+    budget: BudgetConfig | None = Field(
+        None, description="Caps on this rule's model calls or tokens per UTC hour and day "
+        "({calls_per_hour, calls_per_day, tokens_per_hour, tokens_per_day, notify}); once "
+        "spent, its asks are skipped until the window rolls.")
 
     _origin: RuleOrigin | None = PrivateAttr(None)
 

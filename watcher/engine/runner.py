@@ -35,11 +35,14 @@ import cv2
 from watcher.actions.templates import compile_template
 from watcher.clock import Clock
 from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
+from watcher.engine.budget import RuleBudget
 from watcher.engine.condition import Condition, ConditionError, default_condition
+from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.schema import schema_fields
+from watcher.engine.silences import AlertLabels, SilenceBook
 from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
-from watcher.engine.store import AlertEventRecord, AlertStore
+from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
 from watcher.engine.triggers import TICK, Trigger
 from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
@@ -55,11 +58,15 @@ SAMPLES_KEPT = 1000
 """Latency samples kept between two metrics scrapes. Without a scraper (no status
 listener) they are never read, so the buffer must stay small however long the run."""
 
-Outcome = Literal["not_ready", "unchanged", "answered", "invalid", "model_error",
-                  "condition_error"]
+Outcome = Literal["not_ready", "over_budget", "unchanged", "answered", "invalid",
+                  "model_error", "condition_error"]
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
+OnStored = Callable[[list[AlertEventRecord]], None]
+"""Called with every stored event, notifying or not (evidence clips)."""
+HISTORY_KEPT = 240
+"""Evaluations kept per rule for the console's chart."""
 StepObserver = Callable[[str, str, AlertState, list[AlertEventRecord]], None]
 """``(rule, stream_key, new state, stored events)`` after a step that changed an alert."""
 FenceFor = Callable[[Sequence[str]], Any]
@@ -105,6 +112,8 @@ class RuleStats:
     evaluations: int = 0
     skipped_not_ready: int = 0
     skipped_unchanged: int = 0
+    skipped_budget: int = 0
+    """Evaluations skipped because the rule's or its model's budget was spent."""
     model_calls: int = 0
     invalid_answers: int = 0
     model_errors: int = 0
@@ -158,10 +167,18 @@ class RuleRunner:
         actions: Mapping[str, Deliverable] | None = None,
         on_recorded: OnRecorded | None = None,
         fence: FenceFor | None = None,
+        writer: StepWriter | None = None,
+        silences: SilenceBook | None = None,
+        on_stored: OnStored | None = None,
+        console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) turns on deliveries: without it, events are
         stored with none (``test-rule``, tests). ``fence`` (cluster mode) guards every
-        write: a step whose fence is refused records nothing and changes no state."""
+        write: a step whose fence is refused records nothing and changes no state.
+        ``writer`` (shared by the engine's runners) writes the steps to ``store`` and
+        keeps them while it fails. ``silences`` keeps matching events from notifying;
+        an acknowledged episode (in the store) gets no repeats. ``console_url``
+        (``status.public_url``) is kept with each event for links."""
         self.rule = rule
         self.client = client
         self.streams = streams
@@ -171,7 +188,14 @@ class RuleRunner:
         self.actions = actions
         self.on_recorded = on_recorded
         self.observers: list[StepObserver] = []
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock of change times and ask times (a backtest replays on its own)."""
         self.fence = fence
+        self.silences = silences
+        self.on_stored = on_stored
+        self.console_url = console_url
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_KEPT)
+        """The latest evaluations: ``{at_ms, outcome, matched, answer, latency_s}``."""
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
         self.primary = _compile(rule.name, rule, default_model)
@@ -182,8 +206,16 @@ class RuleRunner:
             keep_firing_for_ms=_ms(rule.keep_firing_for) or 0,
             cooldown_ms=_ms(rule.cooldown) or 0,
             repeat_every_ms=_ms(rule.repeat_every))
+        self.writer = writer if writer is not None or store is None else StepWriter(
+            store, clock=clock)
         self.state = state or AlertState()
         self.stats = RuleStats()
+        self.last_answer_ms: int | None = None
+        """When the model last answered this rule (valid or not)."""
+        self.model_error: tuple[int, str] | None = None
+        """(when, why) the model last failed to answer, if it has not answered since."""
+        self.budget: RuleBudget | None = None
+        """Set by the engine when the rule or a model it asks has a budget."""
         self._lock = asyncio.Lock()
         self._last_answer: Answer | None = None
         self._last_versions: tuple[int, ...] | None = None
@@ -220,6 +252,10 @@ class RuleRunner:
             self.stats.skipped_not_ready += 1
             result.detail = blind
             return result
+        if self.budget is not None and (spent := self.budget.blocked(self.clock.now_ms())):
+            self.stats.skipped_budget += 1
+            result.outcome, result.detail = "over_budget", spent.describe()
+            return result
         self.stats.evaluations += 1
         self.stats.by_trigger[trigger.kind] = self.stats.by_trigger.get(trigger.kind, 0) + 1
         ids: list[str] = stream_ids  # type: ignore[assignment]
@@ -229,7 +265,7 @@ class RuleRunner:
             result.outcome, result.answer = "unchanged", self._last_answer
             matched = self._verdict(self.primary, self._last_answer, result)
         else:
-            asked_at = time.monotonic()
+            asked_at = self.monotonic()
             answer = await self._ask(self.primary, ids, result, trigger)
             if answer is None:
                 return await self._finish(result, None, live, ids, record, trigger)
@@ -245,7 +281,7 @@ class RuleRunner:
     # -- asking --------------------------------------------------------------
     async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
                    trigger: Trigger = TICK) -> Answer | None:
-        end_back_ms = (max(0, round((time.monotonic() - trigger.end_at) * 1000))
+        end_back_ms = (max(0, round((self.monotonic() - trigger.end_at) * 1000))
                        if trigger.end_at is not None else 0)
         prompt = self._prompt(trigger) if spec is self.primary else None
         try:
@@ -256,6 +292,7 @@ class RuleRunner:
             self.stats.model_errors += 1
             result.outcome = "model_error"
             result.detail = f"no answer within the rule's timeout ({self.rule.timeout:g} s)"
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: %s", self.rule.name, result.detail)
             return None
         except StreamNotReady as exc:
@@ -265,9 +302,15 @@ class RuleRunner:
         except (ModelsExhausted, OvershootError) as exc:
             self.stats.model_errors += 1
             result.outcome, result.detail = "model_error", str(exc)
+            self.model_error = (self.clock.now_ms(), result.detail)
             log.warning("rule %s: no answer: %s", self.rule.name, exc)
             return None
+        self.last_answer_ms, self.model_error = self.clock.now_ms(), None
         self.stats.model_calls += 1
+        if self.budget is not None:
+            self.budget.charge(answer.model, 1 + answer.repaired,
+                               answer.prompt_tokens + answer.completion_tokens,
+                               self.clock.now_ms())
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         self.stats.latencies_s.append(answer.latency_s)
@@ -313,7 +356,7 @@ class RuleRunner:
         """
         asks = (self.primary, self.confirm) if self.confirm is not None else (self.primary,)
         window_s = max(a.question.window_ms or 0 for a in asks) / 1000
-        now = time.monotonic()
+        now = self.monotonic()
         for name, stream in zip(self.stream_names, live, strict=True):
             if not stream.source_live:
                 return f"source {name} is down"
@@ -331,13 +374,20 @@ class RuleRunner:
         """
         if not (self.rule.skip_unchanged and self._last_answer is not None
                 and self._last_versions == versions
-                and time.monotonic() - self._last_asked_s < MAX_REUSE_S):
+                and self.monotonic() - self._last_asked_s < MAX_REUSE_S):
             return False
         window_ms = self.primary.question.window_ms
         if not window_ms:
             return True
         last_change = max(s.changes.changed_at for s in live)
         return last_change <= self._last_asked_s - window_ms / 1000
+
+    def models_asked_first(self) -> list[str]:
+        """The models this rule asks before any fallback: its own and its confirm's."""
+        first = [self.primary.question.model]
+        if self.confirm is not None:
+            first.append(self.confirm.question.model)
+        return first
 
     def _would_fire(self) -> bool:
         """Whether one more match would fire (so confirming it is worth a call)."""
@@ -350,38 +400,101 @@ class RuleRunner:
                       record: bool, trigger: Trigger = TICK) -> Evaluation:
         now = self.clock.now_ms()
         state, transitions = self.policy.step(self.state, matched, now)
+        if record:
+            self._remember(result, matched, now)
         result.state, result.transitions = state, transitions
-        if not record or self.store is None:
+        if not record or self.writer is None:
             return result
-        events = [await self._event(t, result, live, ids, trigger) for t in transitions]
+        state, transitions, silenced_by = await self._gate(state, transitions)
+        result.state, result.transitions = state, transitions
+        events = [await self._event(t, result, live, ids, trigger, silenced_by.get(i))
+                  for i, t in enumerate(transitions)]
+        written: list[int] | None = []
         if state != self.state or events:
             try:
-                fenced = {} if self.fence is None else {"fence": self.fence(self.stream_names)}
-                result.event_ids = await self.store.record(
-                    self.rule.name, self.stream_key, state, events, actions_for=self._targets,
-                    **fenced)
+                fence = None if self.fence is None else self.fence(self.stream_names)
+                written = await self.writer.write(
+                    self.rule.name, self.stream_key, state, events,
+                    [self._targets(e) for e in events], fence=fence)
             except LeaseLostError as exc:
                 result.detail = f"not recorded: {exc}"
                 log.info("rule %s: %s", self.rule.name, result.detail)
                 return result
-        previous, self.state = self.state, state
+            result.event_ids = written or []
+        previous, self.state = self.state, state  # pending or written: what will be stored
         for event in events:
-            log.info("alert %s on %s: %s%s (episode %d)", self.rule.name, self.stream_key,
-                     event.kind, "" if event.notify else " (suppressed by cooldown)",
-                     event.episode)
+            why = (f" (silenced by {event.silenced_by})" if event.silenced_by else
+                   "" if event.notify else " (suppressed by cooldown)")
+            log.info("alert %s on %s: %s%s (episode %d)%s", self.rule.name, self.stream_key,
+                     event.kind, why, event.episode, "" if written is not None else
+                     " (not recorded yet: the state store is unavailable)")
         if previous.status != state.status and state.status == Status.PENDING:
             log.info("alert %s on %s: pending", self.rule.name, self.stream_key)
         self.stats.events += len(events)
-        stored = [replace(e, id=i) for e, i in zip(events, result.event_ids, strict=False)]
+        stored = events if written is None else [
+            replace(e, id=i) for e, i in zip(events, written, strict=False)]
+        if written and self.on_stored is not None:
+            self.on_stored([e for e in stored if e.id is not None])
         notify = [e for e in stored if e.notify]
         if state != previous or stored:
             for observe in self.observers:
                 observe(self.rule.name, self.stream_key, state, stored)
-        if notify and self.on_recorded is not None:
+        if notify and written is not None and self.on_recorded is not None:
             self.on_recorded()
         if notify and self.emit is not None:
             await self.emit(notify)
         return result
+
+    async def _gate(self, state: AlertState, transitions: list[Transition],
+                    ) -> tuple[AlertState, list[Transition], dict[int, str]]:
+        """Apply acknowledgements and silences to a step's transitions.
+
+        A ``repeat`` of an acknowledged episode is dropped (acks stop repeats until the
+        alert resolves). A notifying transition that an active silence matches is kept
+        but does not notify; a silenced firing leaves the episode un-notified, so its
+        resolve is not sent either. Returns the state, the transitions and, by index,
+        the silences that held them.
+        """
+        kept: list[Transition] = []
+        silenced_by: dict[int, str] = {}
+        for t in transitions:
+            if t.kind is Kind.REPEAT and await self._acked(t.episode):
+                continue
+            silence = (self.silences.match(self._labels(), t.at_ms)
+                       if t.notify and self.silences is not None else None)
+            if silence is not None:
+                if t.kind is Kind.FIRING:
+                    state = replace(state, episode_notified=False)
+                elif t.kind is Kind.REPEAT:
+                    state = replace(state, episode_notified=self.state.episode_notified)
+                silenced_by[len(kept)] = silence.id
+                t = replace(t, notify=False)
+            kept.append(t)
+        return state, kept, silenced_by
+
+    def _labels(self) -> AlertLabels:
+        return AlertLabels(self.rule.name, self.stream_key, self.rule.severity,
+                           dict(self.rule.labels))
+
+    async def _acked(self, episode: int) -> bool:
+        """Whether the episode is acknowledged (the store unreadable: not, so repeats go)."""
+        if self.store is None:
+            return False
+        key = (self.rule.name, self.stream_key, episode)
+        try:
+            return key in await self.store.acks([key])
+        except StoreError as exc:
+            log.warning("rule %s: cannot read acknowledgements: %s", self.rule.name, exc)
+            return False
+
+    def _remember(self, result: Evaluation, matched: bool | None, now_ms: int) -> None:
+        answer = result.answer
+        self.history.append({
+            "at_ms": now_ms, "outcome": result.outcome, "matched": matched,
+            "answer": answer.data if answer is not None and answer.valid else None,
+            "latency_s": (round(answer.latency_s, 3)
+                          if answer is not None and result.outcome != "unchanged" else None),
+        })
 
     def _targets(self, event: AlertEventRecord) -> list[str]:
         if self.actions is None:
@@ -390,7 +503,8 @@ class RuleRunner:
 
     async def _event(self, transition: Transition, result: Evaluation,
                      live: Sequence[LiveStream | None], ids: list[str],
-                     trigger: Trigger = TICK) -> AlertEventRecord:
+                     trigger: Trigger = TICK,
+                     silenced_by: str | None = None) -> AlertEventRecord:
         answer = result.confirm if result.confirm is not None and result.confirm.valid else (
             result.answer)
         snapshot = await _snapshot(live[0].frames) if live and live[0] is not None else None
@@ -408,9 +522,18 @@ class RuleRunner:
                     "completion_tokens": answer.completion_tokens}
                    if answer is not None else None),
             snapshot=snapshot,
+            silenced_by=silenced_by,
             extra={"streams": self.stream_names, "prompt": self._prompt(trigger)
                    or self.primary.question.prompt, "confirmed": result.confirmed,
-                   "trigger": trigger.kind},
+                   "trigger": trigger.kind,
+                   "confirm_answer": (result.confirm.data if result.confirm is not None
+                                      else None),
+                   "latency_s": (round(answer.latency_s, 3) if answer is not None else None),
+                   "first_match_ms": (self.state.pending_since_ms
+                                      if self.state.pending_since_ms is not None
+                                      else transition.at_ms),
+                   "window_ms": self.primary.question.window_ms,
+                   **({"console_url": self.console_url} if self.console_url else {})},
         )
 
     async def _stream_time(self, stream_id: str) -> int | None:

@@ -29,6 +29,16 @@ class StreamHealth:
     publish_path: str | None = None
     """``passthrough`` (the source's H.264 as it is) or ``transcode``; None before it opened."""
     publish_path_reason: str | None = None
+    fps: float | None = None
+    """The configured frame rate (a few frame intervals is how old the newest frame may be)."""
+    pull: bool = False
+    """The API server pulls the camera itself (no publisher here)."""
+    publisher_state: str | None = None
+    """The publisher's connection: new, connecting, connected, failed, closed; None if none."""
+    status_error: str | None = None
+    """Why the last status read of the stream failed; None once one succeeds."""
+    status_read_at_ms: int | None = None
+    """When the stream's status was last read (local clock)."""
 
     @property
     def live(self) -> bool:

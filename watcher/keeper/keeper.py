@@ -35,6 +35,7 @@ from watcher.errors import (
     NotFoundError,
     OvershootError,
     PermissionDeniedError,
+    TransportError,
 )
 from watcher.keeper.health import StreamHealth
 from watcher.keeper.lease import Lease
@@ -137,6 +138,8 @@ class StreamKeeper:
         self.last_error: str | None = None
         self._frames_sent_before = 0
         self._server_status: Any = None
+        self._status_error: str | None = None
+        self._status_read_at_ms: int | None = None
         self._rate = _RateMeter()
 
     # -- public --------------------------------------------------------------
@@ -196,7 +199,39 @@ class StreamKeeper:
             publish_path=self._source.stats.path if self._source else None,
             publish_path_reason=self._source.stats.path_reason if self._source else None,
             last_error=self.last_error,
+            fps=self.spec.fps,
+            pull=self.spec.pull,
+            publisher_state=(None if self.spec.pull else self._publisher.state
+                             if self._publisher is not None else "not connected"),
+            status_error=self._status_error,
+            status_read_at_ms=self._status_read_at_ms,
         )
+
+    async def check_now(self, *, fresh_s: float = 0.5, timeout_s: float = 2.0) -> None:
+        """Read the stream's status now (unless read in the last ``fresh_s``), for readiness.
+
+        The result shows in :meth:`health`: a fresh ``last_frame_at_ms``, or ``status_error``.
+        The keeper's own loop is left alone: it notices a lost stream by itself.
+        """
+        stream_id = self.stream_id
+        now = self.clock.now_ms()
+        if stream_id is None or (self._status_read_at_ms is not None
+                                 and now - self._status_read_at_ms < fresh_s * 1000):
+            return
+        try:
+            async with asyncio.timeout(timeout_s + 1):  # a safety net over the client's
+                status = await self.client.get_stream(stream_id, timeout=timeout_s)
+        except TimeoutError:
+            self._status_error = f"the API did not answer within {timeout_s:g} s"
+        except OvershootError as exc:
+            self._status_error = f"the API answered: {exc}" if not isinstance(
+                exc, TransportError) else f"the API is unreachable: {exc}"
+        else:
+            if self.stream_id == stream_id:
+                self._server_status = status
+                self._status_error = (None if status.state != "ended" else
+                                      f"the stream ended ({status.end_reason})")
+        self._status_read_at_ms = self.clock.now_ms()
 
     @property
     def frames_sent(self) -> int:
@@ -251,6 +286,7 @@ class StreamKeeper:
                  created.ttl_seconds)
         status = await self._while_renewing(created.id, self._bring_up(created.id))
         self._server_status = status
+        self._status_error, self._status_read_at_ms = None, self.clock.now_ms()
         self.stream_id = created.id
         self._set_state("live")
         log.info("stream %s: live as %s", self.name, created.id)
@@ -374,8 +410,11 @@ class StreamKeeper:
             raise StreamLost("the stream is gone (404)") from exc
         except OvershootError as exc:
             self._note(f"status check failed: {exc}")
+            self._status_error = f"status check failed: {exc}"
+            self._status_read_at_ms = self.clock.now_ms()
             return None
         self._server_status = status
+        self._status_error, self._status_read_at_ms = None, self.clock.now_ms()
         if status.state == "ended":
             raise StreamLost(f"the stream ended ({status.end_reason})")
         return status

@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import numpy as np
@@ -64,6 +64,11 @@ class LatestFrame:
             self._read_seq = self._seq
             return self._frame
 
+    def peek(self) -> Frame | None:
+        """The newest frame, without counting it as read (for observers such as clips)."""
+        with self._lock:
+            return self._frame
+
     @property
     def seq(self) -> int:
         """How many frames were ever put."""
@@ -81,13 +86,17 @@ class FrameTrack(VideoStreamTrack):
         fps: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``clock`` (seconds, monotonic) and ``sleep`` pace the ticks: a test passes a
+        clock that ``sleep`` advances, so pacing never depends on the machine's load."""
         super().__init__()
         if not fps > 0:
             raise ValueError("fps must be > 0")
         self.source = source
         self.fps = float(fps)
         self._clock = clock
+        self._sleep = sleep
         self._start: float | None = None
         self._next = 0
         self.frames_sent = 0
@@ -124,7 +133,7 @@ class FrameTrack(VideoStreamTrack):
         n = self._next
         due = self._start + n / self.fps
         if now < due:
-            await asyncio.sleep(due - now)
+            await self._sleep(due - now)
         elif now - due >= 1 / self.fps:
             # Late by a whole interval or more: skip to the tick that is due now.
             current = math.floor((now - self._start) * self.fps)

@@ -17,7 +17,7 @@ per stream (label ``stream``)
 per rule (label ``rule``)
     ``watcher_rule_evaluations_total``, ``watcher_rule_triggered_evaluations_total`` (label
     ``trigger``: tick, change, alert), ``watcher_rule_skipped_total`` (label ``reason``:
-    not_ready | unchanged), ``watcher_rule_model_calls_total``,
+    not_ready | unchanged | skipped_budget), ``watcher_rule_model_calls_total``,
     ``watcher_rule_invalid_answers_total``, ``watcher_rule_model_errors_total``,
     ``watcher_rule_condition_errors_total``, ``watcher_rule_confirmations_total``,
     ``watcher_rule_tokens_total`` (label ``kind``: prompt | completion),
@@ -32,6 +32,12 @@ per action (label ``action``)
     ``watcher_action_summarized_total``, ``watcher_action_held_total``; as stored now
     (read by ``StatusSource.refresh`` before each scrape): ``watcher_action_pending_deliveries``,
     ``watcher_action_in_flight_deliveries``, ``watcher_action_dead_letters``
+the state store
+    ``watcher_store_errors_total`` (failed store calls), ``watcher_store_up`` (0 while it
+    is unavailable), ``watcher_store_pending_steps`` (alert steps waiting to be written)
+per budget (labels ``scope``: rule | model, ``name``; see :mod:`watcher.engine.budget`)
+    ``watcher_budget_spent`` and ``watcher_budget_limit`` (labels ``period``: hour | day,
+    ``unit``: calls | tokens; current UTC window), ``watcher_budget_exhausted`` (0/1)
 the cluster families of :mod:`watcher.cluster.observe` (cluster mode only),
 and ``watcher_build_info{version,python}`` (always 1).
 
@@ -152,6 +158,8 @@ class WatcherCollector(Collector):
         yield from self._streams(healths)
         yield from self._rules(runners, ticks)
         yield from _actions(actions)
+        yield from self._store()
+        yield from _budgets(_read("budgets", self.source.budgets, []))
         cluster = _read("cluster", self.source.cluster_snapshot, None)
         if cluster is not None:
             yield from metric_families(cluster)
@@ -159,6 +167,19 @@ class WatcherCollector(Collector):
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+    def _store(self) -> Iterator[Metric]:
+        health: Any = self.source.store_health
+        if health is None:
+            return
+        errors = CounterMetricFamily("watcher_store_errors", "State store calls that failed.")
+        errors.add_metric([], health.errors_total)
+        up = GaugeMetricFamily("watcher_store_up", "1 while the state store takes writes.")
+        up.add_metric([], 1 if health.reason is None else 0)
+        pending = GaugeMetricFamily("watcher_store_pending_steps", "Alert steps kept in "
+                                    "memory until the state store takes them.")
+        pending.add_metric([], _read("pending steps", health.pending, 0))
+        yield from (errors, up, pending)
 
     def _streams(self, healths: list[StreamHealth]) -> Iterator[Metric]:
         for name, help_text, attr in _STREAM_COUNTERS:
@@ -202,8 +223,9 @@ class WatcherCollector(Collector):
             yield _family(CounterMetricFamily, name, help_text, ["rule"],
                           ((rule, getattr(s, attr)) for rule, s in stats.items()))
         skipped = CounterMetricFamily("watcher_rule_skipped", "Evaluations skipped, by reason: "
-                                      "a stream not live (not_ready), or the picture unchanged "
-                                      "(unchanged).", labels=["rule", "reason"])
+                                      "a stream not live (not_ready), the picture unchanged "
+                                      "(unchanged), or the rule's or its model's budget spent "
+                                      "(skipped_budget).", labels=["rule", "reason"])
         tokens = CounterMetricFamily("watcher_rule_tokens", "Model tokens used, by kind.",
                                      labels=["rule", "kind"])
         alert = GaugeMetricFamily("watcher_rule_alert_state", "The rule's alert state (1 for "
@@ -217,6 +239,7 @@ class WatcherCollector(Collector):
                 triggered.add_metric([rule, kind], s.by_trigger.get(kind, 0))
             skipped.add_metric([rule, "not_ready"], s.skipped_not_ready)
             skipped.add_metric([rule, "unchanged"], s.skipped_unchanged)
+            skipped.add_metric([rule, "skipped_budget"], s.skipped_budget)
             tokens.add_metric([rule, "prompt"], s.prompt_tokens)
             tokens.add_metric([rule, "completion"], s.completion_tokens)
             current = str(runners[rule].state.status)
@@ -231,6 +254,27 @@ class WatcherCollector(Collector):
             _drain(t.lateness_s, self.tick_lateness.labels(rule).observe)
         yield from self.model_latency.collect()
         yield from self.tick_lateness.collect()
+
+
+def _budgets(budgets: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Spend and caps of each budget in the current UTC hour and day."""
+    labels = ["scope", "name", "period", "unit"]
+    spent = GaugeMetricFamily("watcher_budget_spent", "Model calls or tokens spent in the "
+                              "current UTC hour or day, against a rule's or model's budget.",
+                              labels=labels)
+    limit = GaugeMetricFamily("watcher_budget_limit", "The budget's cap for that hour or "
+                              "day (only caps that are set).", labels=labels)
+    exhausted = GaugeMetricFamily("watcher_budget_exhausted", "1 while the budget is spent "
+                                  "(its rules skip their asks).", labels=["scope", "name"])
+    for b in budgets:
+        for unit in ("calls", "tokens"):
+            for period in ("hour", "day"):
+                key = [b["scope"], b["name"], period, unit]
+                spent.add_metric(key, b[f"{unit}_this_{period}"])
+                if b.get(f"{unit}_per_{period}") is not None:
+                    limit.add_metric(key, b[f"{unit}_per_{period}"])
+        exhausted.add_metric([b["scope"], b["name"]], 1 if b["exhausted"] else 0)
+    yield from (spent, limit, exhausted)
 
 
 def _actions(actions: dict[str, dict[str, int]]) -> Iterator[Metric]:

@@ -46,10 +46,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "status": {"type": "string", "enum": ["ready", "not ready"]},
         "streams": {"type": "object", "additionalProperties": {"type": "boolean"},
                     "description": "Each stream's readiness, by name"},
-        "not_ready": {"type": "array", "items": _obj({"stream": STRING, "reason": STRING})},
+        "store": _obj({"ready": {"type": "boolean"}, "reason": STRING}, required=["ready"]),
+        "not_ready": {"type": "array", "items": _obj(
+            {"stream": STRING, "store": STRING, "reason": STRING}, required=["reason"]),
+            "description": "Each stream (or the state store) that is not ready, and why"},
         "cluster": _obj({"instance_id": STRING,
                          "owned": {"type": "object", "additionalProperties": COUNT}}),
-    }, required=["status", "streams", "not_ready"]),
+    }, required=["status", "streams", "store", "not_ready"]),
     "StreamHealth": _obj({
         "name": STRING, "live": {"type": "boolean"}, "ready": {"type": "boolean"},
         "not_ready_reason": _nullable(STRING), "last_frame_at": ISO,
@@ -66,6 +69,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "ticks": _nullable(_obj({"missed": COUNT, "overruns": COUNT, "errors": COUNT})),
     }, required=["name", "streams", "state", "next_run_ms", "stats", "ticks"]),
     "ActionStatus": _obj({"name": STRING}),
+    "BudgetStatus": _obj({
+        "scope": {"type": "string", "enum": ["rule", "model"]},
+        "name": STRING,
+        **{f"{unit}_this_{period}": COUNT for unit in ("calls", "tokens")
+           for period in ("hour", "day")},
+        **{f"{unit}_per_{period}": _nullable({"type": "integer"})
+           for unit in ("calls", "tokens") for period in ("hour", "day")},
+        "exhausted": {"type": "boolean"},
+        "resumes_at": ISO,
+    }, required=["scope", "name", "exhausted"]),
     "AlertSummary": _obj({
         "rule": STRING, "kind": STRING, "status": STRING, "created_at": ISO,
         "has_snapshot": {"type": "boolean"},
@@ -76,9 +89,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "started_at": ISO,
         "uptime_s": {"type": "number", "minimum": 0},
         "ready": {"type": "boolean"},
+        "store": _obj({"ready": {"type": "boolean"}, "reason": _nullable(STRING),
+                       "errors_total": COUNT}),
         "streams": {"type": "array", "items": _ref("StreamHealth")},
         "rules": {"type": "array", "items": _ref("RuleStatus")},
         "actions": {"type": "array", "items": _ref("ActionStatus")},
+        "budgets": {"type": "array", "items": _ref("BudgetStatus"),
+                    "description": "Spend against each rule's and model's budget, in the "
+                                   "current UTC hour and day"},
         "alerts": {"type": "array", "items": _ref("AlertSummary"),
                    "description": "The most recent alert events, newest first"},
         "alerts_error": {"type": "string",
@@ -107,9 +125,11 @@ def status_openapi() -> dict[str, Any]:
             "/readyz": {"get": {
                 "summary": "Readiness", "operationId": "readyz",
                 "responses": {
-                    "200": _json("Every stream is live, leased and has a recent frame",
+                    "200": _json("The state store takes writes; every stream is leased, "
+                                 "receiving frames now and its model answers",
                                  _ref("Readiness")),
-                    "503": _json("Some stream is not ready; `not_ready` says why",
+                    "503": _json("The store or some stream is not ready; `not_ready` says "
+                                 "why (`?format=text`: the same as text)",
                                  _ref("Readiness"))}}},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics", "operationId": "metrics",

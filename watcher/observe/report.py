@@ -37,11 +37,15 @@ def status_url(url: str) -> str:
     return url if url.endswith("/status") else f"{url}/status"
 
 
-def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    """GET the daemon's ``/status`` document; :class:`StatusUnavailable` says why not."""
+def fetch_status(url: str, *, timeout: float = TIMEOUT_S, token: str | None = None,
+                 ) -> dict[str, Any]:
+    """GET the daemon's ``/status`` document; :class:`StatusUnavailable` says why not.
+
+    ``token`` (``status.token``) is sent as ``Authorization: Bearer``."""
     target = status_url(url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(target, timeout=timeout)
+        response = httpx.get(target, timeout=timeout, headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout):
         raise StatusUnavailable(f"nothing answers at {target}: {DISABLED_HINT}") from None
     except httpx.HTTPError as exc:
@@ -49,6 +53,9 @@ def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
                                 f"({type(exc).__name__}: {exc})") from None
     except ValueError as exc:  # httpx.InvalidURL and friends
         raise StatusUnavailable(f"bad status URL {url!r}: {exc}") from None
+    if response.status_code == 401:
+        raise StatusUnavailable(f"{target} needs the status.token of the daemon's config"
+                                + ("; this one was refused" if token else ""))
     if response.status_code != 200:
         raise StatusUnavailable(f"{target} answered HTTP {response.status_code}: is it a "
                                 "watcher status listener?")
@@ -62,12 +69,13 @@ def fetch_status(url: str, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
 
 
 def print_status(url: str, *, as_json: bool = False, hint: str | None = None,
-                 out: TextIO | None = None, err: TextIO | None = None) -> int:
+                 out: TextIO | None = None, err: TextIO | None = None,
+                 token: str | None = None) -> int:
     """The ``watcher status`` command: 0 when printed, 1 when the daemon cannot be read."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
-        doc = fetch_status(url)
+        doc = fetch_status(url, token=token)
     except StatusUnavailable as exc:
         print(redact(f"watcher status: {exc}" + (f" ({hint})" if hint else "")), file=err)
         return 1
@@ -88,6 +96,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
     console.print(rules_table(doc.get("rules") or []))
     if doc.get("actions"):
         console.print(actions_table(doc["actions"]))
+    if doc.get("budgets"):
+        console.print(budgets_table(doc["budgets"]))
     console.print(alerts_table(doc.get("alerts") or []))
     if doc.get("alerts_error"):
         console.print(Text(f"recent alerts unavailable: {doc['alerts_error']}", style="red"))
@@ -133,13 +143,33 @@ def rules_table(rules: list[dict[str, Any]]) -> Table:
         stats = r.get("stats") or {}
         state = str(r.get("state", "?"))
         style = {"firing": "red", "pending": "yellow"}.get(state, "")
-        skipped = stats.get("skipped_not_ready", 0) + stats.get("skipped_unchanged", 0)
+        skipped = sum(stats.get(k, 0) for k in ("skipped_not_ready", "skipped_unchanged",
+                                                "skipped_budget"))
         errors = stats.get("model_errors", 0) + stats.get("condition_errors", 0)
         tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
         table.add_row(r.get("name", "?"), Text(state, style=style),
                       str(stats.get("evaluations", 0)), str(skipped),
                       str(stats.get("invalid_answers", 0)), str(errors), str(tokens),
                       _in(r.get("next_run_at")))
+    return table
+
+
+def budgets_table(budgets: list[dict[str, Any]]) -> Table:
+    """Spend against each budget: ``spent/limit`` per cap (``spent`` alone when uncapped)."""
+    table = Table(title="Budgets (UTC hour and day)", title_justify="left")
+    table.add_column("Budget", no_wrap=True)
+    columns = [(unit, period) for period in ("hour", "day") for unit in ("calls", "tokens")]
+    for unit, period in columns:
+        table.add_column(f"{unit.capitalize()}/{period}", justify="right", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    for b in budgets:
+        cells = []
+        for unit, period in columns:
+            spent, limit = b.get(f"{unit}_this_{period}", 0), b.get(f"{unit}_per_{period}")
+            cells.append(f"{spent}/{limit}" if limit is not None else str(spent))
+        state = (Text(f"spent, resumes {_in(b.get('resumes_at'))}", style="red")
+                 if b.get("exhausted") else Text("ok", style="green"))
+        table.add_row(f"{b.get('scope', '?')} {b.get('name', '?')}", *cells, state)
     return table
 
 

@@ -3,7 +3,8 @@
 ::
 
     {"version": "0.1.0", "python": "3.11.9", "started_at": "...Z", "uptime_s": 12.5,
-     "ready": true,
+     "ready": true,                     # every stream ready and the state store too
+     "store": {"ready": true, "reason": null, "errors_total": 0},
      "streams": [{StreamHealth fields..., "live": true, "ready": true, "not_ready_reason": null}],
      "rules":   [{"name", "streams", "schedule", "state", "episode", "next_run_at",
                   "stats": {RuleStats counts}, "ticks": {"missed", "overruns", "errors"}}],
@@ -48,16 +49,20 @@ async def status_document(source: StatusSource, *, alerts: int = RECENT_ALERTS,
                           ) -> dict[str, Any]:
     await source.refresh()
     streams = stream_documents(source)
+    store_reason = source.store_health.reason if source.store_health is not None else None
     doc: dict[str, Any] = {
         "version": __version__,
         "python": platform.python_version(),
         "started_at": iso_ms(source.started_ms),
         "uptime_s": round(source.uptime_s, 3),
-        "ready": all(stream["ready"] for stream in streams),
+        "ready": all(stream["ready"] for stream in streams) and store_reason is None,
+        "store": {"ready": store_reason is None, "reason": store_reason,
+                  "errors_total": getattr(source.store_health, "errors_total", 0)},
         "streams": streams,
         "rules": [rule_document(source, name, runner)
                   for name, runner in source.runners().items()],
         "actions": [{"name": name, **counts} for name, counts in source.action_stats().items()],
+        "budgets": source.budgets(),
     }
     cluster = source.cluster_snapshot()
     if cluster is not None:

@@ -9,6 +9,7 @@ protocols below, so tests can pass real objects or tiny stand-ins.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from watcher.engine.runner import RuleStats
 from watcher.engine.state import AlertState
 from watcher.engine.store import AlertEventRecord
 from watcher.keeper.health import StreamHealth
+from watcher.observe.readiness import ReadinessReport, StreamReadiness, stream_readiness
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,19 @@ ACTION_FIELDS = ACTION_COUNTERS + ACTION_STORED
 
 
 class KeptStream(Protocol):
-    """A stream keeper (:class:`~watcher.keeper.keeper.StreamKeeper`)."""
+    """A stream keeper (:class:`~watcher.keeper.keeper.StreamKeeper`); it may also have
+    ``async check_now()`` (read the stream's status now, for /readyz)."""
 
     def health(self) -> StreamHealth: ...
+
+
+class StoreState(Protocol):
+    """The state store's health (:class:`~watcher.engine.storehealth.StoreHealth`)."""
+
+    errors_total: int
+
+    @property
+    def reason(self) -> str | None: ...
 
 
 class Runner(Protocol):
@@ -76,14 +88,6 @@ class EventSource(Protocol):
                      ) -> list[AlertEventRecord]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class StreamReadiness:
-    name: str
-    ready: bool
-    reason: str | None = None
-    """Why it is not ready (None when ready)."""
-
-
 @dataclass(slots=True)
 class StatusSource:
     """The live objects behind /status, /readyz and /metrics.
@@ -96,7 +100,9 @@ class StatusSource:
     engine: Engine | None = None
     outbox: Outbox | None = None
     store: EventSource | None = None
-    max_frame_age_s: float = 30.0
+    max_frame_age_s: float | None = None
+    """How old a stream's newest frame may be; None: a few frame intervals."""
+    store_health: StoreState | None = None
     cluster: ClusterView | None = None
     """Cluster mode: the coordinator (its ``snapshot()``); None for a single daemon."""
     clock: Clock = field(default_factory=SystemClock)
@@ -118,6 +124,11 @@ class StatusSource:
 
     def runners(self) -> dict[str, Runner]:
         return dict(self.engine.runners) if self.engine is not None else {}
+
+    def budgets(self) -> list[dict[str, Any]]:
+        """Spend against each rule's and model's budget (none without an engine)."""
+        read = getattr(self.engine, "budget_status", None)
+        return read() if read is not None else []
 
     def ticks(self) -> dict[str, TickStats]:
         return dict(self.engine.ticks) if self.engine is not None else {}
@@ -151,7 +162,26 @@ class StatusSource:
         return self.cluster.snapshot() if self.cluster is not None else None
 
     def readiness(self, health: StreamHealth) -> StreamReadiness:
-        return stream_readiness(health, self.clock.now_ms(), self.max_frame_age_s)
+        """One stream's readiness as last seen (no I/O; for metrics and /status)."""
+        return stream_readiness(health, self.clock.now_ms(), self.max_frame_age_s,
+                                self.model_errors(health.name))
+
+    def model_errors(self, stream: str) -> list[str]:
+        """Why the rules on ``stream`` got no answer from their model lately (if so)."""
+        out = []
+        for name, runner in self.runners().items():
+            error = getattr(runner, "model_error", None)
+            if error is not None and stream in runner.stream_names:
+                out.append(f"rule {name}: {error[1]}")
+        return out
+
+    async def readiness_report(self) -> ReadinessReport:
+        """Readiness now: each live stream's status is read from the API first."""
+        keepers = list(self.keepers.values())
+        await asyncio.gather(*(k.check_now() for k in keepers if hasattr(k, "check_now")),
+                             return_exceptions=True)
+        store = self.store_health.reason if self.store_health is not None else None
+        return ReadinessReport([self.readiness(h) for h in self.healths()], store)
 
     def next_run_ms(self, rule: str) -> int | None:
         """When the engine runs ``rule`` next (Unix ms), if it can say."""
@@ -168,25 +198,6 @@ class StatusSource:
         if isinstance(when, datetime):
             return int(when.astimezone(UTC).timestamp() * 1000)
         return int(when) if isinstance(when, int | float) else None
-
-
-def stream_readiness(health: StreamHealth, now_ms: int, max_frame_age_s: float,
-                     ) -> StreamReadiness:
-    """Ready: live (leased and its id exposed to rules), lease left, and a recent frame."""
-    name = health.name
-    if not health.live:
-        why = f"state {health.state}"
-        return StreamReadiness(name, False, f"{why}: {health.last_error}" if health.last_error
-                               else why)
-    if health.lease_remaining_s is None or health.lease_remaining_s <= 0:
-        return StreamReadiness(name, False, "lease ran out")
-    if health.last_frame_at_ms is None:
-        return StreamReadiness(name, False, "no frame has reached the API yet")
-    age_s = (now_ms - health.last_frame_at_ms) / 1000
-    if age_s > max_frame_age_s:
-        return StreamReadiness(name, False, f"newest frame is {age_s:.0f}s old "
-                               f"(more than {max_frame_age_s:g}s)")
-    return StreamReadiness(name, True)
 
 
 def _counts(value: Any) -> dict[str, int]:

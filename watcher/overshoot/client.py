@@ -261,9 +261,12 @@ class OvershootClient:
             policy = replace(policy, timeout=PULL_CREATE_TIMEOUT)
         return await self._call(StreamCreated, "POST", "/streams", policy, json=body)
 
-    async def get_stream(self, stream_id: str) -> StreamStatus:
-        return await self._call(StreamStatus, "GET", _stream_path(stream_id),
-                                self.policies.read)
+    async def get_stream(self, stream_id: str, *, timeout: float | None = None,
+                         ) -> StreamStatus:
+        """The stream's status. ``timeout``: one attempt, no retry, within that many seconds
+        (a readiness probe wants the truth now, not after the retries)."""
+        policy = self.policies.read if timeout is None else RetryPolicy(timeout=timeout)
+        return await self._call(StreamStatus, "GET", _stream_path(stream_id), policy)
 
     async def list_streams(self) -> list[StreamStatus]:
         """Every stream of this key (the embedded server's ``GET /streams`` extension)."""

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 RECENT_FPS_WINDOW_MS = 5_000
+TRIM_AFTER = 64
+"""Evicted frames whose references are dropped together (at most this many linger)."""
 RATE_CAP_TOLERANCE = 0.25
 """Fraction of a :class:`StoredRateCap` interval a frame may arrive early and still fill a slot."""
 
@@ -72,7 +74,10 @@ class FrameStore:
             self._head += 1
             dropped += 1
         self.evicted_count += dropped
-        if self._head > 1024 and self._head * 2 > len(self._frames):
+        if self._head >= TRIM_AFTER:
+            # Drop the evicted frames' references soon: their JPEG bytes would otherwise
+            # stay alive outside max_bytes (up to the whole retention again), and the
+            # heap ratchets under that sawtooth. Moving a few thousand pointers is cheap.
             del self._frames[: self._head]
             self._head = 0
         return dropped

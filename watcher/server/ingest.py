@@ -30,6 +30,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from watcher.media.ice import ensure_ice_candidates
+from watcher.server.decoders import use_single_threaded_decoders
 from watcher.server.encode import (
     MIN_JPEG_QUALITY,
     JpegEncoder,
@@ -102,6 +103,7 @@ class WhipIngest:
         *,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        use_single_threaded_decoders()
         self.registry = registry
         self.max_quality = settings.jpeg_quality
         self.min_quality = min(MIN_JPEG_QUALITY, settings.jpeg_quality)

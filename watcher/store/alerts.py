@@ -25,6 +25,8 @@ from watcher.store.schema import (
     alert_state,
     deliveries,
     dumps,
+    evidence_clips,
+    feedback,
     loads,
     rule_switches,
 )
@@ -49,6 +51,7 @@ def event_row(e: AlertEventRecord) -> dict[str, Any]:
         "stream_ids": dumps(list(e.stream_ids)), "stream_time_ms": e.stream_time_ms,
         "model": e.model, "usage": None if e.usage is None else dumps(e.usage),
         "snapshot": e.snapshot, "snapshot_type": e.snapshot_type, "extra": dumps(e.extra),
+        "silenced_by": e.silenced_by,
     }
 
 
@@ -140,6 +143,8 @@ async def prune(conn: AsyncConnection, before_ms: int) -> int:
         alert_events.c.created_ms < before_ms,
         ~exists().where(d.event_id == alert_events.c.id, d.status.in_(UNFINISHED)))
     await conn.execute(delete(deliveries).where(d.event_id.in_(old)))
+    for table in (feedback, evidence_clips):  # the console's additions go with their event
+        await conn.execute(delete(table).where(table.c.event_id.in_(old)))
     result = await conn.execute(delete(alert_events).where(alert_events.c.id.in_(old)))
     return result.rowcount
 
@@ -170,6 +175,7 @@ def event_from_row(row: Row[Any]) -> AlertEventRecord:
         model=r["model"], usage=loads(r["usage"]),
         snapshot=None if snapshot is None else bytes(snapshot),
         snapshot_type=r["snapshot_type"], extra=loads(r["extra"]),
+        silenced_by=r.get("silenced_by"),
     )
 
 

@@ -6,6 +6,9 @@
       path: watcher-state.sqlite3          # SQLite (the default), relative to the config
       # url: postgresql://watcher:${PGPASSWORD}@db.example:5432/watcher   # or PostgreSQL
       keep_events_for: 30d                 # events and their snapshots, then pruned
+      evidence_budget_mb: 500              # snapshots (and clips) kept; oldest dropped first
+      max_pending_steps: 1000              # alert steps kept in memory while the store fails
+      max_pending_age: 1m                  # then their notifications go out best effort
 
 ``url`` takes a ``postgresql://`` URL (or ``sqlite:///file``) and wins over
 ``path``; its password is a secret: kept in a SecretStr, registered with the
@@ -44,6 +47,17 @@ class StateConfig(Section):
     keep_events_for: PositiveDuration = Field(
         30 * 86400.0, description="Alert events (with their snapshots) older than this are "
         "pruned, once none of their deliveries is still pending.")
+    evidence_budget_mb: float = Field(
+        500.0, gt=0, description="Most megabytes of evidence (event snapshots, clips) the "
+        "state store keeps; past it, or when the disk is full, the oldest evidence is "
+        "dropped first (the alert records stay).")
+    max_pending_steps: int = Field(
+        1000, ge=1, description="Alert steps kept in memory while the state store fails; "
+        "past it the oldest are notified best effort and lose their evidence in memory.")
+    max_pending_age: Duration = Field(
+        60.0, ge=0, description="How long a notification may wait for an unavailable state "
+        "store before it is delivered best effort (marked `persisted: false`); it is "
+        "recorded once the store is back.")
 
     @field_validator("path")
     @classmethod
@@ -81,6 +95,10 @@ class StateConfig(Section):
         if self.url is not None and "path" in self.model_fields_set:
             raise ValueError("set `path` (SQLite) or `url`, not both")
         return self
+
+    @property
+    def evidence_budget_bytes(self) -> int:
+        return round(self.evidence_budget_mb * 1_000_000)
 
     @property
     def location(self) -> str:

@@ -55,6 +55,8 @@ class AlertEventRecord:
     snapshot: bytes | None = field(default=None, repr=False)
     snapshot_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    silenced_by: str | None = None
+    """The id of the silence that kept this event from notifying."""
     id: int | None = None
 
     @property

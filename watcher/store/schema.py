@@ -9,8 +9,13 @@ both: a new revision (see ``migrations/__init__.py``) and here.
   URLs, JPEG snapshot). ``id`` never repeats, even after pruning.
 * ``rule_switches``: rules switched on or off at run time (Home Assistant),
   so the choice survives a restart.
+* ``budget_spend``: calls and tokens spent in the current UTC hour and day of
+  each rule and model budget, so a restart keeps counting.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
+* ``silences``, ``acks``, ``feedback``, ``evidence_clips``: what people add in
+  the console (:mod:`watcher.store.reviews`); ``alert_events.silenced_by``
+  names the silence that kept an event from notifying.
 
 Times are integer milliseconds since the epoch (BIGINT on PostgreSQL); JSON
 is stored as text, written by :func:`dumps` (sorted keys, no NaN).
@@ -68,6 +73,7 @@ alert_events = Table(
     Column("snapshot", LargeBinary),
     Column("snapshot_type", Text),
     Column("extra", Text, nullable=False),
+    Column("silenced_by", Text),
 )
 
 deliveries = Table(
@@ -94,6 +100,63 @@ rule_switches = Table(
     Column("rule", Text, primary_key=True),
     Column("enabled", Integer, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+)
+
+silences = Table(
+    "silences", metadata,
+    Column("id", Text, primary_key=True),
+    Column("matchers", Text, nullable=False),
+    Column("starts_ms", BigInteger, nullable=False),
+    Column("ends_ms", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expired_ms", BigInteger),
+)
+
+acks = Table(
+    "acks", metadata,
+    Column("rule", Text, primary_key=True),
+    Column("stream_key", Text, primary_key=True),
+    Column("episode", Integer, primary_key=True, autoincrement=False),
+    Column("created_by", Text, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("event_id", Id, ForeignKey("alert_events.id"), primary_key=True,
+           autoincrement=False),
+    Column("label", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+evidence_clips = Table(
+    "evidence_clips", metadata,
+    Column("event_id", Id, ForeignKey("alert_events.id"), primary_key=True,
+           autoincrement=False),
+    Column("content_type", Text, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("frames", Integer, nullable=False),
+    Column("start_ms", BigInteger, nullable=False),
+    Column("end_ms", BigInteger, nullable=False),
+    Column("encode_cpu_ms", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+
+budget_spend = Table(
+    "budget_spend", metadata,
+    Column("scope", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("period", Text, primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
 )
 
 

@@ -28,10 +28,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState
-from watcher.store import alerts, migrate
+from watcher.store import alerts, budgets, evidence, migrate, reviews, timeline
 from watcher.store import deliveries as outbox
 from watcher.store.database import Database
 from watcher.store.errors import SchemaError, StoreError
@@ -42,6 +44,8 @@ from watcher.store.records import (
     DeliveryRecord,
     delivery_key,
 )
+from watcher.store.reviews import Ack, Clip, Feedback
+from watcher.store.timeline import EventDetails, TimelineQuery
 
 T = TypeVar("T")
 DEFAULT_CLAIM_MS = 10 * 60_000
@@ -214,6 +218,39 @@ class AlertStore:
         many events went."""
         return await self._write(lambda c: alerts.prune(c, before_ms))
 
+    # -- health and evidence --------------------------------------------------
+
+    async def ping(self) -> None:
+        """Check that the store takes writes now; :class:`StoreError` if not.
+
+        A write transaction (on SQLite it takes the write lock and rewrites one
+        header field with its own value, so a full disk shows too).
+        """
+        async def work(conn: AsyncConnection) -> None:
+            if conn.dialect.name == "sqlite":
+                version = (await conn.exec_driver_sql("PRAGMA user_version")).scalar_one()
+                await conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+            else:
+                await conn.execute(select(1))
+        await self._write(work)
+
+    async def evidence_bytes(self) -> int:
+        """Bytes of evidence (snapshots, and any other blob kept with events) stored."""
+        return await self._read(evidence.total_bytes)
+
+    async def trim_evidence(self, max_bytes: int) -> tuple[int, int]:
+        """Drop the oldest evidence until at most ``max_bytes`` remain; the events stay.
+        Returns (events whose evidence was dropped, evidence bytes left)."""
+        return await self._write(lambda c: evidence.trim(c, max_bytes))
+
+    async def drop_oldest_evidence(self, fraction: float) -> tuple[int, int]:
+        """Drop about ``fraction`` of the stored evidence, oldest first (when space runs
+        short); returns what :meth:`trim_evidence` returns."""
+        async def work(conn: AsyncConnection) -> tuple[int, int]:
+            total = await evidence.total_bytes(conn)
+            return await evidence.trim(conn, int(total * (1 - fraction)))
+        return await self._write(work)
+
     async def save_switch(self, rule: str, enabled: bool, now_ms: int | None = None) -> None:
         """Remember that ``rule`` was switched on or off at run time (Home Assistant)."""
         at = now_ms if now_ms is not None else time.time_ns() // 1_000_000
@@ -222,6 +259,92 @@ class AlertStore:
     async def load_switches(self) -> dict[str, bool]:
         """Every rule switched at run time: rule -> enabled."""
         return await self._read(alerts.load_switches)
+
+    async def save_budget_spend(self, rows: Iterable[budgets.SpendRow]) -> None:
+        """Keep the current windows' spend of budgets (see :mod:`watcher.engine.budget`)."""
+        rows = list(rows)
+        await self._write(lambda c: budgets.save_spend(c, rows))
+
+    async def load_budget_spend(self) -> list[budgets.SpendRow]:
+        """Every budget's stored spend, as ``(scope, name, period, window_start_ms, calls,
+        tokens)``."""
+        return await self._read(budgets.load_spend)
+
+    # -- the console: timeline, silences, acks, feedback, clips ----------------
+    # (statements in watcher.store.timeline and watcher.store.reviews)
+
+    async def timeline(self, query: TimelineQuery) -> list[AlertEventRecord]:
+        """The console's page of events (without snapshots)."""
+        return await self._read(lambda c: timeline.timeline(c, query))
+
+    async def timeline_page(self, query: TimelineQuery,
+                            ) -> tuple[list[AlertEventRecord], EventDetails]:
+        """A page of the timeline and what the console shows with it, in one read."""
+        async def work(conn: AsyncConnection) -> tuple[list[AlertEventRecord], EventDetails]:
+            events = await timeline.timeline(conn, query)
+            return events, await timeline.event_details(conn, events)
+        return await self._read(work)
+
+    async def event_details(self, events: list[AlertEventRecord]) -> EventDetails:
+        return await self._read(lambda c: timeline.event_details(c, events))
+
+    async def episode_times(self, keys: Iterable[tuple[str, str, int]],
+                            ) -> dict[tuple[str, str, int], tuple[int | None, int | None]]:
+        """When each (rule, stream_key, episode) fired and resolved."""
+        wanted = list(keys)
+        return await self._read(lambda c: timeline.episode_times(c, wanted))
+
+    async def snapshot(self, event_id: int) -> tuple[bytes, str] | None:
+        """An event's snapshot and its content type, if it has one."""
+        event = await self.event(event_id)
+        if event is None or event.snapshot is None:
+            return None
+        return event.snapshot, event.snapshot_type or "image/jpeg"
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._write(lambda c: reviews.save_silence(c, silence))
+
+    async def silences(self, since_ms: int | None = None) -> list[Silence]:
+        """Silences ending after ``since_ms`` (every silence with None), newest first."""
+        return await self._read(lambda c: reviews.load_silences(c, since_ms))
+
+    async def expire_silence(self, silence_id: str, now_ms: int) -> bool:
+        return await self._write(lambda c: reviews.expire_silence(c, silence_id, now_ms))
+
+    async def add_ack(self, ack: Ack) -> bool:
+        """Acknowledge a firing episode; False if it already was."""
+        return await self._write(lambda c: reviews.save_ack(c, ack))
+
+    async def acks(self, keys: Iterable[tuple[str, str, int]],
+                   ) -> dict[tuple[str, str, int], Ack]:
+        wanted = list(keys)
+        return await self._read(lambda c: reviews.load_acks(c, wanted))
+
+    async def set_feedback(self, mark: Feedback) -> None:
+        await self._write(lambda c: reviews.save_feedback(c, mark))
+
+    async def feedback(self, event_ids: Iterable[int] | None = None) -> dict[int, Feedback]:
+        """Marks by event id (every mark with None)."""
+        ids = None if event_ids is None else list(event_ids)
+        return await self._read(lambda c: reviews.load_feedback(c, ids))
+
+    async def save_clip(self, clip: Clip) -> bool:
+        return await self._write(lambda c: reviews.save_clip(c, clip))
+
+    async def clip(self, event_id: int, *, data: bool = True) -> Clip | None:
+        return await self._read(lambda c: reviews.load_clip(c, event_id, data))
+
+    async def clip_ids(self, event_ids: Iterable[int]) -> set[int]:
+        ids = list(event_ids)
+        return await self._read(lambda c: reviews.clip_ids(c, ids))
+
+    async def clip_bytes(self) -> int:
+        """Bytes of all stored clips."""
+        return await self._read(reviews.clip_bytes)
+
+    async def trim_clips(self, max_bytes: int, max_count: int | None = None) -> int:
+        """Drop the oldest clips beyond the budget; alert records are never dropped."""
+        return await self._write(lambda c: reviews.trim_clips(c, max_bytes, max_count))
 
     # -- the delivery outbox (see watcher.store.deliveries) ------------------
 
