@@ -296,13 +296,19 @@ def test_budget_config_errors_name_file_line_and_field() -> None:
 async def test_spend_survives_a_restart_until_its_window_rolls(tmp_path: Path) -> None:
     model = ScriptedModel("triage", '{"person": false}')
     budgets = {"triage": BudgetConfig(calls_per_day=5)}
-    spec = [rule("door", budget={"calls_per_hour": 2})]
-    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, _, _):
+    spec = [rule("door", budget={"calls_per_hour": 2, "notify": ["ops"]})]
+    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, _, ops):
         for _ in range(2):
             assert (await engine.runners["door"].evaluate()).outcome == "answered"
-    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, clock, _):
+        assert (await engine.runners["door"].evaluate()).outcome == "over_budget"
+        await engine.budgets.drain()
+        assert len(ops.keys) == 1
+    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, clock,
+                                                                             ops):
         runner = engine.runners["door"]
         assert (await runner.evaluate()).outcome == "over_budget"  # still this hour
+        await engine.budgets.drain()
+        assert ops.keys == []  # the run before sent this window's notice
         by_name = {b["name"]: b for b in engine.budget_status()}
         assert by_name["triage"]["calls_this_day"] == 2
         clock.advance(3600)

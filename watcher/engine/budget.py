@@ -104,6 +104,8 @@ class Budget:
         default_factory=lambda: {"hour": _Window(), "day": _Window()})
     reported: set[tuple[Period, int]] = field(default_factory=set)
     """Windows already logged (and notified) as spent."""
+    notified_before: set[tuple[Period, int]] = field(default_factory=set)
+    """Windows found spent in the store at start: notified by the run before."""
 
     def _window(self, period: Period, now_ms: int) -> _Window:
         start = now_ms - now_ms % PERIOD_MS[period]
@@ -164,11 +166,16 @@ class BudgetGuard:
         self._stored: dict[tuple[str, str, str], tuple[int, int, int]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._saving: asyncio.Task[None] | None = None
+        self._restored_ms = 0
 
-    def restore(self, rows: Iterable[SpendRow]) -> None:
-        """Start from stored spend (rows of windows that have rolled since count nothing)."""
+    def restore(self, rows: Iterable[SpendRow], now_ms: int) -> None:
+        """Start from stored spend (rows of windows that have rolled since count nothing).
+
+        A budget already spent was notified by the run before: it is logged again
+        when it stops a rule, but not notified again in that window."""
         self._stored = {(scope, name, period): (start, calls, tokens)
                         for scope, name, period, start, calls, tokens in rows}
+        self._restored_ms = now_ms
         for budget in (*self.rules.values(), *self.models.values()):
             self._seed(budget)
 
@@ -177,6 +184,9 @@ class BudgetGuard:
             stored = self._stored.get((budget.scope, budget.name, period))
             if stored is not None:
                 window.start_ms, window.calls, window.tokens = stored
+        spent = budget.exhausted(self._restored_ms) if self._stored else None
+        if spent is not None:
+            budget.notified_before.add((spent.period, spent.window_start_ms))
 
     def charged(self, budget: Budget) -> None:
         """Write ``budget``'s spend soon (one write at a time; later charges coalesce)."""
@@ -236,7 +246,7 @@ class BudgetGuard:
                            if start + PERIOD_MS[p] > now_ms}
         budget.reported.add(key)
         log.warning("%s", spent.describe())
-        if self.send is None:
+        if self.send is None or key in budget.notified_before:
             return
         for action in budget.limits.notify:
             task = asyncio.get_running_loop().create_task(

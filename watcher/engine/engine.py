@@ -150,7 +150,8 @@ class RuleEngine:
         states = await self.store.load_all_states()
         if self.budgets.models or any(r.budget is not None for r in self.rules.values()):
             try:
-                self.budgets.restore(await self.store.load_budget_spend())
+                self.budgets.restore(await self.store.load_budget_spend(),
+                                     self.clock.now_ms())
             except StoreError as exc:
                 log.warning("budgets start from zero: cannot read their spend (%s)", exc)
         for rule in self.rules.values():
