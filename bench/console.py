@@ -15,8 +15,8 @@ then the real status listener with the console on a loopback port, asked over
 HTTP with httpx for the first timeline page (50 events) under several filters.
 Goal: p95 < 100 ms for every filter.
 
-    .venv/bin/python bench/console.py [--events 100000] [--requests 200] [--json]
-    .venv/bin/python bench/console.py --smoke     # 2,000 events, 10 clips, 20 requests
+    .venv/bin/python bench/console.py [--events 100000] [--requests 200] [--postgres] [--json]
+    .venv/bin/python bench/console.py --smoke     # 2,000 events, 2 clips, 20 requests
 """
 
 from __future__ import annotations
@@ -80,34 +80,23 @@ def bench_clips(events: int, seconds: float) -> list[dict[str, Any]]:
 
 
 # -- the store and the API --------------------------------------------------------------------
-def fill_store(path: Path, count: int, now_ms: int) -> dict[str, int]:
-    """``count`` events in one transaction, each row as the store writes it."""
-    import sqlite3
+async def fill_store(location: str, count: int, now_ms: int) -> dict[str, int]:
+    """``count`` events (each row as the store writes it) in batches, through the store's
+    own database engine, so SQLite and PostgreSQL get the same rows."""
+    from sqlalchemy import text
 
     from watcher.engine.state import Kind
     from watcher.engine.store import AlertEventRecord, AlertStore
     from watcher.store.alerts import event_row
-
-    async def create() -> None:
-        async with AlertStore(path):  # creates and migrates the schema
-            pass
-
-    asyncio.run(create())
-
-    def insert_event(db: sqlite3.Connection, record: AlertEventRecord) -> int:
-        row = event_row(record)
-        cursor = db.execute(f"INSERT INTO alert_events ({', '.join(row)}) VALUES"
-                            f" ({', '.join('?' for _ in row)})", list(row.values()))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+    from watcher.store.schema import alert_events, deliveries, feedback
 
     rng = random.Random(7)
     snapshot = b"\xff\xd8" + bytes(rng.getrandbits(8) for _ in range(20_000))
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN")
     counts = {"silenced": 0, "feedback": 0}
     episodes: dict[tuple[str, str], int] = {}
+    events, marks, sent = [], [], []
     for n in range(count):
+        event_id = n + 1
         rule, stream = f"rule-{n % 25:02d}", f"cam-{(n // 25) % 8}"
         key = (rule, stream)
         kind = (Kind.FIRING, Kind.REPEAT, Kind.RESOLVED)[n % 3]
@@ -126,25 +115,35 @@ def fill_store(path: Path, count: int, now_ms: int) -> dict[str, int]:
             snapshot=snapshot if kind is Kind.FIRING else None,
             snapshot_type="image/jpeg" if kind is Kind.FIRING else None,
             extra={"prompt": "Anyone?"}, silenced_by=silenced)
-        event_id = insert_event(db, record)
+        events.append({"id": event_id, **event_row(record)})
         counts["silenced"] += silenced is not None
         if rng.random() < 0.02:
-            db.execute("INSERT INTO feedback VALUES (?, ?, '', 'bench', ?)",
-                       (event_id, rng.choice(("real", "false_alarm")), created))
+            marks.append({"event_id": event_id, "label": rng.choice(("real", "false_alarm")),
+                          "note": "", "created_by": "bench", "created_ms": created})
             counts["feedback"] += 1
         if kind is not Kind.RESOLVED and not silenced:
-            db.execute("INSERT INTO deliveries (event_id, action, idempotency_key, status,"
-                       " attempts, next_attempt_ms, created_ms, updated_ms, sent_ms)"
-                       " VALUES (?, 'ops', ?, 'sent', 1, ?, ?, ?, ?)",
-                       (event_id, f"{record.event_key}:ops", created, created, created,
-                        created))
-    db.execute("COMMIT")
-    db.execute("ANALYZE")
-    db.close()
+            sent.append({"event_id": event_id, "action": "ops",
+                         "idempotency_key": f"{record.event_key}:ops", "status": "sent",
+                         "attempts": 1, "next_attempt_ms": created, "created_ms": created,
+                         "updated_ms": created, "sent_ms": created})
+
+    async with AlertStore(location) as store:  # creates and migrates the schema
+        for table, rows in ((alert_events, events), (feedback, marks), (deliveries, sent)):
+            for i in range(0, len(rows), 1000):
+                batch = rows[i:i + 1000]
+
+                async def insert(conn, table=table, batch=batch):  # type: ignore[no-untyped-def]
+                    await conn.execute(table.insert(), batch)
+                await store.db.run(insert)
+
+        async def analyze(conn):  # type: ignore[no-untyped-def]
+            await conn.execute(text("ANALYZE"))
+        await store.db.run(analyze)
     return counts
 
 
-async def bench_api(path: Path, requests: int, now_ms: int, count: int) -> list[dict[str, Any]]:
+async def bench_api(location: str, requests: int, now_ms: int, count: int,
+                    ) -> list[dict[str, Any]]:
     import httpx
 
     from watcher.console.api import ConsoleSource
@@ -152,7 +151,7 @@ async def bench_api(path: Path, requests: int, now_ms: int, count: int) -> list[
     from watcher.observe.server import serve_status
     from watcher.observe.source import StatusSource
 
-    async with AlertStore(path) as store:
+    async with AlertStore(location) as store:
         status = StatusSource(keepers={}, store=store)
         console = ConsoleSource(status=status, store=store)
         async with serve_status(status, host="127.0.0.1", port=0, console=console) as endpoint:
@@ -180,12 +179,23 @@ async def bench_api(path: Path, requests: int, now_ms: int, count: int) -> list[
             return rows
 
 
+async def on_postgres(args: argparse.Namespace, now_ms: int) -> list[dict[str, Any]]:
+    from support.pgdb import fresh_database
+
+    async with fresh_database("watcher_bench") as url:
+        await fill_store(url, args.events, now_ms)
+        return await bench_api(url, args.requests, now_ms, args.events)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events in the store")
     parser.add_argument("--requests", type=int, default=200, help="requests per filter")
     parser.add_argument("--clips", type=int, default=10, help="clips encoded per format")
     parser.add_argument("--clip-seconds", type=float, default=30.0)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure the API on PostgreSQL (a fresh database on "
+                        "WATCHER_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1/test)")
     parser.add_argument("--json", action="store_true")
     _verdict.add_smoke(parser)
     args = _verdict.apply_smoke(parser.parse_args(), events=2_000, requests=20, clips=2,
@@ -199,20 +209,25 @@ def main() -> int:
         check.require(row["clips"] == args.clips and row["kb_per_event"] > 0,
                       f"{row['format']}: no clips encoded")
     now_ms = int(time.time() * 1000)
+    backends: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "state.sqlite3"
+        path = str(Path(tmp) / "state.sqlite3")
         t0 = time.perf_counter()
-        counts = fill_store(path, args.events, now_ms)
+        counts = asyncio.run(fill_store(path, args.events, now_ms))
         fill_s = time.perf_counter() - t0
-        api = asyncio.run(bench_api(path, args.requests, now_ms, args.events))
-        db_mb = path.stat().st_size / 1e6
+        backends["SQLite"] = asyncio.run(bench_api(path, args.requests, now_ms, args.events))
+        db_mb = Path(path).stat().st_size / 1e6
+    if args.postgres:
+        backends["PostgreSQL"] = asyncio.run(on_postgres(args, now_ms))
+    api = [row for rows in backends.values() for row in rows]
     for row in api:
         check.require(row["events_on_page"] > 0, f"filter {row['filter']!r}: no events")
     check.require(counts["silenced"] > 0 and counts["feedback"] > 0,
                   "the store holds no silenced or marked events")
     worst = max(row["p95"] for row in api)
     if args.json:
-        _common.emit_json({"machine": info, "clips": clips, "api": api, "events": args.events,
+        _common.emit_json({"machine": info, "clips": clips, "api": backends,
+                           "events": args.events,
                            "store_mb": db_mb, "fill_s": fill_s, **counts})
     else:
         print(_common.describe_machine(info))
@@ -221,15 +236,18 @@ def main() -> int:
             f"({clips[0]['frames']} frames), {args.clips} per format",
             ["format", "KB per event", "encode CPU ms per event"],
             [[r["format"], r["kb_per_event"], r["cpu_ms_per_event"]] for r in clips])
-        _common.print_table(
-            f"GET /api/events, first page (50), {args.events:,} events in the store "
-            f"({db_mb:.0f} MB), {args.requests} requests per filter",
-            ["filter", "events on page", "p50 ms", "p95 ms", "max ms"],
-            [[r["filter"], r["events_on_page"], r["p50"], r["p95"], r["max"]] for r in api])
+        for backend, rows in backends.items():
+            _common.print_table(
+                f"{backend}: GET /api/events, first page (50), {args.events:,} events in the "
+                f"store (SQLite file {db_mb:.0f} MB), {args.requests} requests per filter",
+                ["filter", "events on page", "p50 ms", "p95 ms", "max ms"],
+                [[r["filter"], r["events_on_page"], r["p50"], r["p95"], r["max"]]
+                 for r in rows])
     best = min(clips, key=lambda r: r["kb_per_event"])
     return check.finish(
         worst < GOAL_P95_MS,
-        f"timeline p95 {worst:.1f} ms at worst with {args.events:,} events (goal < "
+        f"timeline p95 {worst:.1f} ms at worst with {args.events:,} events on "
+        f"{' and '.join(backends)} (goal < "
         f"{GOAL_P95_MS:g} ms); smallest clip {best['format']} at "
         f"{best['kb_per_event']:.0f} KB and {best['cpu_ms_per_event']:.0f} ms CPU per event")
 
