@@ -37,7 +37,13 @@ EMBEDDED_EXCLUDED = {
     "use_after_free",
 }
 
-STATUS_EXCLUDED: set[str] = set()  # every check applies to the status listener
+STATUS_EXCLUDED = {
+    # POST /api/silences rightly refuses, with a 400 that says why, a silence whose matchers
+    # match every alert (`name=""`) or whose `ends_at` is already past: JSON Schema cannot
+    # say either, so a schema-valid body may be refused. (A per-operation switch in
+    # status.toml is overridden by `--checks all`.) Every other check applies.
+    "positive_data_acceptance",
+}
 
 
 def excluded(checks: set[str]) -> list[str]:
