@@ -291,3 +291,31 @@ def test_budget_config_errors_name_file_line_and_field() -> None:
                           name="w.yaml", environ={})
     assert config.rules[0].budget == BudgetConfig(calls_per_hour=5, notify=["ops"])
     assert config.overshoot.budgets["triage"].tokens_per_day == 9
+
+
+async def test_spend_survives_a_restart_until_its_window_rolls(tmp_path: Path) -> None:
+    model = ScriptedModel("triage", '{"person": false}')
+    budgets = {"triage": BudgetConfig(calls_per_day=5)}
+    spec = [rule("door", budget={"calls_per_hour": 2, "notify": ["ops"]})]
+    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, _, ops):
+        for _ in range(2):
+            assert (await engine.runners["door"].evaluate()).outcome == "answered"
+        assert (await engine.runners["door"].evaluate()).outcome == "over_budget"
+        await engine.budgets.drain()
+        assert len(ops.keys) == 1
+    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, clock,
+                                                                             ops):
+        runner = engine.runners["door"]
+        assert (await runner.evaluate()).outcome == "over_budget"  # still this hour
+        await engine.budgets.drain()
+        assert ops.keys == []  # the run before sent this window's notice
+        by_name = {b["name"]: b for b in engine.budget_status()}
+        assert by_name["triage"]["calls_this_day"] == 2
+        clock.advance(3600)
+        assert (await runner.evaluate()).outcome == "answered"  # a new hour, the same day
+        assert {b["name"]: b for b in engine.budget_status()}["triage"]["calls_this_day"] == 3
+    async with engine_for(tmp_path, spec, model, model_budgets=budgets) as (engine, clock, _):
+        clock.advance(2 * 3600)  # 12:10, past the stored 11:00 hour: it no longer counts
+        [door] = [b for b in engine.budget_status() if b["name"] == "door"]
+        assert door["calls_this_hour"] == 0
+        assert {b["name"]: b for b in engine.budget_status()}["triage"]["calls_this_day"] == 3

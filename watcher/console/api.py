@@ -291,7 +291,7 @@ def rules(src: ConsoleSource) -> list[dict[str, Any]]:
             "episode": runner.state.episode, "severity": labels.severity,
             "silenced_by": silence.id if silence is not None else None,
             "evaluations": stats.evaluations,
-            "skipped": stats.skipped_not_ready + stats.skipped_unchanged,
+            "skipped": stats.skipped_not_ready + stats.skipped_unchanged + stats.skipped_budget,
             "invalid_answers": stats.invalid_answers,
             "errors": stats.model_errors + stats.condition_errors,
             "latency_avg_s": round(sum(latencies) / len(latencies), 3) if latencies else None,

@@ -10,9 +10,11 @@ and the alert state is left as it is, until the window rolls.
 
 Spend is charged after each answer to the rule and to the model that answered
 (a repair round is a second call). A call is never cut short, so a token cap
-can be passed by the tokens of the answer that reached it. Spend is kept in
-memory: a restart, or a reload that drops the rule, starts it again at zero.
-In cluster mode each instance counts what its own rules asked.
+can be passed by the tokens of the answer that reached it. The current
+windows' spend is written to the state store after each charge (in the
+background, best effort) and read back at start, so a restart keeps counting;
+a reload that drops a rule forgets its spend. In cluster mode each instance
+counts what its own rules asked; a model's stored row is the last writer's.
 
 When a budget is first found spent in a window, one warning is logged and, if
 the budget names ``notify`` actions, each gets one message sent directly
@@ -102,6 +104,8 @@ class Budget:
         default_factory=lambda: {"hour": _Window(), "day": _Window()})
     reported: set[tuple[Period, int]] = field(default_factory=set)
     """Windows already logged (and notified) as spent."""
+    notified_before: set[tuple[Period, int]] = field(default_factory=set)
+    """Windows found spent in the store at start: notified by the run before."""
 
     def _window(self, period: Period, now_ms: int) -> _Window:
         start = now_ms - now_ms % PERIOD_MS[period]
@@ -142,18 +146,68 @@ class Budget:
 
 Send = Callable[[str, AlertEventRecord, str], Awaitable[None]]
 """``(action name, message, idempotency key)``: deliver one budget notice."""
+SpendRow = tuple[str, str, str, int, int, int]
+"""``(scope, name, period, window_start_ms, calls, tokens)``, as the store keeps it."""
+Save = Callable[[list[SpendRow]], Awaitable[None]]
 
 
 class BudgetGuard:
     """Every budget of the engine, by rule and by model; one per engine."""
 
     def __init__(self, model_budgets: Mapping[str, BudgetConfig] | None = None, *,
-                 send: Send | None = None) -> None:
+                 send: Send | None = None, save: Save | None = None) -> None:
+        """``send`` delivers notices; ``save`` keeps spend rows (the state store)."""
         self.models = {name: Budget("model", name, limits)
                        for name, limits in (model_budgets or {}).items()}
         self.rules: dict[str, Budget] = {}
         self.send = send
+        self.save = save
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stored: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._saving: asyncio.Task[None] | None = None
+        self._restored_ms = 0
+
+    def restore(self, rows: Iterable[SpendRow], now_ms: int) -> None:
+        """Start from stored spend (rows of windows that have rolled since count nothing).
+
+        A budget already spent was notified by the run before: it is logged again
+        when it stops a rule, but not notified again in that window."""
+        self._stored = {(scope, name, period): (start, calls, tokens)
+                        for scope, name, period, start, calls, tokens in rows}
+        self._restored_ms = now_ms
+        for budget in (*self.rules.values(), *self.models.values()):
+            self._seed(budget)
+
+    def _seed(self, budget: Budget) -> None:
+        for period, window in budget.windows.items():
+            stored = self._stored.get((budget.scope, budget.name, period))
+            if stored is not None:
+                window.start_ms, window.calls, window.tokens = stored
+        spent = budget.exhausted(self._restored_ms) if self._stored else None
+        if spent is not None:
+            budget.notified_before.add((spent.period, spent.window_start_ms))
+
+    def charged(self, budget: Budget) -> None:
+        """Write ``budget``'s spend soon (one write at a time; later charges coalesce)."""
+        if self.save is None:
+            return
+        self._dirty.add((budget.scope, budget.name))
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.get_running_loop().create_task(self._save_dirty())
+
+    async def _save_dirty(self) -> None:
+        assert self.save is not None
+        while self._dirty:
+            keys, self._dirty = self._dirty, set()
+            budgets = [b for b in (*self.rules.values(), *self.models.values())
+                       if (b.scope, b.name) in keys]
+            rows = [(b.scope, b.name, period, w.start_ms, w.calls, w.tokens)
+                    for b in budgets for period, w in b.windows.items() if w.start_ms >= 0]
+            try:
+                await self.save(rows)
+            except Exception as exc:  # best effort: the next charge writes the totals again
+                log.debug("cannot store budget spend: %s", exc)
 
     def for_rule(self, rule: str, limits: BudgetConfig | None,
                  models: Iterable[str]) -> RuleBudget | None:
@@ -165,6 +219,7 @@ class BudgetGuard:
             own = self.rules.get(rule)
             if own is None:
                 own = self.rules[rule] = Budget("rule", rule, limits)
+                self._seed(own)
             own.limits = limits
         else:
             self.rules.pop(rule, None)
@@ -191,7 +246,7 @@ class BudgetGuard:
                            if start + PERIOD_MS[p] > now_ms}
         budget.reported.add(key)
         log.warning("%s", spent.describe())
-        if self.send is None:
+        if self.send is None or key in budget.notified_before:
             return
         for action in budget.limits.notify:
             task = asyncio.get_running_loop().create_task(
@@ -209,9 +264,10 @@ class BudgetGuard:
             log.warning("budget notice to action %s failed: %s", action, exc)
 
     async def drain(self) -> None:
-        """Wait for the notices being sent."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for the notices being sent and the spend being written."""
+        while self._tasks or (self._saving is not None and not self._saving.done()):
+            pending = [*self._tasks, *([self._saving] if self._saving is not None else [])]
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 @dataclass(slots=True)
@@ -234,9 +290,11 @@ class RuleBudget:
     def charge(self, model: str, calls: int, tokens: int, now_ms: int) -> None:
         if self.own is not None:
             self.own.charge(calls, tokens, now_ms)
+            self.guard.charged(self.own)
         budget = self.guard.models.get(model)
         if budget is not None:
             budget.charge(calls, tokens, now_ms)
+            self.guard.charged(budget)
 
 
 def notice(spent: Exhausted, now_ms: int) -> AlertEventRecord:

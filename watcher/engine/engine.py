@@ -36,7 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
-from watcher.engine.budget import BudgetConfig, BudgetGuard
+from watcher.engine.budget import BudgetConfig, BudgetGuard, SpendRow
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
@@ -131,7 +131,8 @@ class RuleEngine:
         self.writer = writer or StepWriter(store, clock=self.clock, on_recorded=on_recorded)
         self.misfire_grace_s = misfire_grace_s
         self.rules = {r.name: r for r in rules if r.enabled}
-        self.budgets = BudgetGuard(model_budgets, send=self._send_notice)
+        self.budgets = BudgetGuard(model_budgets, send=self._send_notice,
+                                   save=self._save_spend)
         """Spend against the rules' and models' budgets."""
         self.runners: dict[str, RuleRunner] = {}
         self.ticks: dict[str, TickStats] = {}
@@ -147,6 +148,12 @@ class RuleEngine:
     async def start(self) -> None:
         """Load the alert states and start ticking."""
         states = await self.store.load_all_states()
+        if self.budgets.models or any(r.budget is not None for r in self.rules.values()):
+            try:
+                self.budgets.restore(await self.store.load_budget_spend(),
+                                     self.clock.now_ms())
+            except StoreError as exc:
+                log.warning("budgets start from zero: cannot read their spend (%s)", exc)
         for rule in self.rules.values():
             runner = self._runner(rule)
             runner.state = states.get((rule.name, runner.stream_key), runner.state)
@@ -221,6 +228,9 @@ class RuleEngine:
         runner.budget = self.budgets.for_rule(rule.name, rule.budget,
                                               runner.models_asked_first())
         return runner
+
+    async def _save_spend(self, rows: list[SpendRow]) -> None:
+        await self.store.save_budget_spend(rows)
 
     async def _send_notice(self, action: str, notice: AlertEventRecord, key: str) -> None:
         """Send a budget notice straight to ``action`` (see :mod:`watcher.engine.budget`)."""
@@ -301,6 +311,8 @@ class RuleEngine:
             log.warning("%d evaluation(s) still running at shutdown; cancelling them",
                         sum(lock.locked() for lock in busy))
         scheduler.shutdown(wait=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.budgets.drain(), grace_s)
         await self.writer.close(grace_s)
 
     async def _tick(self, name: str) -> None:

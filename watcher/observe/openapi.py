@@ -108,17 +108,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def status_openapi() -> dict[str, Any]:
-    """The listener's document. There is no authentication: keep it on a trusted network."""
+def status_openapi(*, console: bool = False) -> dict[str, Any]:
+    """The listener's document; with ``console``, ``/`` is the console's page (HTML)."""
     metrics_content = {media: {"schema": {"type": "string"}} for media in METRICS_MEDIA_TYPES}
+    index = ({"summary": "The console: the alerts timeline", "operationId": "index",
+              "responses": {"200": {"description": "The console's page", "content": {
+                  "text/html": {"schema": {"type": "string"}}}}}}
+             if console else
+             {"summary": "What this listener serves", "operationId": "index",
+              "responses": {"200": _json("Its endpoints", _ref("Index"))}})
     return {
         "openapi": "3.1.0",
         "info": {"title": "watcher status listener", "version": __version__,
                  "description": "Health checks, Prometheus metrics and the daemon's status. "
-                                "No authentication: bind it to a trusted network."},
+                                "Without `status.token` there is no authentication: the "
+                                "listener then binds to loopback only."},
         "paths": {
-            "/": {"get": {"summary": "What this listener serves", "operationId": "index",
-                          "responses": {"200": _json("Its endpoints", _ref("Index"))}}},
+            "/": {"get": index},
             "/healthz": {"get": {
                 "summary": "Liveness", "operationId": "healthz",
                 "responses": {"200": _json("The daemon's event loop runs", _ref("Health"))}}},

@@ -9,8 +9,12 @@ both: a new revision (see ``migrations/__init__.py``) and here.
   URLs, JPEG snapshot). ``id`` never repeats, even after pruning.
 * ``rule_switches``: rules switched on or off at run time (Home Assistant),
   so the choice survives a restart.
+* ``budget_spend``: calls and tokens spent in the current UTC hour and day of
+  each rule and model budget, so a restart keeps counting.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
+* ``cluster_members``, ``cluster_leases``: cluster mode's heartbeats and camera
+  group leases (see :mod:`watcher.cluster.sqlstore`).
 * ``silences``, ``acks``, ``feedback``, ``evidence_clips``: what people add in
   the console (:mod:`watcher.store.reviews`); ``alert_events.silenced_by``
   names the silence that kept an event from notifying.
@@ -31,6 +35,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Table,
     Text,
 )
@@ -92,6 +97,23 @@ deliveries = Table(
     Column("claim_expires_ms", BigInteger),
 )
 
+cluster_members = Table(
+    "cluster_members", metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("info", Text, nullable=False),
+)
+
+cluster_leases = Table(
+    "cluster_leases", metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("owner", String(200), nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
+)
+
 
 rule_switches = Table(
     "rule_switches", metadata,
@@ -144,6 +166,17 @@ evidence_clips = Table(
     Column("end_ms", BigInteger, nullable=False),
     Column("encode_cpu_ms", Integer, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+)
+
+
+budget_spend = Table(
+    "budget_spend", metadata,
+    Column("scope", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("period", Text, primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
 )
 
 

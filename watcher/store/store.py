@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState
-from watcher.store import alerts, evidence, migrate, reviews, timeline
+from watcher.store import alerts, budgets, evidence, migrate, reviews, timeline
 from watcher.store import deliveries as outbox
 from watcher.store.database import Database
 from watcher.store.errors import SchemaError, StoreError
@@ -259,6 +259,16 @@ class AlertStore:
     async def load_switches(self) -> dict[str, bool]:
         """Every rule switched at run time: rule -> enabled."""
         return await self._read(alerts.load_switches)
+
+    async def save_budget_spend(self, rows: Iterable[budgets.SpendRow]) -> None:
+        """Keep the current windows' spend of budgets (see :mod:`watcher.engine.budget`)."""
+        rows = list(rows)
+        await self._write(lambda c: budgets.save_spend(c, rows))
+
+    async def load_budget_spend(self) -> list[budgets.SpendRow]:
+        """Every budget's stored spend, as ``(scope, name, period, window_start_ms, calls,
+        tokens)``."""
+        return await self._read(budgets.load_spend)
 
     # -- the console: timeline, silences, acks, feedback, clips ----------------
     # (statements in watcher.store.timeline and watcher.store.reviews)
