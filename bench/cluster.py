@@ -1,5 +1,19 @@
 """Cluster mode: balance, failover and coordination load (`watcher run` x N on PostgreSQL).
 
+Part `takeover` (real processes): 3 `watcher run` instances share 6
+synthetic cameras on a fresh PostgreSQL database; one instance at a time is
+killed with SIGKILL, and the time until every camera is published again (by
+exactly one instance, read from the instances' embedded servers) is taken;
+the victim is then started again. Also the database's transactions per
+second per camera (``pg_stat_database``) over the run.
+
+Part `soak` (real processes, long): the same cluster for ``--minutes``, with a
+kill -9 or a SIGSTOP/SIGCONT freeze (past the lease) every ``--fault-every``
+seconds. Counts the scripted events that should have been notified, those
+that were, and duplicated or malformed notifications.
+
+Store write latency, SQLite against PostgreSQL, is ``bench/store_latency.py``.
+
 Part `simulate` (no media): N coordinators share one cluster store, rounds
 driven on a simulated clock. Cameras are made up (10% of them tied in pairs
 by two-camera rules, so groups have 1 or 2 cameras). It reports:
@@ -14,7 +28,9 @@ by two-camera rules, so groups have 1 or 2 cameras). It reports:
 
     .venv/bin/python bench/cluster.py simulate --cameras 1000 --instances 20
     .venv/bin/python bench/cluster.py simulate --store postgresql
-    .venv/bin/python bench/cluster.py --smoke
+    .venv/bin/python bench/cluster.py takeover --kills 10
+    .venv/bin/python bench/cluster.py soak --minutes 30
+    .venv/bin/python bench/cluster.py --smoke      # simulate and one takeover
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import _cluster_procs as _procs
 import _common  # noqa: F401  (puts the repository and tests/ on the path)
 import _verdict
 
@@ -189,16 +206,14 @@ class _store:
             store = MemoryClusterStore()
             return store, lambda: sum(store.calls.values())
         from sqlalchemy import event
-        from sqlalchemy.ext.asyncio import create_async_engine
         from support.pgdb import fresh_database
 
-        from watcher.cluster.sqlstore import SqlClusterStore, metadata
+        from watcher.cluster.sqlstore import SqlClusterStore
+        from watcher.store import AlertStore
         self._db = fresh_database("watcher_bench_cluster")
         url = await self._db.__aenter__()
-        self._engine = create_async_engine(url.replace("postgresql://",
-                                                       "postgresql+asyncpg://", 1))
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        self._store = await AlertStore(url).open()  # its migrations make the tables
+        self._engine = self._store.db.engine
         counter = Counter[str]()
 
         @event.listens_for(self._engine.sync_engine, "before_cursor_execute")
@@ -209,7 +224,7 @@ class _store:
 
     async def __aexit__(self, *exc: object) -> None:
         if self.kind != "memory":
-            await self._engine.dispose()
+            await self._store.close()
             await self._db.__aexit__(*exc)
 
 
@@ -236,21 +251,56 @@ def print_simulation(r: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="simulate", choices=["simulate"])
-    parser.add_argument("--cameras", type=int, default=1000)
-    parser.add_argument("--instances", type=int, default=20)
-    parser.add_argument("--kill", type=int, default=5)
+    parser.add_argument("part", nargs="?", default="simulate",
+                        choices=["simulate", "takeover", "soak", "smoke"])
+    parser.add_argument("--cameras", type=int, default=1000, help="simulate: cameras")
+    parser.add_argument("--instances", type=int, default=20, help="simulate: instances")
+    parser.add_argument("--kill", type=int, default=5, help="simulate: killed at once")
     parser.add_argument("--store", choices=["memory", "postgresql"], default="memory")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--procs", type=int, default=3, help="real instances")
+    parser.add_argument("--cams", type=int, default=6, help="real cameras")
+    parser.add_argument("--heartbeat", type=float, default=2.0)
+    parser.add_argument("--lease", type=float, default=10.0)
+    parser.add_argument("--kills", type=int, default=10, help="takeover: kill -9 count")
+    parser.add_argument("--minutes", type=float, default=30.0, help="soak: length")
+    parser.add_argument("--fault-every", type=float, default=90.0, help="soak: seconds")
+    parser.add_argument("--quiet", type=float, default=60.0,
+                        help="takeover: seconds the database load is measured, unprobed")
     _verdict.add_smoke(parser)
-    args = _verdict.apply_smoke(parser.parse_args(), cameras=60, instances=6, kill=2)
+    args = _verdict.apply_smoke(parser.parse_args(), part="smoke", cameras=60, instances=6,
+                                kill=2, kills=1, procs=2, cams=2, lease=5.0,
+                                heartbeat=1.0, quiet=5.0)
     verdict = _verdict.Verdict("cluster")
-    result = asyncio.run(simulate(args, verdict))
-    print_simulation(result)
-    c = result["cameras_per_instance"]
-    return verdict.finish(None, f"{result['cameras']} cameras on {result['instances']} "
-                          f"instances: {c['min']}-{c['max']} each; {result['killed']} killed: "
-                          f"running again after {result['rebalance_s']} s (simulated)")
+    summary = []
+    if args.part in ("simulate", "smoke"):
+        result = asyncio.run(simulate(args, verdict))
+        print_simulation(result)
+        c = result["cameras_per_instance"]
+        summary.append(f"{result['cameras']} cameras on {result['instances']} instances: "
+                       f"{c['min']}-{c['max']} each; {result['killed']} killed: running "
+                       f"again after {result['rebalance_s']} s (simulated)")
+    if args.part in ("takeover", "smoke"):
+        t = asyncio.run(_procs.takeover(args, verdict))
+        print(f"takeover after kill -9 ({t['instances']} instances, {t['cameras']} cameras, "
+              f"heartbeat {t['heartbeat_s']:g} s, lease {t['lease_s']:g} s): p50 "
+              f"{t['p50_s']:.1f} s, max {t['max_s']:.1f} s over {t['kills']} kills "
+              f"{t['times_s']}; PostgreSQL, steady state over {t['quiet_s']:g} s: "
+              f"{t['db_transactions_per_s']:.1f} transactions/s "
+              f"({t['db_transactions_per_s_per_camera']:.2f} per camera)")
+        summary.append(f"takeover p50 {t['p50_s']:.1f} s, max {t['max_s']:.1f} s")
+    if args.part == "soak":
+        r = asyncio.run(_procs.soak(args, verdict))
+        print(f"soak {r['minutes']:g} min, faults {r['faults']}: scripted events expected "
+              f"{r['expected']}, notified {r['expected'] - r['missed']} (firing notifications "
+              f"{r['firing_notified']}), missed {r['missed']} {r['missed_detail']}, "
+              f"duplicated keys {r['duplicated_keys']}, malformed episode sequences "
+              f"{r['malformed_cameras']}")
+        verdict.require(r["duplicated_keys"] == 0, "duplicated idempotency keys")
+        verdict.require(not r["malformed_cameras"], "malformed episode sequences")
+        summary.append(f"soak: {r['expected'] - r['missed']}/{r['expected']} events notified, "
+                       f"{r['duplicated_keys']} duplicated")
+    return verdict.finish(None, "; ".join(summary))
 
 
 if __name__ == "__main__":

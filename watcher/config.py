@@ -11,7 +11,8 @@
     ├── actions: {name: ActionConfig}     where alerts go (webhook, slack, email, mqtt)
     ├── state: StateConfig                the state database (SQLite file or PostgreSQL)
     ├── status: StatusConfig              health, metrics, status and the console (watcher.observe)
-    └── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
+    ├── clips: ClipsConfig                evidence clips kept with alert events (watcher.console)
+    └── cluster: ClusterConfig            several instances sharing the cameras (watcher.cluster)
 
 The rule-related models live in :mod:`watcher.engine.rules` (they derive from
 :class:`Section`, so that module is imported at the bottom of this one).
@@ -79,6 +80,7 @@ from pydantic import (
 )
 
 from watcher.actions.config import ActionConfig
+from watcher.cluster.config import ClusterConfig
 from watcher.configbase import (
     _SCHEME,
     BASE_DIR,
@@ -103,6 +105,7 @@ from watcher.media.testsrc import parse_spec
 from watcher.observe.config import StatusConfig
 from watcher.server.backends.upstream import UpstreamSettings
 from watcher.server.settings import ServerSettings
+from watcher.store.database import parse_location
 from watcher.yamlfile import Loc, YamlDocument, format_loc, read_yaml
 
 __all__ = [
@@ -500,6 +503,9 @@ class WatcherConfig(Section):
     clips: ClipsConfig = Field(
         default_factory=ClipsConfig,
         description="The short evidence video kept with each firing event.")
+    cluster: ClusterConfig | None = Field(
+        None, description="Cluster mode: every `watcher run` started with this config (and "
+        "one PostgreSQL `state.url`) shares the cameras; {instance_id, heartbeat, lease}.")
 
     @model_validator(mode="before")
     @classmethod
@@ -553,6 +559,10 @@ class WatcherConfig(Section):
                 problems += _notify_problems(("rules", index, "budget"), rule.budget, actions)
         for model, budget in self.overshoot.budgets.items():
             problems += _notify_problems(("overshoot", "budgets", model), budget, actions)
+        if self.cluster is not None and parse_location(
+                self.state.location).get_backend_name() != "postgresql":
+            problems.append((("cluster",), "cluster mode needs a database every instance "
+                             "shares: set state.url: postgresql://user:password@host:5432/db"))
         return problems
 
     def _trigger_problems(self, loc: Loc, rule: _rules.RuleConfig) -> list[Problem]:
@@ -612,6 +622,8 @@ class WatcherConfig(Section):
         parts.append("embedded server" if self.overshoot.is_embedded else self.overshoot.base_url)
         if self.status.enabled:
             parts.append(f"status at {self.status.url}")
+        if self.cluster is not None:
+            parts.append("cluster mode")
         return ", ".join(parts)
 
     def register_secrets(self) -> None:

@@ -13,6 +13,12 @@ and the embedded server stops last.
 :meth:`Daemon.reload` swaps in a new config while running: streams whose
 config did not change keep their stream id, lease and publisher; rules and
 actions are added, removed or changed without losing alert state.
+
+Cluster mode (``cluster:``): keepers and rules exist only for the camera
+groups this instance owns. The coordinator (last to start, first to stop)
+calls :meth:`Daemon._gain` and :meth:`Daemon._lose` as ownership moves; every
+rule write carries the group's fence. The outbox delivers for everyone: any
+live instance claims due deliveries.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,12 +38,17 @@ from watcher.actions.base import Action
 from watcher.actions.config import build_action
 from watcher.actions.outbox import Outbox
 from watcher.clock import SystemClock
-from watcher.config import WatcherConfig, included_files, load_config
+from watcher.cluster.coordinator import Coordinator
+from watcher.cluster.groups import CameraGroup, group_of
+from watcher.cluster.sqlstore import GroupFence, SqlClusterStore
+from watcher.cluster.work import config_groups, owned_rules, owned_streams
+from watcher.config import StreamConfig, WatcherConfig, included_files, load_config
 from watcher.console.api import ConsoleSource
 from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.pending import StepWriter
+from watcher.engine.rules import RuleConfig
 from watcher.engine.silences import SilenceBook
 from watcher.engine.storehealth import MonitoredStore, StoreHealth
 from watcher.errors import ConfigError, WatcherError
@@ -52,8 +64,10 @@ log = logging.getLogger(__name__)
 FIRST_FRAME_LOG_TIMEOUT = 30.0
 WATCH_INTERVAL_S = 2.0
 PRUNE_INTERVAL_S = 3600.0
-RESTART_SECTIONS = ("overshoot", "state", "status")
+RESTART_SECTIONS = ("overshoot", "state", "status", "cluster")
 """Sections a reload cannot apply: the running values stay until a restart."""
+LOSE_WAIT_S = 2.0
+"""Cluster mode: how long stopping a group waits for an evaluation in flight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +89,10 @@ async def api_target(config: WatcherConfig) -> AsyncIterator[ApiTarget]:
     extra_keys = [overshoot.api_key.get_secret_value()] if overshoot.api_key else []
     async with run_embedded(embedded.server_settings(extra_keys), host=embedded.host,
                             port=embedded.port) as endpoint:
-        yield ApiTarget(endpoint.base_url, endpoint.api_key, embedded=True)
+        # With a configured key the daemon's streams are that key's: whoever holds it
+        # (an operator, a cluster peer's tests) sees them in GET /streams.
+        yield ApiTarget(endpoint.base_url, extra_keys[0] if extra_keys else endpoint.api_key,
+                        embedded=True)
 
 
 @contextlib.asynccontextmanager
@@ -116,6 +133,9 @@ class Daemon:
         self.store_health = StoreHealth()
         self.writer: StepWriter | None = None
         self.status: StatusSource | None = None
+        self.coordinator: Coordinator | None = None
+        self._owned: set[str] | None = None if config.cluster is None else set()
+        """Cluster mode: the camera groups this instance runs (None: every stream)."""
         self.silences: SilenceBook | None = None
         self.clips: ClipRecorder | None = None
         self.status_url: str | None = None
@@ -161,14 +181,16 @@ class Daemon:
                                               self.keepers, clock, self._is_pulled)
             clips.start()
             stack.push_async_callback(clips.stop)
-            self.engine = RuleEngine(config.rules, client=client, streams=self.keepers,
+            self.engine = RuleEngine(self._wanted_rules(config), client=client,
+                                     streams=self.keepers,
                                      store=store,  # type: ignore[arg-type]
                                      default_model=config.overshoot.model,
                                      actions=self.actions, on_recorded=self._wake_outbox,
                                      writer=self.writer, model_budgets=config.overshoot.budgets,
                                      silences=silences, on_stored=clips.on_stored,
                                      console_url=(config.status.public_url
-                                                  if config.status.enabled else None))
+                                                  if config.status.enabled else None),
+                                     fence=self._fence if self._owned is not None else None)
             self.engine.paused = {rule for rule, on in (await store.load_switches()).items()
                                   if not on}
             await self.engine.start()
@@ -178,6 +200,7 @@ class Daemon:
                                        outbox=self.outbox, store=store,  # type: ignore[arg-type]
                                        max_frame_age_s=config.status.max_frame_age,
                                        store_health=self.store_health)
+            endpoint = None
             if config.status.enabled:
                 console = ConsoleSource(
                     status=self.status, store=store, silences=silences, clips=config.clips,
@@ -190,6 +213,13 @@ class Daemon:
             else:
                 log.info("status endpoints are off; set status.enabled: true for /healthz, "
                          "/readyz, /metrics and `watcher status`")
+            if config.cluster is not None:
+                self.coordinator = self._coordinator(
+                    config, {"status_url": endpoint.url if endpoint is not None else None,
+                             "api_url": client.base_url})
+                self.status.cluster = self.coordinator
+                self.coordinator.start()
+                stack.push_async_callback(self.coordinator.stop)
             tasks = [asyncio.create_task(self._report_first_frames()),
                      asyncio.create_task(self._prune_forever()),
                      asyncio.create_task(store.probe_forever())]
@@ -235,14 +265,16 @@ class Daemon:
         changes += await self._apply_streams(new)
         changes += await self._apply_actions(new)
         if self.engine is not None:
-            changes += await self.engine.apply(new.rules)
+            changes += await self.engine.apply(self._wanted_rules(new))
             self._bind_actions(new)
+        if self.coordinator is not None:
+            self.coordinator.set_groups(config_groups(new))  # the next round hands over
         self.config = new.model_copy(update=kept)
         return changes
 
     async def _apply_streams(self, config: WatcherConfig) -> list[str]:
         assert self._client is not None
-        wanted = {s.name: s for s in config.streams if s.enabled}
+        wanted = {s.name: s for s in self._wanted_streams(config)}
         changes = []
         for name in [n for n in self.keepers if n not in wanted]:
             await self.keepers.pop(name).stop()
@@ -256,7 +288,8 @@ class Daemon:
                 changes.append(f"stream {name} changed")
             else:
                 changes.append(f"stream {name} added")
-            keeper = StreamKeeper(spec, self._client, http=self._http)
+            keeper = StreamKeeper(spec, self._client, http=self._http,
+                                  gate=self._gate(spec.name))
             self.keepers[name] = keeper
             keeper.start()
         return changes
@@ -304,6 +337,65 @@ class Daemon:
                 log.info("config changed on disk; reloading")
                 await self.reload()
                 seen = _mtimes(self.path, self.config)
+
+    # -- cluster mode ----------------------------------------------------------
+    def _wanted_streams(self, config: WatcherConfig) -> list[StreamConfig]:
+        """The streams this instance keeps: all enabled ones, or its groups' in a cluster."""
+        if self._owned is None:
+            return [s for s in config.streams if s.enabled]
+        return owned_streams(config, self._owned)
+
+    def _wanted_rules(self, config: WatcherConfig) -> list[RuleConfig]:
+        return config.rules if self._owned is None else owned_rules(config, self._owned)
+
+    def _coordinator(self, config: WatcherConfig, info: dict[str, Any]) -> Coordinator:
+        assert config.cluster is not None and self.store is not None
+        cluster = config.cluster
+        log.info("cluster mode: instance %s, heartbeat %s, lease %s", cluster.member_id,
+                 format_duration(cluster.heartbeat), format_duration(cluster.lease))
+        return Coordinator(SqlClusterStore(self.store.db.engine),
+                           instance_id=cluster.member_id, heartbeat_s=cluster.heartbeat,
+                           lease_s=cluster.lease, groups=config_groups(config),
+                           on_gain=self._gain, on_lose=self._lose, info=info)
+
+    def _gate(self, stream: str) -> Callable[[], bool] | None:
+        """Cluster mode: publish a stream's frames only while its group's lease is held
+        (checked on the monotonic clock at every frame, so a process resumed after a
+        freeze sends nothing more for the groups it lost)."""
+        coordinator = self.coordinator
+        if self._owned is None or coordinator is None:
+            return None
+        group = group_of(coordinator.groups.values()).get(stream, stream)
+        return lambda: coordinator.owns(group)
+
+    def _fence(self, streams: Sequence[str]) -> GroupFence:
+        """The fence of a rule's writes: its group's current lease (LeaseLostError if gone)."""
+        assert self.coordinator is not None
+        group = group_of(self.coordinator.groups.values()).get(streams[0], streams[0])
+        return GroupFence(self.coordinator.token(group), on_stale=self.coordinator.lost)
+
+    async def _gain(self, group: CameraGroup, epoch: int) -> None:
+        """Start a group this instance now owns: keepers, then rules (whose alert state
+        is loaded from the store before their first tick)."""
+        assert self._owned is not None and self.engine is not None
+        async with self._reloading:
+            self._owned.add(group.id)
+            changes = await self._apply_streams(self.config)
+            changes += await self.engine.apply(self._wanted_rules(self.config))
+        log.info("cluster: started group %s (epoch %d): %s", group.id, epoch,
+                 "; ".join(changes) or "nothing to start")
+
+    async def _lose(self, group: CameraGroup, why: str) -> None:
+        """Stop a group: its rules first (a write still in flight is fenced off), then
+        its keepers (which delete their streams)."""
+        assert self._owned is not None and self.engine is not None
+        async with self._reloading:
+            self._owned.discard(group.id)
+            changes = await self.engine.apply(self._wanted_rules(self.config),
+                                              retire_wait_s=LOSE_WAIT_S)
+            changes += await self._apply_streams(self.config)
+        log.info("cluster: stopped group %s (%s): %s", group.id, why,
+                 "; ".join(changes) or "nothing was running")
 
     # -- parts ---------------------------------------------------------------
     def _is_pulled(self, stream: str) -> bool:

@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pgdb import fresh_database
 
 from watcher.clock import ManualClock
 from watcher.cluster.coordinator import Coordinator
 from watcher.cluster.groups import CameraGroup
 from watcher.cluster.leases import FenceToken, Member
-from watcher.cluster.sqlstore import SqlClusterStore, check_fence, metadata
+from watcher.cluster.sqlstore import SqlClusterStore, check_fence
 from watcher.errors import LeaseLostError
+from watcher.store import AlertStore
 
 NOW = 1_700_000_000_000
 LEASE_MS = 10_000
@@ -24,15 +25,12 @@ LEASE_MS = 10_000
 
 @pytest.fixture
 async def engine() -> AsyncIterator[AsyncEngine]:
-    async with fresh_database("watcher_cluster") as url:
-        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    """The store's own migrations make the tables, on a fresh database."""
+    async with fresh_database("watcher_cluster") as url, AlertStore(url) as store:
+        await store.open()
+        async with store.db.engine.begin() as conn:
             await conn.execute(text("CREATE TABLE writes (group_id TEXT, note TEXT)"))
-        try:
-            yield engine
-        finally:
-            await engine.dispose()
+        yield store.db.engine
 
 
 async def test_acquire_renew_release_and_epochs(engine: AsyncEngine) -> None:

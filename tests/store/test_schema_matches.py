@@ -1,9 +1,9 @@
 """The migrations build exactly the tables the code queries (on both backends).
 
 Alembic's autogenerate comparison between the migrated database and the
-code's table definitions (:mod:`watcher.store.schema`, and the cluster's
-:mod:`watcher.cluster.sqlstore`) must find no difference: a table or column
-changed in code without a migration fails here.
+code's table definitions (:mod:`watcher.store.schema`, which holds the
+cluster's tables too) must find no difference: a table or column changed in
+code without a migration fails here.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from watcher.cluster import sqlstore
 from watcher.store import AlertStore, schema
 
 
 def combined() -> MetaData:
     metadata = MetaData()
-    for source in (schema.metadata, sqlstore.metadata):
-        for table in source.tables.values():
-            table.to_metadata(metadata)
+    for table in schema.metadata.tables.values():
+        table.to_metadata(metadata)
     return metadata
 
 

@@ -1,15 +1,17 @@
 """The coordinator: heartbeat, membership, and the leases of the camera groups this instance owns.
 
-One round every ``heartbeat``::
+Two loops, each every ``heartbeat``, so that renewals never wait for a slow
+handover::
 
-    drop groups whose local lease deadline has passed (paused, or cut off from the store)
-    heartbeat (member row)  ->  renew every held lease in one statement
-        a lease not renewed (another instance took it: our epoch is stale)  ->  lose it
-    read members and leases  ->  live = members seen within ``lease`` (and this one)
-    desired owners = assign(groups, live)
-    held groups now desired elsewhere:  stop them (rules, then keepers), then release
-    groups desired here whose lease is free (released, expired, or ours):  acquire
-        (the epoch goes up by one), then start them (keepers, alert state, rules)
+    keepalive:  heartbeat (member row)  ->  renew every held lease in one statement
+                a lease not renewed (another instance took it: our epoch is stale) -> lose it
+                between rounds: drop groups whose local deadline has passed
+    balance:    read members and leases -> live: members seen within ``lease`` (and me)
+                desired owners = assign(groups, live)
+                held groups now desired elsewhere: stop them (rules, keepers), release
+                groups desired here whose lease is free (released, expired, or ours):
+                acquire (the epoch goes up by one), then start them (keepers, alert
+                state, rules)
 
 Safety does not rest on the instances agreeing about membership: the lease
 row decides. A group's new owner starts it only once the old owner released
@@ -173,7 +175,9 @@ class Coordinator:
         await self.settle()
         async with self._lock:
             for group_id in list(self._held):
-                held = self._held.pop(group_id)
+                held = self._held.pop(group_id, None)
+                if held is None:  # dropped meanwhile (a refused fence, a lapsed deadline)
+                    continue
                 await self._stop_group(held.group, "this instance is shutting down")
                 with contextlib.suppress(Exception):
                     if await self.store.release(group_id, self.instance_id, held.epoch):
@@ -182,48 +186,95 @@ class Coordinator:
                 await self.store.leave(self.instance_id)
 
     async def _run(self) -> None:
+        """Two loops: renewals never wait for a slow handover (starting or stopping a
+        group's keepers and rules takes seconds on a busy machine)."""
+        await asyncio.gather(self._keepalive_loop(), self._balance_loop())
+
+    async def _keepalive_loop(self) -> None:
         while not self._stopping:
             started = self._monotonic()
-            await self.step()
+            await self.renew_leases()
             while not self._stopping:
                 left = started + self.heartbeat_s - self._monotonic()
                 if left <= 0:
                     break
                 await self._sleep(min(left, WATCHDOG_S))
-                await self.drop_expired()
+                self._expire_locally()
+
+    async def _balance_loop(self) -> None:
+        while not self._stopping:
+            started = self._monotonic()
+            await self.balance()
+            left = started + self.heartbeat_s - self._monotonic()
+            if left > 0:
+                await self._sleep(left)
 
     # -- one round -----------------------------------------------------------
     async def step(self) -> RoundResult:
-        """One round (see the module docstring); errors of the store are logged, not raised."""
+        """One round (see the module docstring): :meth:`renew_leases`, then :meth:`balance`.
+        Errors of the store are logged, not raised."""
+        renewed = await self.renew_leases()
+        result = await self.balance()
+        result.lost = renewed.lost + result.lost
+        result.error = result.error or renewed.error
+        return result
+
+    async def renew_leases(self) -> RoundResult:
+        """Heartbeat and renew every held lease; a lease another instance took is dropped."""
+        result = RoundResult()
+        started = self._monotonic()
+        now_ms = self._clock.now_ms()
+        held = self.held()
+        try:
+            await self.store.heartbeat(Member(self.instance_id, now_ms, self._started_ms,
+                                              self.info))
+            renewed = (await self.store.renew(self.instance_id, held, now_ms, self.lease_ms)
+                       if held else set())
+        except Exception as exc:  # the store is unreachable: keep what we hold
+            self._store_error(exc, result)
+            return result
+        for group_id, epoch in held.items():
+            current = self._held.get(group_id)
+            if current is None or current.epoch != epoch:
+                continue  # released or re-acquired meanwhile
+            if group_id in renewed:
+                current.deadline = max(current.deadline, started + self.validity_s)
+            else:
+                self._drop_soon(group_id, "another instance took it over")
+                result.lost.append(group_id)
+        return result
+
+    def _store_error(self, exc: Exception, result: RoundResult) -> None:
+        self.stats.round_errors += 1
+        result.error = f"{type(exc).__name__}: {exc}"
+        if self.last_error is None:
+            log.warning("cluster: cannot reach the cluster store (%s); keeping %d "
+                        "group(s) until their leases run out", result.error, len(self._held))
+        self.last_error = result.error
+
+    def _expire_locally(self) -> list[str]:
+        """Drop (in the background) the held groups whose local deadline has passed."""
+        now = self._monotonic()
+        expired = [g for g, h in self._held.items() if now >= h.deadline]
+        for group_id in expired:
+            self._drop_soon(group_id, "its lease was not renewed in time")
+        return expired
+
+    async def balance(self) -> RoundResult:
+        """Read members and leases; hand over what should run elsewhere; acquire what
+        should run here."""
         await self.settle()
         async with self._lock:
             result = RoundResult()
             self.stats.rounds += 1
-            result.lost += await self._drop_expired_locked()
-            started = self._monotonic()
+            result.lost += self._expire_locally()
+            await self.settle()
             now_ms = self._clock.now_ms()
             try:
-                await self.store.heartbeat(Member(self.instance_id, now_ms, self._started_ms,
-                                                  self.info))
-                if self._held:
-                    renewed = await self.store.renew(
-                        self.instance_id, self.held(), now_ms, self.lease_ms)
-                    for group_id in list(self._held):
-                        if group_id in renewed:
-                            self._held[group_id].deadline = started + self.validity_s
-                        else:
-                            await self._drop(group_id, "another instance took it over")
-                            result.lost.append(group_id)
                 members = await self.store.members()
                 leases = {lease.group_id: lease for lease in await self.store.leases()}
-            except Exception as exc:  # the store is unreachable: keep what we hold
-                self.stats.round_errors += 1
-                result.error = f"{type(exc).__name__}: {exc}"
-                if self.last_error is None:
-                    log.warning("cluster: cannot reach the cluster store (%s); keeping %d "
-                                "group(s) until their leases run out", result.error,
-                                len(self._held))
-                self.last_error = result.error
+            except Exception as exc:
+                self._store_error(exc, result)
                 return result
             if self.last_error is not None:
                 log.info("cluster: the cluster store answers again")
@@ -253,15 +304,17 @@ class Coordinator:
                 if (lease is not None and not lease.free(now_ms)
                         and lease.owner != self.instance_id):
                     continue  # its owner has not let go yet
+                # the time of THIS acquisition (starting earlier groups may have taken long)
+                asked, asked_ms = self._monotonic(), self._clock.now_ms()
                 try:
-                    epoch = await self.store.acquire(group.id, self.instance_id, now_ms,
+                    epoch = await self.store.acquire(group.id, self.instance_id, asked_ms,
                                                      self.lease_ms)
                 except Exception as exc:
                     log.warning("cluster: could not acquire group %s: %s", group.id, exc)
                     continue
                 if epoch is None:
                     continue
-                self._held[group.id] = Held(group, epoch, started + self.validity_s, now_ms)
+                self._held[group.id] = Held(group, epoch, asked + self.validity_s, asked_ms)
                 self.stats.acquired += 1
                 result.gained.append(group.id)
                 log.info("cluster: %s owns group %s (epoch %d)", self.instance_id, group.id,
@@ -278,14 +331,8 @@ class Coordinator:
 
     async def drop_expired(self) -> list[str]:
         """Stop the held groups whose local deadline has passed; their ids."""
-        async with self._lock:
-            return await self._drop_expired_locked()
-
-    async def _drop_expired_locked(self) -> list[str]:
-        now = self._monotonic()
-        expired = [g for g, h in self._held.items() if now >= h.deadline]
-        for group_id in expired:
-            await self._drop(group_id, "its lease was not renewed in time")
+        expired = self._expire_locally()
+        await self.settle()
         return expired
 
     async def _drop(self, group_id: str, why: str, *, counted: bool = True) -> None:

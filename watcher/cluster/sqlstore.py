@@ -1,6 +1,6 @@
 """The cluster tables and :class:`SqlClusterStore`: members and group leases in SQL.
 
-::
+The tables (:mod:`watcher.store.schema`, created by the store's migration 0005)::
 
     cluster_members  instance_id PK | last_seen_ms | started_ms | info (JSON text)
     cluster_leases   group_id PK | owner (NULL once released) | epoch | expires_ms
@@ -28,47 +28,16 @@ with SQLAlchemy Core so that PostgreSQL and SQLite run the same code:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    delete,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from watcher.cluster.leases import FenceToken, Lease, Member
 from watcher.errors import LeaseLostError
-
-metadata = MetaData()
-
-cluster_members = Table(
-    "cluster_members", metadata,
-    Column("instance_id", String(200), primary_key=True),
-    Column("last_seen_ms", BigInteger, nullable=False),
-    Column("started_ms", BigInteger, nullable=False),
-    Column("info", Text, nullable=False),
-)
-
-cluster_leases = Table(
-    "cluster_leases", metadata,
-    Column("group_id", Text, primary_key=True),
-    Column("owner", String(200), nullable=True),
-    Column("epoch", BigInteger, nullable=False),
-    Column("expires_ms", BigInteger, nullable=False),
-    Column("acquired_ms", BigInteger, nullable=False),
-)
+from watcher.store.schema import cluster_leases, cluster_members
 
 FORGET_MEMBERS_AFTER_MS = 3_600_000
 """Member rows silent this long are deleted (an instance that never left cleanly)."""
@@ -199,3 +168,22 @@ def _info(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class GroupFence:
+    """The fence of one group's writes (the alert store's ``fence=``): raises the store's
+    :class:`~watcher.store.errors.FencedError` when the lease moved on, after telling
+    ``on_stale`` (the coordinator's ``lost``) so the group is dropped."""
+
+    def __init__(self, token: FenceToken,
+                 on_stale: Callable[[str, str], None] | None = None) -> None:
+        self.token = token
+        self.on_stale = on_stale
+
+    async def check(self, conn: AsyncConnection) -> None:
+        try:
+            await check_fence(conn, self.token)
+        except LeaseLostError as exc:
+            if self.on_stale is not None:
+                self.on_stale(self.token.group_id, str(exc))
+            raise

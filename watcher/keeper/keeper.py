@@ -105,10 +105,12 @@ class StreamKeeper:
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         timings: KeeperTimings | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
+        """``gate`` (cluster mode): no frame is published while it says False."""
         self.spec = spec
         self.client = client
-        self.frames = LatestFrame()
+        self.frames = LatestFrame(gate)
         """The newest frame of the source: what the keeper publishes (and rules may attach)."""
         self.changes = ChangeTracker()
         """Bumps its version when the published picture changes (for ``skip_unchanged``)."""

@@ -43,7 +43,10 @@ FrameProducer = Callable[[int, float], Frame | None]
 class LatestFrame:
     """A one-slot, thread-safe mailbox: ``put`` replaces, ``get`` reads the newest."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: Callable[[], bool] | None = None) -> None:
+        """``gate`` (cluster mode: "this instance still owns the camera"): while it says
+        False, ``get`` hands out nothing, so nothing is published or attached."""
+        self._gate = gate
         self._lock = threading.Lock()
         self._frame: Frame | None = None
         self._seq = 0
@@ -59,7 +62,10 @@ class LatestFrame:
             self._seq += 1
 
     def get(self) -> Frame | None:
-        """The newest frame (possibly one already read), or None before the first."""
+        """The newest frame (possibly one already read), or None before the first (or
+        while the gate is shut)."""
+        if self._gate is not None and not self._gate():
+            return None
         with self._lock:
             self._read_seq = self._seq
             return self._frame

@@ -13,6 +13,8 @@ both: a new revision (see ``migrations/__init__.py``) and here.
   each rule and model budget, so a restart keeps counting.
 * ``deliveries``: the outbox, one row per (notifying event, action);
   ``idempotency_key`` is ``f"{event_key}:{action}"``, the same on every attempt.
+* ``cluster_members``, ``cluster_leases``: cluster mode's heartbeats and camera
+  group leases (see :mod:`watcher.cluster.sqlstore`).
 * ``silences``, ``acks``, ``feedback``, ``evidence_clips``: what people add in
   the console (:mod:`watcher.store.reviews`); ``alert_events.silenced_by``
   names the silence that kept an event from notifying.
@@ -33,6 +35,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Table,
     Text,
 )
@@ -92,6 +95,23 @@ deliveries = Table(
     Column("summary_id", Text),
     Column("claimed_by", Text),
     Column("claim_expires_ms", BigInteger),
+)
+
+cluster_members = Table(
+    "cluster_members", metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("info", Text, nullable=False),
+)
+
+cluster_leases = Table(
+    "cluster_leases", metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("owner", String(200), nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
 )
 
 
