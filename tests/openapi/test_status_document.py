@@ -139,7 +139,8 @@ async def test_bad_input_is_a_documented_client_error(src: ConsoleSource) -> Non
         assert far.status_code == 200
         for body in ({**silence, "created_by": [None]},
                      {**silence, "matchers": [{"name": "rule", "value": "x", "isEqual": {}}]},
-                     {**silence, "duration": 10**400}, {**silence, "ends_at": "AAA"},
+                     {**silence, "duration": 10**400}, {**silence, "duration": True},
+                     {**silence, "duration": ["2h"]}, {**silence, "ends_at": "AAA"},
                      {**silence, "comment": 5}):
             refused = await http.post("/api/silences", json=body)
             assert refused.status_code == 400, body

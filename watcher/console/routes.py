@@ -137,6 +137,8 @@ def duration_seconds(doc: dict[str, Any], now_ms: int) -> float:
             else None)  # checked even when ``duration`` wins
     if doc.get("duration") is not None:
         value = doc["duration"]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadRequest("duration must be like 2h, 30m or a number of seconds")
         try:
             return float(value) if isinstance(value, int | float) else parse_duration(str(value))
         except (ValueError, TypeError, OverflowError):
