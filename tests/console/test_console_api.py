@@ -12,7 +12,7 @@ import pytest
 
 from watcher.clock import ManualClock
 from watcher.config import parse_config
-from watcher.console.api import ConsoleSource
+from watcher.console.api import ConsoleSource, stream_owners
 from watcher.console.clips import ClipRecorder, clip_span, encode_clip, to_jpeg
 from watcher.console.commands import feedback_label
 from watcher.console.config import ClipsConfig
@@ -200,3 +200,10 @@ async def test_clips_count_in_the_evidence_budget_and_go_oldest_first(
     assert first is not None and first.snapshot is None  # the record stays
     assert await store.clip(ids[0], data=False) is None
     assert await store.clip(ids[1], data=False) is not None
+
+
+def test_in_a_cluster_each_camera_names_its_owner() -> None:
+    snapshot = {"groups": [{"group": "g1", "streams": ["dock", "yard"], "owner": "node-b"},
+                           {"group": "g2", "streams": ["lobby"], "owner": None}]}
+    assert stream_owners(snapshot) == {"dock": "node-b", "yard": "node-b"}
+    assert stream_owners(None) == {}

@@ -29,6 +29,7 @@ from watcher.server.settings import ServerSettings
 HERE = Path(__file__).parent
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 KEY = "ovs-conformance-key"
+STATUS_TOKEN = "status-conformance-token"
 
 EMBEDDED_EXCLUDED = {
     # DELETE ends a stream, and the Overshoot API keeps an ended stream readable (`state:
@@ -37,7 +38,13 @@ EMBEDDED_EXCLUDED = {
     "use_after_free",
 }
 
-STATUS_EXCLUDED: set[str] = set()  # every check applies to the status listener
+STATUS_EXCLUDED = {
+    # POST /api/silences rightly refuses, with a 400 that says why, a silence whose matchers
+    # match every alert (`name=""`) or whose `ends_at` is already past: JSON Schema cannot
+    # say either, so a schema-valid body may be refused. (A per-operation switch in
+    # status.toml is overridden by `--checks all`.) Every other check applies.
+    "positive_data_acceptance",
+}
 
 
 def excluded(checks: set[str]) -> list[str]:
@@ -90,6 +97,16 @@ async def test_embedded_server_conforms_to_its_document(tmp_path: Path) -> None:
 
 
 async def test_status_listener_conforms_to_its_document(tmp_path: Path) -> None:
+    await status_listener_conforms(tmp_path, token=None)
+
+
+async def test_status_listener_with_a_token_conforms_to_its_document(tmp_path: Path) -> None:
+    """With ``status.token``: every route but /healthz documents and enforces the token
+    (schemathesis' ``ignored_auth`` check sends requests without it)."""
+    await status_listener_conforms(tmp_path, token=STATUS_TOKEN)
+
+
+async def status_listener_conforms(tmp_path: Path, *, token: str | None) -> None:
     port = free_port()
     config = tmp_path / "watcher.yaml"
     config.write_text(
@@ -102,14 +119,23 @@ async def test_status_listener_conforms_to_its_document(tmp_path: Path) -> None:
         "status:\n"
         "  enabled: true\n"
         f"  port: {port}\n"
-        f"state:\n  path: {tmp_path / 'state.sqlite3'}\n")
+        + (f"  token: {token}\n" if token else "")
+        + f"state:\n  path: {tmp_path / 'state.sqlite3'}\n")
     base = f"http://127.0.0.1:{port}"
+    auth = ["--header", f"Authorization: Bearer {token}"] if token else []
     async with process(["run", "-c", str(config)], f"{base}/healthz", tmp_path / "run.log"):
-        run = await run_schemathesis(f"{base}/openapi.json", HERE / "status.toml",
+        async with httpx.AsyncClient(headers=dict([auth[1].split(": ")]) if token else {},
+                                     ) as client:
+            document = (await client.get(f"{base}/openapi.json")).json()
+        run = await run_schemathesis(f"{base}/openapi.json", HERE / "status.toml", *auth,
                                      *excluded(STATUS_EXCLUDED))
-    print(f"status listener: {run.cases} cases in {run.seconds:.1f} s")
+    print(f"status listener{' with a token' if token else ''}: {run.cases} cases in "
+          f"{run.seconds:.1f} s")
     assert run.returncode == 0, run.explain()
-    assert run.cases > 5, run.explain()
+    assert run.cases > 100, run.explain()  # the console's /api/ routes are in it
+    assert any(path.startswith("/api/") for path in document["paths"])
+    if token:
+        assert token not in tail(tmp_path / "run.log", chars=10**7)
 
 
 @contextlib.asynccontextmanager

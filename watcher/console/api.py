@@ -47,7 +47,6 @@ class ConsoleSource:
     silences: SilenceBook | None = None
     clips: ClipsConfig = field(default_factory=ClipsConfig)
     pulled: Callable[[str], bool] = lambda name: False
-    cluster_owner: Callable[[str], str | None] = lambda name: None
     clock: Clock = field(default_factory=SystemClock)
     token_required: bool = False
     public_url: str | None = None
@@ -251,13 +250,25 @@ def matchers_like(event: Mapping[str, Any]) -> list[Matcher]:
 
 # -- cameras and rules -------------------------------------------------------------
 def cameras(src: ConsoleSource) -> list[dict[str, Any]]:
+    """The streams; in cluster mode each names the instance owning its camera group."""
+    owners = stream_owners(src.status.cluster_snapshot())
     docs = []
     for doc in stream_documents(src.status):
         name = doc["name"]
         pulled = src.pulled(name)
-        docs.append({**doc, "pulled": pulled, "owner": src.cluster_owner(name),
+        docs.append({**doc, "pulled": pulled, "owner": owners.get(name),
                      "frame_url": None if pulled else f"/api/cameras/{name}/frame"})
     return docs
+
+
+def stream_owners(cluster: Mapping[str, Any] | None) -> dict[str, str]:
+    """Stream name -> the instance holding its group's lease (cluster mode)."""
+    owners: dict[str, str] = {}
+    for group in (cluster or {}).get("groups") or []:
+        if group.get("owner"):
+            for stream in group.get("streams") or []:
+                owners[stream] = str(group["owner"])
+    return owners
 
 
 def rules(src: ConsoleSource) -> list[dict[str, Any]]:

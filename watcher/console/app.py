@@ -12,7 +12,7 @@ from __future__ import annotations
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -64,7 +64,7 @@ class ConsoleGuard(BaseHTTPMiddleware):
             response.headers["WWW-Authenticate"] = 'Bearer realm="watcher"'
             return response
         if (path.startswith("/api/") and request.method not in SAFE_METHODS
-                and not _api_csrf_ok(request, auth)):
+                and _routed(request) and not _api_csrf_ok(request, auth)):
             return error(403, "refused: a state-changing API request needs the bearer "
                          "token, a JSON body, or the X-CSRF-Token header, from this origin")
         try:
@@ -81,6 +81,13 @@ class ConsoleGuard(BaseHTTPMiddleware):
             return error(status_code, message)
         return render(request, self.auth, self.src, "error.html", status_code,
                       status=status_code, message=message)
+
+
+def _routed(request: Request) -> bool:
+    """Whether a route takes this method here (else routing answers 404 or 405 itself)."""
+    app = request.scope.get("app")
+    routes = getattr(app, "routes", [])
+    return any(route.matches(request.scope)[0] is Match.FULL for route in routes)
 
 
 def _api_csrf_ok(request: Request, auth: ConsoleAuth) -> bool:

@@ -40,6 +40,8 @@ from watcher.logs import redact, redact_data
 from watcher.store.timeline import TimelineQuery
 
 MAX_BODY = 64 * 1024
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: later times are clamped to it
+MAX_ID = 2**63 - 1  # the store's integer ids are 64-bit
 
 
 def json_response(doc: Any, status_code: int = 200) -> Response:
@@ -65,9 +67,9 @@ def timeline_query(params: Any, *, limit: int = 50) -> TimelineQuery:
     cursor = None
     if before is not None:
         created, _, event_id = before.partition(":")
-        if not (created.isdigit() and event_id.isdigit()):
+        if not (before.isascii() and created.isdigit() and event_id.isdigit()):
             raise BadRequest("before must be the next_before cursor of the previous page")
-        cursor = (int(created), int(event_id))
+        cursor = (min(int(created), MAX_MS), min(int(event_id), MAX_ID))
     raw_limit = get("limit")
     if raw_limit is not None and not raw_limit.isdigit():
         raise BadRequest("limit must be a whole number")
@@ -87,10 +89,10 @@ def parse_time(value: str | None, name: str) -> int | None:
     """ISO 8601 (UTC when no zone; a ``datetime-local`` form value works) or Unix ms."""
     if value is None:
         return None
-    if value.isdigit():
-        return int(value)
+    if value.isascii() and value.isdigit():
+        return min(int(value), MAX_MS)
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be an ISO 8601 time (2026-01-31T12:00:00Z) or Unix "
                          "milliseconds") from None
@@ -101,7 +103,7 @@ def parse_time(value: str | None, name: str) -> int | None:
 
 def event_id_of(request: Request) -> int:
     raw = request.path_params["event_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise LookupError(f"no event {raw}")
     return int(raw)
 
@@ -119,17 +121,29 @@ async def read_json(request: Request) -> dict[str, Any]:
     return doc
 
 
+def text_field(doc: dict[str, Any], name: str) -> str:
+    """A string field of a JSON body; absent or null is empty, another type a 400."""
+    value = doc.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    return value
+
+
 def duration_seconds(doc: dict[str, Any], now_ms: int) -> float:
     """A silence's length from ``duration`` ("2h", seconds) or ``ends_at`` (ISO / ms)."""
+    ends = (parse_time(str(doc["ends_at"]), "ends_at") if doc.get("ends_at") is not None
+            else None)  # checked even when ``duration`` wins
     if doc.get("duration") is not None:
         value = doc["duration"]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadRequest("duration must be like 2h, 30m or a number of seconds")
         try:
             return float(value) if isinstance(value, int | float) else parse_duration(str(value))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise BadRequest("duration must be like 2h, 30m or a number of seconds") from None
-    if doc.get("ends_at") is not None:
-        ends = parse_time(str(doc["ends_at"]), "ends_at")
-        assert ends is not None
+    if ends is not None:
         return (ends - now_ms) / 1000
     raise BadRequest("give duration (2h) or ends_at")
 
@@ -162,13 +176,13 @@ def api_routes(src: ConsoleSource) -> list[Route]:
     async def ack(request: Request) -> Response:
         doc = await read_json(request)
         return json_response(await api.acknowledge(
-            src, event_id_of(request), str(doc.get("by") or ""), str(doc.get("comment") or "")))
+            src, event_id_of(request), text_field(doc, "by"), text_field(doc, "comment")))
 
     async def feedback(request: Request) -> Response:
         doc = await read_json(request)
         return json_response(await api.set_feedback(
-            src, event_id_of(request), str(doc.get("label") or ""),
-            str(doc.get("note") or ""), str(doc.get("by") or "")))
+            src, event_id_of(request), text_field(doc, "label"), text_field(doc, "note"),
+            text_field(doc, "by")))
 
     async def cameras(request: Request) -> Response:
         await src.status.refresh()
@@ -186,8 +200,8 @@ def api_routes(src: ConsoleSource) -> list[Route]:
             doc = await read_json(request)
             created = await api.create_silence(
                 src, api.matchers_from_json(doc.get("matchers")),
-                duration_seconds(doc, src.clock.now_ms()), str(doc.get("comment") or ""),
-                str(doc.get("created_by") or ""))
+                duration_seconds(doc, src.clock.now_ms()), text_field(doc, "comment"),
+                text_field(doc, "created_by"))
             return json_response(created, 201)
         return json_response({"silences": await api.silences_list(src)})
 

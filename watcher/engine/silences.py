@@ -75,8 +75,10 @@ class Matcher:
         name, value = data.get("name"), data.get("value")
         if not isinstance(name, str) or not isinstance(value, str):
             raise SilenceError("a matcher needs a string name and value")
-        return cls(name, value, bool(data.get("isRegex", False)),
-                   bool(data.get("isEqual", True)))
+        is_regex, is_equal = data.get("isRegex", False), data.get("isEqual", True)
+        if not isinstance(is_regex, bool) or not isinstance(is_equal, bool):
+            raise SilenceError("a matcher's isRegex and isEqual are true or false")
+        return cls(name, value, is_regex, is_equal)
 
     def __str__(self) -> str:
         op = ("=~" if self.is_regex else "=") if self.is_equal else (

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from watcher import __version__
+from watcher.console.openapi import SCHEMAS as CONSOLE_SCHEMAS
+from watcher.console.openapi import SECURITY_SCHEMES, console_paths
 
 OPENAPI_PATH = "/openapi.json"
 METRICS_MEDIA_TYPES = ("text/plain", "application/openmetrics-text")
@@ -108,8 +110,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def status_openapi(*, console: bool = False) -> dict[str, Any]:
-    """The listener's document; with ``console``, ``/`` is the console's page (HTML)."""
+def status_openapi(*, console: bool = False, token: bool = False) -> dict[str, Any]:
+    """The listener's document; with ``console``, ``/`` is the console's page (HTML) and the
+    console's JSON API is in it; ``token`` says whether ``status.token`` guards them."""
     metrics_content = {media: {"schema": {"type": "string"}} for media in METRICS_MEDIA_TYPES}
     index = ({"summary": "The console: the alerts timeline", "operationId": "index",
               "responses": {"200": {"description": "The console's page", "content": {
@@ -117,7 +120,7 @@ def status_openapi(*, console: bool = False) -> dict[str, Any]:
              if console else
              {"summary": "What this listener serves", "operationId": "index",
               "responses": {"200": _json("Its endpoints", _ref("Index"))}})
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "watcher status listener", "version": __version__,
                  "description": "Health checks, Prometheus metrics and the daemon's status. "
@@ -154,3 +157,27 @@ def status_openapi(*, console: bool = False) -> dict[str, Any]:
         },
         "components": {"schemas": SCHEMAS},
     }
+    return with_console(document, token=token) if console else document
+
+
+def with_console(document: dict[str, Any], *, token: bool) -> dict[str, Any]:
+    """Add the console's ``/api/``; with a token, every route but ``/healthz`` needs it."""
+    document["paths"].update(console_paths(token=token))
+    document["components"]["schemas"] = {**SCHEMAS, **CONSOLE_SCHEMAS}
+    document["tags"] = [{"name": "console", "description": "The web console's JSON API"}]
+    if not token:
+        return document
+    document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    document["info"]["description"] = (
+        "Health checks, Prometheus metrics, the daemon's status and the console's JSON API. "
+        "Every route but `/healthz` needs `status.token` as a bearer token or the console's "
+        "session cookie.")
+    for path, item in document["paths"].items():
+        if path == "/healthz" or path.startswith("/api/"):
+            continue
+        for operation in item.values():
+            operation["security"] = [{"StatusToken": []}, {"SessionCookie": []}]
+            operation["responses"]["401"] = {
+                "description": "Neither the bearer token nor the session cookie was sent",
+                "content": {"application/json": {"schema": _ref("ConsoleError")}}}
+    return document

@@ -111,7 +111,7 @@ def create_status_app(source: StatusSource, registry: CollectorRegistry | None =
     async def status(request: Request) -> Response:
         return _json(await status_document(source))
 
-    document = status_openapi(console=console is not None)
+    document = status_openapi(console=console is not None, token=token is not None)
 
     async def openapi(request: Request) -> Response:
         return _json(document)
