@@ -123,7 +123,9 @@ async def run(args: argparse.Namespace) -> dict:
             keeper = daemon.keepers["cam"]
             await keeper.wait_live(60)
             changes = _record_changes(daemon)
+            await asyncio.sleep(2.0)  # the first windows fill before anything counts
             began = time.time() + 1.0  # visits from now on count
+            errors_before = _errors(daemon)
             end = began + args.events * args.period
             while time.time() < end:
                 _count_calls(daemon, calls, args, start)
@@ -159,7 +161,8 @@ async def run(args: argparse.Namespace) -> dict:
             "static_calls": calls.static.get(name, 0),
             "static_calls_per_hour": calls.static.get(name, 0) / (hours * 0.9 or 1),
             "by_trigger": dict(stats[name].by_trigger),
-            "errors": stats[name].model_errors + stats[name].invalid_answers,
+            "errors": (stats[name].model_errors + stats[name].invalid_answers
+                       - errors_before.get(name, 0)),
         }
     static_changes = [c for c in changes if began <= c < end
                       and not near_visit(c, args.period, start, args.duration)]
@@ -167,6 +170,12 @@ async def run(args: argparse.Namespace) -> dict:
     results["on-change"]["static_changes"] = len(static_changes)
     return {"period_s": args.period, "duration_s": args.duration, "hours": hours,
             "rules": results}
+
+
+def _errors(daemon: Daemon) -> dict[str, int]:
+    assert daemon.engine is not None
+    return {name: r.stats.model_errors + r.stats.invalid_answers
+            for name, r in daemon.engine.runners.items()}
 
 
 def _record_changes(daemon: Daemon) -> list[float]:
@@ -220,7 +229,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--json", action="store_true")
     _verdict.add_smoke(parser)
-    args = _verdict.apply_smoke(parser.parse_args(), events=2, period=8.0, duration=2.0)
+    args = _verdict.apply_smoke(parser.parse_args(), events=2, period=10.0, duration=4.0)
     _common.quiet_logs()
     result = asyncio.run(run(args))
     rules = result["rules"]
