@@ -192,7 +192,8 @@ def main() -> int:
     parser.add_argument("--full-episodes", type=int, default=4)
     parser.add_argument("--json", action="store_true")
     _verdict.add_smoke(parser)
-    args = _verdict.apply_smoke(parser.parse_args(), lock=3.0, long=4.0, long_age=1.0,
+    # The lock outlasts a readiness probe (every 5 s) plus SQLite's 5 s busy wait.
+    args = _verdict.apply_smoke(parser.parse_args(), lock=12.0, long=10.0, long_age=1.0,
                                 long_episodes=2, full=3.0, full_episodes=1)
     quiet_logs()
     logging.getLogger("watcher.engine.storehealth").setLevel(logging.INFO)
