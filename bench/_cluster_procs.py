@@ -26,7 +26,7 @@ from support.cluster import (
     scripted_events_notified,
     well_formed,
 )
-from support.pgdb import fresh_database
+from support.postgres import fresh_database
 
 
 async def _transactions(db: str) -> int:

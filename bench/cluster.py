@@ -206,7 +206,7 @@ class _store:
             store = MemoryClusterStore()
             return store, lambda: sum(store.calls.values())
         from sqlalchemy import event
-        from support.pgdb import fresh_database
+        from support.postgres import fresh_database
 
         from watcher.cluster.sqlstore import SqlClusterStore
         from watcher.store import AlertStore

@@ -180,7 +180,7 @@ async def bench_api(location: str, requests: int, now_ms: int, count: int,
 
 
 async def on_postgres(args: argparse.Namespace, now_ms: int) -> list[dict[str, Any]]:
-    from support.pgdb import fresh_database
+    from support.postgres import fresh_database
 
     async with fresh_database("watcher_bench") as url:
         await fill_store(url, args.events, now_ms)

@@ -116,12 +116,8 @@ async def run(backends: list[str], writes: int) -> dict[str, dict[str, Any]]:
         problem = await asyncio.to_thread(postgres.reachable, postgres.server_url())
         if problem is not None:
             raise SystemExit(f"PostgreSQL: {problem} (or run with --backends sqlite)")
-        database = postgres.ThrowawayDatabase(postgres.server_url())
-        await asyncio.to_thread(database.create)
-        try:
-            results["postgresql"] = await measure(database.url, writes)
-        finally:
-            await asyncio.to_thread(database.drop)
+        async with postgres.fresh_database("watcher_bench") as url:
+            results["postgresql"] = await measure(url, writes)
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +28,11 @@ def _postgres_database() -> Iterator[ThrowawayDatabase | str]:
         yield problem
         return
     database = ThrowawayDatabase(base)
-    database.create()
+    asyncio.run(database.create())
     try:
         yield database
     finally:
-        database.drop()
+        asyncio.run(database.drop())
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def postgres_url(_postgres_database: ThrowawayDatabase | str) -> str:
     if isinstance(_postgres_database, str):
         postgres.unavailable(_postgres_database)
     assert isinstance(_postgres_database, ThrowawayDatabase)
-    _postgres_database.reset()
+    asyncio.run(_postgres_database.reset())
     return _postgres_database.url
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pgdb import fresh_database
+from support.postgres import fresh_database
 
 from watcher.clock import ManualClock
 from watcher.cluster.coordinator import Coordinator

@@ -1,9 +1,15 @@
-"""A throwaway PostgreSQL database per test run, on the server the suite is given.
+"""Throwaway PostgreSQL databases on the server the suite is given.
 
 The server: ``$WATCHER_TEST_POSTGRES_URL``, else
-``postgresql://postgres@127.0.0.1:5432/test``. Each run creates its own
-database (random suffix) and drops it at the end, because several test runs
-may share the server; each test then starts from an empty ``public`` schema.
+``postgresql://postgres@127.0.0.1:5432/test``. Every database made here has
+a random name and is dropped afterwards, because several test runs may share
+the server. Two ways to get one:
+
+* the ``postgres_url`` fixture (tests/conftest.py): one database per run,
+  emptied (a new ``public`` schema) before each test;
+* :func:`fresh_database`: a database of its own for one test or benchmark
+  (several processes connect to it, or it must outlive a schema reset).
+
 Without a reachable server the tests that need it skip with the reason,
 except under ``CI=true``, where that is a failure.
 """
@@ -11,8 +17,10 @@ except under ``CI=true``, where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -47,28 +55,48 @@ async def _execute(url: str, *statements: str) -> None:
         await conn.close()
 
 
-class ThrowawayDatabase:
-    """One database created on the server for this run; ``reset()`` empties it."""
-
-    def __init__(self, base: str) -> None:
-        self.name = f"watcher_test_{secrets.token_hex(4)}"
-        self.base = base
-        self.url = make_url(base).set(database=self.name).render_as_string(hide_password=False)
-
-    def create(self) -> None:
-        asyncio.run(_execute(self.base, f'CREATE DATABASE "{self.name}"'))
-
-    def drop(self) -> None:
-        asyncio.run(_execute(self.base, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-
-    def reset(self) -> None:
-        asyncio.run(_execute(self.url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public"))
+async def _problem(base: str) -> str | None:
+    try:
+        await _execute(base, "SELECT 1")
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"no server at {make_url(base).render_as_string(hide_password=True)}: {exc}"
+    return None
 
 
 def reachable(base: str) -> str | None:
     """None if the server answers, else why not."""
+    return asyncio.run(_problem(base))
+
+
+class ThrowawayDatabase:
+    """One database with a random name on the server at ``base``."""
+
+    def __init__(self, base: str, prefix: str = "watcher_test") -> None:
+        self.name = f"{prefix}_{secrets.token_hex(4)}"
+        self.base = base
+        self.url = make_url(base).set(database=self.name).render_as_string(hide_password=False)
+
+    async def create(self) -> None:
+        await _execute(self.base, f'CREATE DATABASE "{self.name}"')
+
+    async def drop(self) -> None:
+        await _execute(self.base, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    async def reset(self) -> None:
+        """Empty it: a new ``public`` schema."""
+        await _execute(self.url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(prefix: str = "watcher_test") -> AsyncIterator[str]:
+    """A new database on the server; yields its URL and drops it at the end."""
+    base = server_url()
+    problem = await _problem(base)
+    if problem is not None:
+        unavailable(problem)
+    database = ThrowawayDatabase(base, prefix)
+    await database.create()
     try:
-        asyncio.run(_execute(base, "SELECT 1"))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"no server at {make_url(base).render_as_string(hide_password=True)}: {exc}"
-    return None
+        yield database.url
+    finally:
+        await database.drop()
