@@ -18,7 +18,8 @@ Cluster mode (``cluster:``): keepers and rules exist only for the camera
 groups this instance owns. The coordinator (last to start, first to stop)
 calls :meth:`Daemon._gain` and :meth:`Daemon._lose` as ownership moves; every
 rule write carries the group's fence. The outbox delivers for everyone: any
-live instance claims due deliveries.
+live instance claims due deliveries, each claim naming the instance, and the
+instances that see one die release its claims at once (:meth:`Daemon._release_claims`).
 """
 
 from __future__ import annotations
@@ -154,8 +155,10 @@ class Daemon:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
             # First the state: a locked, outdated or unreachable store fails at once.
+            # In a cluster, delivery claims name the instance, so others can release them.
+            claimer = config.cluster.member_id if config.cluster is not None else None
             store = self.store = MonitoredStore(await stack.enter_async_context(
-                daemon_store(config.state.location)), self.store_health)
+                daemon_store(config.state.location, instance=claimer)), self.store_health)
             log.info("alert state in %s", store.path)
             client, http = await stack.enter_async_context(api_client(config))
             self._client, self._http = client, http
@@ -356,7 +359,8 @@ class Daemon:
         return Coordinator(SqlClusterStore(self.store.db.engine),
                            instance_id=cluster.member_id, heartbeat_s=cluster.heartbeat,
                            lease_s=cluster.lease, groups=config_groups(config),
-                           on_gain=self._gain, on_lose=self._lose, info=info)
+                           on_gain=self._gain, on_lose=self._lose, info=info,
+                           on_dead=self._release_claims)
 
     def _gate(self, stream: str) -> Callable[[], bool] | None:
         """Cluster mode: publish a stream's frames only while its group's lease is held
@@ -373,6 +377,14 @@ class Daemon:
         assert self.coordinator is not None
         group = group_of(self.coordinator.groups.values()).get(streams[0], streams[0])
         return GroupFence(self.coordinator.token(group), on_stale=self.coordinator.lost)
+
+    async def _release_claims(self, instance_ids: list[str], now_ms: int) -> int:
+        """Dead instances' deliveries go out again now, not at their claims' deadline."""
+        assert self.store is not None
+        released = await self.store.release_claims(instance_ids, now_ms)
+        if released:
+            self._wake_outbox()
+        return released
 
     async def _gain(self, group: CameraGroup, epoch: int) -> None:
         """Start a group this instance now owns: keepers, then rules (whose alert state

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from watcher.clock import ManualClock
-from watcher.cluster.coordinator import Coordinator
+from watcher.cluster.coordinator import Coordinator, OnDead
 from watcher.cluster.groups import CameraGroup
 from watcher.cluster.leases import FenceToken, MemoryClusterStore
 from watcher.errors import LeaseLostError
@@ -30,7 +30,7 @@ class Harness:
     def mono(self) -> float:
         return self.clock.now_ms() / 1000
 
-    def add(self, name: str) -> Coordinator:
+    def add(self, name: str, on_dead: OnDead | None = None) -> Coordinator:
         self.running[name] = {}
 
         async def gain(group: CameraGroup, epoch: int) -> None:
@@ -44,7 +44,7 @@ class Harness:
 
         node = Coordinator(self.store, instance_id=name, heartbeat_s=HEARTBEAT, lease_s=LEASE,
                            groups=self.groups, on_gain=gain, on_lose=lose, clock=self.clock,
-                           monotonic=self.mono)
+                           monotonic=self.mono, on_dead=on_dead)
         self.nodes[name] = node
         return node
 
@@ -205,3 +205,32 @@ async def test_shutdown_releases_so_the_next_owner_need_not_wait() -> None:
     del h.nodes["a"]
     await h.rounds(1)  # one round later: b has everything, no lease wait
     assert len(h.running["b"]) == 6
+
+
+async def test_each_live_instance_reports_each_death_once_and_retries_a_failed_report(
+        ) -> None:
+    h = Harness()
+    told: list[tuple[str, list[str]]] = []
+    broken = {"b"}
+
+    def reporter(name: str) -> OnDead:
+        async def on_dead(instance_ids: list[str], now_ms: int) -> int:
+            if name in broken:
+                broken.discard(name)
+                raise ConnectionError("the alert store is down")
+            told.append((name, instance_ids))
+            return 1
+        return on_dead
+
+    for name in ("a", "b", "c"):
+        h.add(name, on_dead=reporter(name))
+    await h.rounds(3)
+    await h.rounds(4, ["a", "b"])  # c silent for 8 s at the last round: not dead yet
+    assert told == []
+    await h.rounds(1, ["a", "b"])  # 10 s: dead; b cannot report it this round
+    assert told == [("a", ["c"])]
+    await h.rounds(3, ["a", "b"])
+    assert told == [("a", ["c"]), ("b", ["c"])]
+    await h.rounds(2)  # c is back: a later death is a new one
+    await h.rounds(6, ["a", "b"])
+    assert told == [("a", ["c"]), ("b", ["c"])] * 2

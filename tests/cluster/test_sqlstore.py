@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.postgres import fresh_database
 
 from watcher.clock import ManualClock
-from watcher.cluster.coordinator import Coordinator
+from watcher.cluster.coordinator import Coordinator, OnDead
 from watcher.cluster.groups import CameraGroup
 from watcher.cluster.leases import FenceToken, Member
 from watcher.cluster.sqlstore import SqlClusterStore, check_fence
+from watcher.engine.state import AlertState, Kind, Transition
 from watcher.errors import LeaseLostError
-from watcher.store import AlertStore
+from watcher.store import AlertEventRecord, AlertStore
 
 NOW = 1_700_000_000_000
 LEASE_MS = 10_000
@@ -148,3 +149,63 @@ async def test_three_coordinators_share_the_groups_on_postgresql(engine: AsyncEn
     assert sorted(len(r) for r in running.values()) == [0, 3, 3]
     for lease in await store.leases():
         assert lease.epoch == epochs[lease.group_id] + (lease.group_id in lost)
+
+
+async def test_a_dead_members_delivery_claims_are_released_once_it_is_declared_dead(
+        ) -> None:
+    """Not at the claim's deadline (minutes): at the first round that finds it silent for
+    the lease, and only its claims."""
+    clock = ManualClock()
+    async with fresh_database("watcher_cluster_claims") as url, AlertStore(
+            url, instance="a") as a_store, AlertStore(url, instance="c") as c_store:
+        cluster = SqlClusterStore(a_store.db.engine)
+        released: list[tuple[list[str], int]] = []
+
+        async def release(instance_ids: list[str], now_ms: int) -> int:
+            count = await a_store.release_claims(instance_ids, now_ms)
+            released.append((instance_ids, count))
+            return count
+
+        def node(name: str, on_dead: OnDead) -> Coordinator:
+            return Coordinator(cluster, instance_id=name, heartbeat_s=2, lease_s=10,
+                               groups=[], on_gain=_started, on_lose=_stopped, clock=clock,
+                               monotonic=lambda: clock.now_ms() / 1000, on_dead=on_dead)
+
+        a, c = node("a", release), node("c", c_store.release_claims)
+        claims = {}
+        for store, rule in ((c_store, "door"), (a_store, "gate")):
+            await store.record(rule, "cam", AlertState(updated_ms=clock.now_ms()), [
+                AlertEventRecord.from_transition(
+                    rule, "cam", Transition(Kind.FIRING, True, clock.now_ms(), 1))],
+                actions_for=lambda e: ["hook"])
+            [claims[store.instance]] = await store.claim_due(clock.now_ms(), limit=1)
+        await a.step()
+        await c.step()
+        c_seen_ms = clock.now_ms()
+        # c dies holding its claim; a goes on
+        while clock.now_ms() - c_seen_ms < 10_000:
+            assert released == []
+            assert await a_store.due_deliveries(clock.now_ms()) == []
+            clock.advance(2)
+            await a.step()
+        assert released == [(["c"], 1)]
+        [due] = await a_store.due_deliveries(clock.now_ms())
+        assert (due.action, due.status, due.claimed_by, due.attempts) == (
+            "hook", "pending", None, 1)
+        assert due.id == claims["c"].id
+        assert clock.now_ms() < claims["c"].claim_expires_ms - 500_000  # minutes early
+        [mine] = await a_store.claim_due(clock.now_ms())
+        assert mine.id == due.id and mine.idempotency_key == due.idempotency_key
+        counts = (await a_store.delivery_counts())["hook"]
+        assert counts == {"delivering": 2}  # a's own claim was left alone
+        clock.advance(2)
+        await a.step()
+        assert released == [(["c"], 1)]  # once per death
+
+
+async def _started(group: CameraGroup, epoch: int) -> None:
+    return None
+
+
+async def _stopped(group: CameraGroup, why: str) -> None:
+    return None

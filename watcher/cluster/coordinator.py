@@ -12,6 +12,8 @@ handover::
                 groups desired here whose lease is free (released, expired, or ours):
                 acquire (the epoch goes up by one), then start them (keepers, alert
                 state, rules)
+                members seen dead for the first time: ``on_dead`` (their delivery
+                claims go back to the outbox at once, not at the claims' deadline)
 
 Safety does not rest on the instances agreeing about membership: the lease
 row decides. A group's new owner starts it only once the old owner released
@@ -49,6 +51,9 @@ WATCHDOG_S = 0.25
 
 OnGain = Callable[[CameraGroup, int], Awaitable[None]]
 OnLose = Callable[[CameraGroup, str], Awaitable[None]]
+OnDead = Callable[[list[str], int], Awaitable[int]]
+"""``on_dead(instance_ids, now_ms)``: release the delivery claims of those dead instances;
+how many were released."""
 Monotonic = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -85,14 +90,17 @@ class Coordinator:
     """Keeps this instance's share of the camera groups; ``on_gain``/``on_lose`` do the work.
 
     ``on_lose`` must stop the group's rules and then its keepers before it
-    returns: the lease is released only after it.
+    returns: the lease is released only after it. ``on_dead`` is called once per
+    death with the members whose heartbeats stopped (silent for ``lease``):
+    every live instance calls it, so it must be idempotent, and it is called
+    again for a member that rejoins and dies again.
     """
 
     def __init__(self, store: ClusterStore, *, instance_id: str, heartbeat_s: float,
                  lease_s: float, groups: Sequence[CameraGroup], on_gain: OnGain,
                  on_lose: OnLose, clock: Clock | None = None,
                  monotonic: Monotonic = time.monotonic, sleep: Sleep = asyncio.sleep,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, on_dead: OnDead | None = None) -> None:
         if lease_s <= heartbeat_s:
             raise ValueError("the lease must be longer than the heartbeat")
         self.store = store
@@ -108,6 +116,9 @@ class Coordinator:
         self.last_error: str | None = None
         self._on_gain = on_gain
         self._on_lose = on_lose
+        self._on_dead = on_dead
+        self._dead: set[str] = set()
+        """Members already declared dead (and ``on_dead`` told about them)."""
         self._clock = clock or SystemClock()
         self._monotonic = monotonic
         self._sleep = sleep
@@ -283,6 +294,7 @@ class Coordinator:
             live = sorted({m.instance_id for m in members
                            if now_ms - m.last_seen_ms < self.lease_ms} | {self.instance_id})
             result.live = live
+            await self._bury(members, now_ms)
             desired = assign(list(self.groups.values()), live)
             for group_id in [g for g in self._held if desired.get(g) != self.instance_id]:
                 target = desired.get(group_id)
@@ -324,6 +336,23 @@ class Coordinator:
                 except Exception:
                     log.exception("cluster: starting group %s failed", group.id)
             return result
+
+    async def _bury(self, members: Sequence[Member], now_ms: int) -> None:
+        """Tell ``on_dead`` about the members newly silent for ``lease``."""
+        dead = {m.instance_id for m in members
+                if now_ms - m.last_seen_ms >= self.lease_ms} - {self.instance_id}
+        self._dead &= dead  # a member seen again (or forgotten) is watched afresh
+        new = sorted(dead - self._dead)
+        if not new or self._on_dead is None:
+            return
+        try:
+            released = await self._on_dead(new, now_ms)
+        except Exception as exc:  # tried again next round
+            log.warning("cluster: could not release what %s held: %s", ", ".join(new), exc)
+            return
+        self._dead.update(new)
+        log.info("cluster: %s stopped heartbeating; %d delivery claim(s) released",
+                 ", ".join(new), released)
 
     def set_groups(self, groups: Sequence[CameraGroup]) -> None:
         """A new group list (after a reload); the next round hands over what moved."""

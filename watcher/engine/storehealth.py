@@ -32,7 +32,7 @@ PROBE_INTERVAL_S = 5.0
 WRITES = frozenset({
     "record", "mark_delivering", "mark_sent", "mark_retry", "mark_dead", "mark_summarized",
     "reset_in_flight", "forget", "prune", "trim_evidence", "drop_oldest_evidence", "ping",
-    "claim_due", "save_switch", "save_budget_spend",
+    "claim_due", "release_claims", "save_switch", "save_budget_spend",
 })
 """Store methods that write (their success can prove the store is back)."""
 
