@@ -8,20 +8,17 @@ one; the engine's clock is a ManualClock advanced 5 s per evaluation, so
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.keeper import KEY, Harness, Spec, eventually, make_harness
+from support.scripted_camera import ScriptedCamera, script_source
 
 from watcher.clock import ManualClock, SystemClock
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import RuleRunner
 from watcher.engine.state import Status
 from watcher.engine.store import AlertEventRecord, AlertStore
-from watcher.media.sources import SourceStats
-from watcher.media.testsrc import SyntheticScene
 from watcher.server.backends.vision import VisionModel
 from watcher.server.settings import ServerSettings
 
@@ -42,52 +39,15 @@ RULE = {
 }
 
 
-class ScriptedCamera:
-    """A source whose scene time the test sets: inside an event the box moves."""
-
-    def __init__(self, sink, on_frame) -> None:
-        self.scene = SyntheticScene(160, 120, fps=10, events=("box",), period=1000,
-                                    duration=5, start=100, noise=2, clock=False)
-        self.sink, self.on_frame = sink, on_frame
-        self.event = False
-        self.frames = 0
-        """Frames produced so far (settle() counts those since a change of scene)."""
-        self._stop = threading.Event()
-        self.stats = SourceStats(state="live")
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-
-    async def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.wait(0.1):
-            n += 1
-            # The box crosses the frame in 5 s of scene time, or the room is empty.
-            t = 100 + (n * 0.1) % 5 if self.event else 10.0
-            frame = np.ascontiguousarray(self.scene.frame_at(t))
-            self.sink.put(frame)
-            self.on_frame(frame, 0.0)
-            self.frames += 1
-
-
 @pytest.fixture
 async def setup(tmp_path: Path):
     h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=30), SystemClock())
     h.server.backends["local/vision"] = VisionModel()
-    cameras: list[ScriptedCamera] = []
-
-    def factory(spec, sink, on_frame):
-        cameras.append(ScriptedCamera(sink, on_frame))
-        return cameras[0]
-
     keeper = h.keeper(Spec(name="cam"))
-    keeper._source_factory = factory
+    camera = script_source(keeper, size=(160, 120), crossing_s=5, ticking=False)
     keeper.start()
     await keeper.wait_live(15)
-    yield h, keeper, cameras[0], tmp_path / "state.sqlite3"
+    yield h, keeper, camera(), tmp_path / "state.sqlite3"
     await keeper.stop()
     await h.server.aclose()
     await h.http.aclose()

@@ -4,57 +4,25 @@ embedded server, a camera whose scene the test scripts and a scripted model."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.keeper import KEY, eventually, make_harness
 from support.keeper import Spec as KeeperSpec
 from support.models import ScriptedModel
+from support.scripted_camera import script_source
 
 from watcher.clock import SystemClock
 from watcher.engine.engine import RuleEngine
 from watcher.engine.rules import RuleConfig
 from watcher.engine.state import Status
 from watcher.engine.store import AlertStore
-from watcher.media.sources import SourceStats
-from watcher.media.testsrc import SyntheticScene
 from watcher.server.backends.base import ChatInput
 from watcher.server.settings import ServerSettings
 
 MODEL = "scripted"
 NEVER = "0 0 1 1 *"
 """A heartbeat that does not come during a test (once a year)."""
-
-
-class ScriptedCamera:
-    """320x240 at 10 fps with sensor noise and a ticking clock overlay; while ``event`` is
-    set, a box crosses the room."""
-
-    def __init__(self, sink, on_frame) -> None:
-        self.scene = SyntheticScene(320, 240, fps=10, events=("box",), period=1000,
-                                    duration=50, start=100, noise=2, clock=True)
-        self.sink, self.on_frame = sink, on_frame
-        self.event = False
-        self.frames = 0
-        self._stop = threading.Event()
-        self.stats = SourceStats(state="live")
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-
-    async def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.frames += 1
-            # Scene time runs on (the clock overlay ticks); the box shows only in events.
-            t = 100 + self.frames * 0.1 if self.event else 10 + self.frames * 0.1 % 80
-            frame = np.ascontiguousarray(self.scene.frame_at(t))
-            self.sink.put(frame)
-            self.on_frame(frame, None)
 
 
 def answers(camera_of, by_rule: dict[str, str] | None = None):
@@ -71,14 +39,8 @@ def answers(camera_of, by_rule: dict[str, str] | None = None):
 @pytest.fixture
 async def site(tmp_path: Path):
     h = await make_harness(ServerSettings(api_keys=[KEY], ttl_seconds=30), SystemClock())
-    cameras: list[ScriptedCamera] = []
-
-    def factory(spec, sink, on_frame):
-        cameras.append(ScriptedCamera(sink, on_frame))
-        return cameras[-1]
-
     keeper = h.keeper(KeeperSpec(name="cam", fps=10, width=320, height=240))
-    keeper._source_factory = factory
+    camera = script_source(keeper)
     keeper.start()
     await keeper.wait_live(20)
     store = AlertStore(tmp_path / "state.sqlite3")
@@ -91,7 +53,7 @@ async def site(tmp_path: Path):
         engines.append(made)
         return made
 
-    yield engine, keeper, (lambda: cameras[-1])
+    yield engine, keeper, camera
     for made in engines:
         await made.stop()
     await keeper.stop()
