@@ -38,6 +38,7 @@ from support.receivers import HttpReceiver, reply
 
 from watcher.config import load_config
 from watcher.daemon import Daemon
+from watcher.engine.triggers import Trigger
 
 FPS = 5.0
 SETTLE_MARGIN_S = 2.0
@@ -181,16 +182,13 @@ def _errors(daemon: Daemon) -> dict[str, int]:
 def _record_changes(daemon: Daemon) -> list[float]:
     """Wall times of the frames the on-change rule's detector called a change."""
     assert daemon.engine is not None
-    gate = daemon.engine.triggers.gates["on-change"]
-    request = gate.request
     seen: list[float] = []
 
-    def recording(trigger) -> None:  # type: ignore[no-untyped-def]
-        if trigger.kind == "change" and trigger.changed_at is not None:
+    def record(rule: str, trigger: Trigger) -> None:
+        if rule == "on-change" and trigger.changed_at is not None:
             seen.append(time.time() - (time.monotonic() - trigger.changed_at))
-        request(trigger)
 
-    gate.request = recording  # type: ignore[method-assign]
+    daemon.engine.triggers.change_observers.append(record)
     return seen
 
 

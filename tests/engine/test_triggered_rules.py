@@ -72,6 +72,8 @@ async def test_an_object_appearing_fires_without_waiting_for_the_heartbeat(site)
     make, _keeper, camera = site
     model = ScriptedModel(MODEL, answers(camera))
     engine = make([rule("door", on_change=True, cron=NEVER, window="1s", max_fps=5)], model)
+    observed: list[tuple[str, str | None]] = []
+    engine.triggers.change_observers.append(lambda r, t: observed.append((r, t.stream)))
     await engine.start()
     runner = engine.runners["door"]
     seen = camera().frames
@@ -80,6 +82,8 @@ async def test_an_object_appearing_fires_without_waiting_for_the_heartbeat(site)
     camera().event = True
     await eventually(lambda: runner.state.status is Status.FIRING, 60)
     assert set(runner.stats.by_trigger) == {"change"}
+    assert observed and set(observed) == {("door", "cam")}
+    assert len(observed) == engine.triggers.gates["door"].stats.requested
     url = model.requests[0].raw["messages"][-1]["content"][1]["video_url"]["url"]
     assert "start_offset_ms=" in url  # a window ending at the change (or now)
     events = await engine.store.events(limit=5)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from watcher.engine.triggers import Trigger, TriggerGate
-from watcher.media.changes import ChangeDetector, thumbnail
+from watcher.engine.triggers import ChangeWatch, Trigger, TriggerGate
+from watcher.media.changes import DEFAULT_CHANGE_THRESHOLD, ChangeDetector, ChangeTracker, thumbnail
 from watcher.media.testsrc import SyntheticScene
 
 
@@ -108,3 +109,37 @@ async def test_a_change_waits_for_its_frame_to_settle() -> None:
     await gate.idle()
     assert time.sleeps == [pytest.approx(0.3)]
     assert asked[0].end_at == pytest.approx(100.3)
+
+
+async def test_change_observers_see_each_change_trigger_before_the_gate() -> None:
+    asked: list[Trigger] = []
+
+    async def evaluate(trigger: Trigger) -> None:
+        asked.append(trigger)
+
+    gate = TriggerGate("door", evaluate, min_interval_s=0.0)
+    seen: list[tuple[str, Trigger, int]] = []
+
+    def broken(rule: str, trigger: Trigger) -> None:
+        raise RuntimeError("an observer's own bug")
+
+    def observe(rule: str, trigger: Trigger) -> None:
+        seen.append((rule, trigger, gate.stats.requested))
+
+    tracker = ChangeTracker()
+    watch = ChangeWatch(gate, DEFAULT_CHANGE_THRESHOLD, asyncio.get_running_loop(), [broken])
+    watch.attach({"cam": SimpleNamespace(changes=tracker)}, ["cam"])
+    watch.observers.append(observe)  # added after the watch was made: told too
+    scene = SyntheticScene(width=640, height=480, fps=5, events=("person",), start=4,
+                           period=100, duration=50)
+    for n in range(40):
+        tracker(scene.frame(n), float(n))
+    await asyncio.sleep(0)  # the changes hop to the event loop
+    await gate.idle()
+    assert watch.changes >= 1
+    assert [(rule, t.kind, t.stream) for rule, t, _ in seen] == [
+        ("door", "change", "cam")] * watch.changes
+    assert seen[0][1].changed_at == 20.0  # the person enters at frame 20
+    assert [before for _, _, before in seen] == list(range(watch.changes))  # gate after
+    assert gate.stats.requested == watch.changes and asked  # the gate still asks
+    assert asked[-1].changed_at == seen[-1][1].changed_at

@@ -6,6 +6,9 @@ with its runners (:meth:`TriggeredRules.arm` after start and every reload).
 * ``on_alert``: :meth:`TriggeredRules.on_step` (an engine observer) requests an
   ``alert`` trigger for each follower when a leader's step records a ``firing``.
 
+:attr:`TriggeredRules.change_observers` see every ``change`` trigger of every
+watch, present and future (a benchmark times the detector with it).
+
 A rule switched off at run time (``engine.paused``) ignores its triggers. In
 cluster mode the engine only runs the rules of the groups this instance owns,
 so triggers fire only there.
@@ -19,7 +22,13 @@ from typing import Any, Protocol
 
 from watcher.engine.state import AlertState, Kind
 from watcher.engine.store import AlertEventRecord
-from watcher.engine.triggers import SETTLE_S, ChangeWatch, Trigger, TriggerGate
+from watcher.engine.triggers import (
+    SETTLE_S,
+    ChangeObserver,
+    ChangeWatch,
+    Trigger,
+    TriggerGate,
+)
 
 DEFAULT_FRAME_INTERVAL_S = 0.2
 
@@ -37,6 +46,8 @@ class TriggeredRules:
         self.watches: dict[str, ChangeWatch] = {}
         self.followers: dict[str, list[str]] = {}
         """leader rule -> rules with it in ``on_alert``."""
+        self.change_observers: list[ChangeObserver] = []
+        """Shared by every :class:`ChangeWatch` this makes."""
 
     def arm(self) -> None:
         """Gates and watches for the current runners (new runner: new gate)."""
@@ -57,7 +68,8 @@ class TriggeredRules:
                 watch = self.watches.get(name)
                 if watch is None:
                     watch = self.watches[name] = ChangeWatch(
-                        self.gates[name], runner.rule.change_threshold, loop)
+                        self.gates[name], runner.rule.change_threshold, loop,
+                        self.change_observers)
                 watch.attach(self.engine.streams, runner.stream_names)
         self.followers = {}
         for name, runner in wanted.items():

@@ -15,7 +15,10 @@ A :class:`TriggerGate` per triggered rule turns bursts into asks:
 :class:`ChangeWatch` connects a rule's :class:`~watcher.media.changes.ChangeDetector`
 to each of its streams' thumbnails. Frames arrive on capture threads; a change
 hops to the event loop with ``call_soon_threadsafe``, so the detector costs the
-capture thread one comparison of two 32x24 thumbnails per frame.
+capture thread one comparison of two 32x24 thumbnails per frame. On the loop,
+the watch's ``observers`` (:data:`ChangeObserver`) see each change trigger
+before the gate gets it: for measuring the detector, never for changing what
+is asked.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class Trigger:
 TICK = Trigger()
 
 Evaluate = Callable[[Trigger], Awaitable[Any]]
+ChangeObserver = Callable[[str, Trigger], None]
+"""Told of each ``change`` trigger: the rule's name and the trigger (on the event loop)."""
 
 
 @dataclass
@@ -151,10 +156,13 @@ class ChangeWatch:
     """Requests a ``change`` trigger when one of a rule's streams changes."""
 
     def __init__(self, gate: TriggerGate, threshold: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 observers: list[ChangeObserver] | None = None) -> None:
         self.gate = gate
         self.threshold = threshold
         self.loop = loop
+        self.observers = observers if observers is not None else []
+        """Read at each change: callbacks added later are told too (a shared list)."""
         self.changes = 0
         self._attached: dict[str, tuple[Any, Callable[[np.ndarray, float], None]]] = {}
 
@@ -186,6 +194,14 @@ class ChangeWatch:
                 self.changes += 1
                 trigger = Trigger("change", changed_at=at, stream=stream)
                 with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
-                    self.loop.call_soon_threadsafe(self.gate.request, trigger)
+                    self.loop.call_soon_threadsafe(self._changed, trigger)
 
         return on_thumbnail
+
+    def _changed(self, trigger: Trigger) -> None:
+        for observer in self.observers:
+            try:
+                observer(self.gate.name, trigger)
+            except Exception:
+                log.exception("rule %s: a change observer failed", self.gate.name)
+        self.gate.request(trigger)
