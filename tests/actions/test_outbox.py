@@ -11,17 +11,19 @@ and every delay is exact.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.poll import eventually
 
 from watcher.actions.base import Action, DeliveryError
 from watcher.actions.options import ActionOptionsBase
@@ -172,19 +174,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await e.store.close()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Wait (really, briefly) until ``predicate()`` (sync or async) is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
+until = functools.partial(eventually, interval=0.002)
+"""The outbox moves in milliseconds: poll often."""
 
 
 async def settled(env: Env, event: AlertEventRecord) -> bool:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from support.browser import chromium, screenshot_dir
 from support.console import RULE, Console, running_console
-from support.keeper import eventually
+from support.poll import eventually
 
 from watcher.cli import main
 from watcher.engine.silences import AlertLabels

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 from support.apiserver import daemon_on_api
-from support.keeper import eventually
+from support.poll import eventually
 
 
 async def test_readyz_follows_the_api_server_down_and_back(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from support.keeper import eventually
+from support.poll import eventually
 from support.receivers import SLACK_HOOK, FakeSlack, HttpReceiver, SmtpReceiver
 
 WATCHER = str(Path(sys.executable).with_name("watcher"))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from support.keeper import eventually
+from support.poll import eventually
 from support.receivers import HttpReceiver
 
 from watcher.store import AlertStore

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from support.keeper import eventually
+from support.poll import eventually
 
 from watcher.server.embedded import run_embedded
 from watcher.server.settings import ServerSettings

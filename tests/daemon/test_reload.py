@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from support.keeper import eventually
+from support.poll import eventually
 
 from watcher.config import load_config
 from watcher.daemon import Daemon

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from support.keeper import eventually
+from support.poll import eventually
 
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 

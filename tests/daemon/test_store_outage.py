@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.keeper import eventually
+from support.poll import eventually
 from support.status import Running, running_daemon
 from support.storefaults import ExclusiveLock, fill, small_tmpfs
 

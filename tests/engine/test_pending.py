@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from support.keeper import eventually
+from support.poll import eventually
 from support.storefaults import ExclusiveLock
 
 from watcher.clock import ManualClock

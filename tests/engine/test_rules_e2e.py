@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.keeper import KEY, Harness, Spec, eventually, make_harness
+from support.keeper import KEY, Harness, Spec, make_harness
+from support.poll import eventually
 from support.scripted_camera import ScriptedCamera, script_source
 
 from watcher.clock import ManualClock, SystemClock

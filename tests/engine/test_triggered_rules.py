@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from support.keeper import KEY, eventually, make_harness
+from support.keeper import KEY, make_harness
 from support.keeper import Spec as KeeperSpec
 from support.models import ScriptedModel
+from support.poll import eventually
 from support.scripted_camera import script_source
 
 from watcher.clock import SystemClock

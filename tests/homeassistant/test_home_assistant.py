@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiomqtt
 import jsonschema
-from support.keeper import eventually
 from support.mqtt import PrivateBroker, shared_broker, subscribed
+from support.poll import eventually
 from support.site import running_site
 
 from watcher.engine.state import Status

@@ -6,7 +6,8 @@ import asyncio
 import gc
 
 from aiortc import RTCPeerConnection
-from support.keeper import KEY, Harness, Spec, eventually, make_harness
+from support.keeper import KEY, Harness, Spec, make_harness
+from support.poll import eventually
 
 from watcher.clock import ManualClock, SystemClock
 from watcher.keeper.keeper import KeeperTimings, _RateMeter

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from support.camera import MjpegCamera
-from support.keeper import KEY, Harness, Spec, eventually, make_harness
+from support.keeper import KEY, Harness, Spec, make_harness
+from support.poll import eventually
 
 from watcher.clock import SystemClock
 from watcher.media.testsrc import SyntheticScene

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from support.clips import FPS, HEIGHT, WIDTH, write_clip
-from support.keeper import KEY, Spec, eventually, make_harness
+from support.keeper import KEY, Spec, make_harness
+from support.poll import eventually
 
 from watcher.clock import SystemClock
 from watcher.server.settings import ServerSettings

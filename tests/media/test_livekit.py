@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -32,6 +33,7 @@ import httpx
 import numpy as np
 import pytest
 from livekit import rtc as real_rtc
+from support.poll import eventually
 
 from watcher.errors import AuthenticationError, TransportError
 from watcher.media.livekit import LiveKitPublisher, publish_options, redact_url, to_rtc_frame
@@ -251,11 +253,8 @@ class VirtualTime:
         return {"clock": self.clock, "sleep": self.sleep}
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait (really, briefly, with a generous bound) until ``predicate()``."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110  (polls a plain condition)
-            await asyncio.sleep(0.001)
+until = functools.partial(eventually, timeout=30.0, interval=0.001)
+"""The pacer moves in milliseconds: poll often (a generous bound)."""
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import statistics
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 import pytest
 from support.asgi import serve_asgi
 from support.clips import GOP, write_clip
+from support.poll import eventually
 from support.rtsp import RtspFileServer, split_nal_units
 
 from watcher.media.passthrough import PacketFeed, choose_path
@@ -92,17 +93,8 @@ async def server() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def until(check: Callable[[], Any], *, within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
+until = functools.partial(eventually, timeout=30.0)
+"""Media takes its time on a busy machine: a generous bound."""
 
 
 @contextlib.asynccontextmanager

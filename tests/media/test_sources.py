@@ -24,6 +24,7 @@ from typing import Any
 import av
 import pytest
 from support.camera import MjpegCamera
+from support.poll import eventually
 from support.receivers import free_port
 
 from watcher.backoff import Backoff
@@ -140,19 +141,13 @@ async def sources() -> AsyncIterator[Callable[..., tuple[VideoSource, LatestFram
         await source.stop()
 
 
-async def until(check: Callable[[], Any], *, within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(POLL)
-    return result
+until = functools.partial(eventually, interval=POLL)
 
 
 # -- files -----------------------------------------------------------------------------------
 async def test_looping_file_keeps_delivering_past_its_end(media_dir: Path, sources: Any) -> None:
     source, sink = sources(str(media_dir / "clip.mp4"), loop=True)
-    await until(lambda: source.stats.loops >= 2 and source.stats.frames > 2 * FPS, within=8)
+    await until(lambda: source.stats.loops >= 2 and source.stats.frames > 2 * FPS, timeout=8)
     stats = source.stats
     assert stats.state == "live"
     assert stats.reconnects == 0 and stats.last_error is None
@@ -169,7 +164,7 @@ async def test_decoded_frames_stay_yuv_and_track_changes_from_their_luma(
         tracker(frame, at)
 
     source, sink = sources(str(media_dir / "clip.mp4"), on_frame=on_frame)
-    await until(lambda: source.stats.state == "ended", within=8)
+    await until(lambda: source.stats.state == "ended", timeout=8)
     assert len(seen) == FPS and tracker.frames == FPS
     for frame in seen:  # what the encoder takes, as decoded: no BGR in between
         assert isinstance(frame, av.VideoFrame)
@@ -185,13 +180,13 @@ async def test_file_without_loop_ends_cleanly_in_real_time(media_dir: Path,
                                                            sources: Any) -> None:
     started = time.monotonic()
     source, _ = sources(str(media_dir / "clip.mp4"))
-    await until(lambda: source.stats.state == "ended", within=8)
+    await until(lambda: source.stats.state == "ended", timeout=8)
     elapsed = time.monotonic() - started
     stats = source.stats
     assert stats.frames == FPS  # every frame of the 1 s clip, once
     assert stats.reconnects == 0 and stats.loops == 0 and stats.last_error is None
     assert 0.7 < elapsed < 5  # paced by timestamps, not decoded at 100x speed
-    await until(lambda: not source.running, within=2)
+    await until(lambda: not source.running, timeout=2)
     await source.stop()
     assert source.stats.state == "ended"
 
@@ -207,7 +202,7 @@ async def test_frames_arrive_scaled(media_dir: Path, sources: Any, spec: str,
                                     shape: tuple[int, int, int]) -> None:
     path = spec if spec.startswith("testsrc") else str(media_dir / spec)
     source, sink = sources(path, width=size[0], height=size[1])
-    await until(lambda: sink.get() is not None, within=5)
+    await until(lambda: sink.get() is not None, timeout=5)
     assert to_bgr(sink.get()).shape == shape
     assert (source.stats.width, source.stats.height) == (shape[1], shape[0])
 
@@ -215,7 +210,7 @@ async def test_frames_arrive_scaled(media_dir: Path, sources: Any, spec: str,
 async def test_decimates_to_a_lower_fps(media_dir: Path, sources: Any) -> None:
     recent = RecentFrames(size=3)
     source, _ = sources(str(media_dir / "clip.ts"), fps=FPS / 2, on_frame=recent)
-    await until(lambda: source.stats.state == "ended", within=8)
+    await until(lambda: source.stats.state == "ended", timeout=8)
     assert source.stats.frames_decoded == FPS
     assert source.stats.frames == FPS // 2
     kept = recent.snapshot()
@@ -235,7 +230,7 @@ async def test_testsrc_renders_at_the_configured_fps(sources: Any) -> None:
 
 async def test_stop_is_prompt_and_final(sources: Any, media_dir: Path) -> None:
     source, sink = sources("testsrc", fps=5)
-    await until(lambda: sink.seq > 0, within=5)
+    await until(lambda: sink.seq > 0, timeout=5)
     started = time.monotonic()
     await source.stop()
     assert time.monotonic() - started < 0.5
@@ -246,7 +241,7 @@ async def test_stop_is_prompt_and_final(sources: Any, media_dir: Path) -> None:
 
     # A paced file waiting for its next frame's time stops as promptly.
     slow, slow_sink = sources(str(media_dir / "clip.mp4"), fps=1, loop=True)
-    await until(lambda: slow_sink.seq > 0, within=5)
+    await until(lambda: slow_sink.seq > 0, timeout=5)
     started = time.monotonic()
     await slow.stop()
     assert time.monotonic() - started < 0.5 and not slow.running
@@ -256,22 +251,22 @@ async def test_stop_is_prompt_and_final(sources: Any, media_dir: Path) -> None:
 async def test_http_source_is_picked_up_after_reconnect_backoff(file_server: FileServer,
                                                                 sources: Any) -> None:
     source, sink = sources(file_server.url("clip.ts"), backoff=FAST)
-    await until(lambda: source.stats.reconnects >= 2, within=5)
+    await until(lambda: source.stats.reconnects >= 2, timeout=5)
     assert source.stats.state == "reconnecting"
     assert "refused" in (source.stats.last_error or "").lower()
     assert sink.get() is None
 
     file_server.start()
-    await until(lambda: source.stats.frames >= 3, within=5)
+    await until(lambda: source.stats.frames >= 3, timeout=5)
     assert source.stats.state == "live"
 
     # The camera goes away (the clip also just ends): reconnects, then resumes on the same port.
     file_server.stop()
     reconnects = source.stats.reconnects
-    await until(lambda: source.stats.reconnects >= reconnects + 2, within=8)
+    await until(lambda: source.stats.reconnects >= reconnects + 2, timeout=8)
     frames = source.stats.frames
     file_server.start()
-    await until(lambda: source.stats.frames > frames, within=5)
+    await until(lambda: source.stats.frames > frames, timeout=5)
 
 
 async def test_mjpeg_camera_is_timed_by_arrival_and_resumes_after_a_power_cut(
@@ -282,7 +277,7 @@ async def test_mjpeg_camera_is_timed_by_arrival_and_resumes_after_a_power_cut(
     camera.start()
     try:
         source, sink = sources(camera.url, fps=5, backoff=FAST)
-        await until(lambda: source.stats.frames >= 3, within=5)
+        await until(lambda: source.stats.frames >= 3, timeout=5)
         first, started = source.stats.frames, time.monotonic()
         await asyncio.sleep(1.0)
         rate = (source.stats.frames - first) / (time.monotonic() - started)
@@ -291,9 +286,9 @@ async def test_mjpeg_camera_is_timed_by_arrival_and_resumes_after_a_power_cut(
         assert source.stats.resumed_at is None
 
         camera.stop()
-        await until(lambda: source.stats.state == "reconnecting", within=5)
+        await until(lambda: source.stats.state == "reconnecting", timeout=5)
         camera.start()
-        await until(lambda: source.stats.state == "live", within=5)
+        await until(lambda: source.stats.state == "live", timeout=5)
         assert source.stats.resumed_at is not None
         assert source.stats.resumed_at <= time.monotonic()
         assert camera.connections >= 2
@@ -309,7 +304,7 @@ async def test_hls_source_plays_with_credentials(file_server: FileServer, source
     source, sink = sources(file_server.url("live.m3u8", "user:secret"), fps=5, width=160,
                            backoff=FAST)
     assert source.kind == "hls"
-    await until(lambda: source.stats.frames >= 6, within=8)  # across both 1 s segments
+    await until(lambda: source.stats.frames >= 6, timeout=8)  # across both 1 s segments
     assert to_bgr(sink.get()).shape == (120, 160, 3)
     assert source.stats.last_error is None
     paths = {path for path, auth in file_server.requests if auth}
@@ -322,7 +317,7 @@ async def test_unreachable_rtsp_camera_reports_errors_without_credentials(
     caplog.set_level(logging.DEBUG)
     url = f"rtsp://admin:secret@127.0.0.1:{free_port()}/stream1?token=abc123"
     source, _ = sources(url, backoff=FAST)
-    await until(lambda: source.stats.reconnects >= 2, within=5)
+    await until(lambda: source.stats.reconnects >= 2, timeout=5)
     stats = source.stats
     assert stats.state == "reconnecting" and stats.frames == 0
     assert stats.last_error and "secret" not in stats.last_error
@@ -342,7 +337,7 @@ async def test_reconnect_delays_grow_exponentially_to_the_cap(sources: Any) -> N
 
     sources(f"http://127.0.0.1:{free_port()}/x.ts",
             backoff=Recording(initial=0.01, maximum=0.04, jitter=0))
-    await until(lambda: len(delays) >= 5, within=5)
+    await until(lambda: len(delays) >= 5, timeout=5)
     assert delays[:5] == [0.01, 0.02, 0.04, 0.04, 0.04]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.keeper import eventually
+from support.poll import eventually
 from support.status import RULE, Running, running_daemon
 
 from watcher import __version__

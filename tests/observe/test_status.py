@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.keeper import eventually
 from support.logstate import kept_logging
+from support.poll import eventually
 from support.status import RULE, Running, running_daemon
 
 from watcher.cli import main

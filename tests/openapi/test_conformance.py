@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 from support.conformance import free_port, run_schemathesis
-from support.keeper import eventually
+from support.poll import eventually
 
 from watcher.server.app import create_app
 from watcher.server.settings import ServerSettings

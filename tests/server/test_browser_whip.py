@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 from support.asgi import serve_asgi
 from support.browser import chromium
-from support.keeper import eventually
+from support.poll import eventually
 
 from watcher.server.app import EmbeddedServer, create_app
 from watcher.server.backends.frames import FramesModel

@@ -9,15 +9,13 @@ private addresses is tested in ``test_pull_limits.py``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
 import logging
 import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from fractions import Fraction
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 from support.camera import MjpegCamera
+from support.poll import eventually
 
 from watcher.backoff import Backoff
 from watcher.media.testsrc import SyntheticScene
@@ -125,18 +124,7 @@ async def pull_server() -> AsyncIterator[tuple[EmbeddedServer, httpx.AsyncClient
             await server.aclose()
 
 
-async def until(check: Callable[[], Any], *, within: float = 10.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(POLL)
+until = functools.partial(eventually, interval=POLL)
 
 
 def pull_threads(stream_id: str) -> list[threading.Thread]:
@@ -174,7 +162,7 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
         ready = status["last_frame_at_ms"] and (status["last_frame_index"] or 0) >= 3
         return status if ready else None
 
-    status = await until(status_with_frames, within=10)
+    status = await until(status_with_frames, timeout=10)
     assert status["source"] == {"type": "hls"}
     assert isinstance(status["last_pull"], int)  # the last pulled frame's time, in ms
     assert status["last_pull"] >= status["last_frame_at_ms"]
@@ -202,7 +190,7 @@ async def test_server_pulls_an_hls_source(pull_server: Any, pull_camera: Camera,
 
     deleted = await call("DELETE", f"/streams/{stream_id}")
     assert deleted.json() == {"id": stream_id, "deleted": True}
-    await until(lambda: not pull_threads(stream_id), within=3)
+    await until(lambda: not pull_threads(stream_id), timeout=3)
     final = (await call("GET", f"/streams/{stream_id}")).json()
     assert final["state"] == "ended" and final["pull"]["state"] == "stopped"
     assert server.puller.pull_stats(stream_id) is None
@@ -228,7 +216,7 @@ async def test_a_camera_that_cannot_be_opened_fails_the_create(
     assert (await client.get("/streams")).json()["data"] == []  # no stream was left behind
     assert server.puller.active_pulls == 0
     await until(lambda: not any("rtsp pull" in t.name for t in threading.enumerate()
-                                if t.is_alive()), within=5)
+                                if t.is_alive()), timeout=5)
     assert "secret" not in caplog.text and url not in caplog.text
 
 
@@ -247,7 +235,7 @@ async def test_a_camera_that_drops_after_connecting_is_retried(pull_server: Any)
             pull = (await client.get(f"/streams/{stream_id}")).json()["pull"]
             return pull if pull["reconnects"] >= 2 else None
 
-        pull = await until(retried, within=10)
+        pull = await until(retried, timeout=10)
         assert pull["state"] == "reconnecting" and pull["frames"] >= 1
         assert "127.0.0.1" not in (pull["last_error"] or "")
         keepalive = await client.post(f"/streams/{stream_id}/keepalive")
@@ -260,9 +248,9 @@ async def test_a_camera_that_drops_after_connecting_is_retried(pull_server: Any)
             pull = (await client.get(f"/streams/{stream_id}")).json()["pull"]
             return pull["state"] == "live" and pull["frames"] > frames
 
-        await until(live_again, within=15)
+        await until(live_again, timeout=15)
         await client.delete(f"/streams/{stream_id}")
-        await until(lambda: not pull_threads(stream_id), within=5)
+        await until(lambda: not pull_threads(stream_id), timeout=5)
     finally:
         camera.stop()
 
@@ -293,7 +281,7 @@ async def test_server_shutdown_stops_every_pull(pull_server: Any, pull_camera: C
         response = await client.post(
             "/streams", json={"source": {"type": "hls", "url": pull_camera.url}})
         ids.append(response.json()["id"])
-    await until(lambda: all(server.puller.pull_stats(i)["frames"] for i in ids), within=10)
+    await until(lambda: all(server.puller.pull_stats(i)["frames"] for i in ids), timeout=10)
     await server.aclose()
     assert not any(pull_threads(i) for i in ids)
     owner = key_id(KEY)

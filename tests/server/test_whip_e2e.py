@@ -13,9 +13,8 @@ import contextlib
 import itertools
 import json
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
+from support.poll import eventually
 
 from watcher.errors import AuthenticationError, NotFoundError
 from watcher.media.testsrc import SyntheticScene
@@ -38,7 +38,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 KEY = "ovs_e2e_key"
 WIDTH, HEIGHT, FPS = 320, 240, 10
-POLL = 0.05
 
 
 # -- harness ---------------------------------------------------------------------------------------
@@ -87,7 +86,7 @@ async def serve(settings: ServerSettings) -> AsyncIterator[Server]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await until(lambda: server.started or task.done(), within=10)
+        await eventually(lambda: server.started or task.done(), timeout=10)
         assert server.started, "uvicorn did not start"
         base = f"http://127.0.0.1:{port}/v1beta"
         async with httpx.AsyncClient(base_url=base, timeout=10,
@@ -97,20 +96,6 @@ async def serve(settings: ServerSettings) -> AsyncIterator[Server]:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
-
-
-async def until(check: Callable[[], Any], *, within: float = 10.0) -> Any:
-    """Poll ``check`` (sync or async) every POLL seconds until it is truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(POLL)
 
 
 class Pausable:
@@ -138,7 +123,7 @@ async def frames_at_least(server: Server, stream_id: str, count: int) -> dict[st
         last = status["last_frame_index"]
         return status if status["last_frame_at_ms"] and last is not None and last + 1 >= count \
             else None
-    return await until(enough)
+    return await eventually(enough)
 
 
 @dataclass
@@ -216,7 +201,7 @@ async def test_newest_frame_is_minus_one(live: Live) -> None:
             now = (await live.server.status(live.stream_id))["last_frame_index"]
             still, last = now == last, now
             return still
-        await until(settled, within=5)
+        await eventually(settled, timeout=5)
         [(index, ts)] = await live.server.frames("image_url", url)
         status = await live.server.status(live.stream_id)
         assert index == status["last_frame_index"] == last
@@ -360,7 +345,7 @@ async def test_evicted_frames_clamp_to_first_available() -> None:
             async def evicted() -> dict[str, Any] | None:
                 status = await server.status(stream_id)
                 return status if (status["first_available_frame_index"] or 0) >= 3 else None
-            await until(evicted, within=15)
+            await eventually(evicted, timeout=15)
             before = await server.status(stream_id)
             [(index, _)] = await server.frames("image_url", frame_url(stream_id, frame_index=0))
             window = await server.frames("video_url", window_url(
@@ -412,7 +397,7 @@ async def test_delete_ends_session_and_keepalive_rotates_token(main_server: Serv
 
     # Reconnect with the fresh token: the new session replaces the old one.
     second = await publish(renewed["publish"], track)
-    await until(first.closed.is_set, within=5)
+    await eventually(first.closed.is_set, timeout=5)
     assert ingest.session_stats(stream_id).session_id != first_session
     reached = (await main_server.status(stream_id))["last_frame_index"]
     await frames_at_least(main_server, stream_id, reached + 4)
@@ -441,7 +426,7 @@ async def test_deleting_the_stream_closes_the_publisher(main_server: Server) -> 
         await frames_at_least(main_server, created["id"], 2)
         response = await main_server.client.delete(f"/streams/{created['id']}")
         assert response.status_code == 200
-        await until(publisher.closed.is_set, within=5)
+        await eventually(publisher.closed.is_set, timeout=5)
         assert not publisher.connected
         assert main_server.app.state.server.ingest.session_stats(created["id"]) is None
         status = await main_server.status(created["id"])

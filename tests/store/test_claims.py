@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.keeper import eventually
+from support.poll import eventually
 from support.receivers import HttpReceiver
 
 from watcher.actions.outbox import Outbox

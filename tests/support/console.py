@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support.keeper import eventually
+from support.poll import eventually
 from support.receivers import HttpReceiver, Request, reply
 
 from watcher.config import load_config

@@ -74,14 +74,3 @@ async def make_harness(settings: ServerSettings, clock: ManualClock | SystemCloc
     client = OvershootClient(BASE, KEY, http=http, policies=FAST, sleep=sleep, jitter=0)
     return Harness(app.state.server, http, client, clock, [])
 
-
-async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
-    """Poll ``check`` until it returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(interval)

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.keeper import eventually
 from support.models import ScriptedModel
 from support.mqtt import Broker, unique_prefix
+from support.poll import eventually
 
 from watcher.config import load_config
 from watcher.daemon import Daemon
