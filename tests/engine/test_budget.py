@@ -19,6 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
+from support.livestream import KeptStream, live_server
 from support.models import ScriptedModel
 from support.receivers import HttpReceiver
 from support.status import Recorder
@@ -32,30 +33,15 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.store import AlertStore
 from watcher.engine.triggers import Trigger
 from watcher.errors import ConfigError
-from watcher.media.changes import ChangeTracker
-from watcher.media.tracks import LatestFrame
 from watcher.observe.report import render
 from watcher.observe.server import create_status_app
 from watcher.observe.source import StatusSource
-from watcher.overshoot.client import OvershootClient
-from watcher.server.app import create_app
-from watcher.server.settings import ServerSettings
 
-KEY = "ovs_budget_tests"
 HOUR_MS = 3_600_000
 START_MS = int(datetime(2023, 11, 14, 10, 10, tzinfo=UTC).timestamp() * 1000)
 """Ten minutes into a clock hour."""
 NEVER = "0 0 1 1 *"
 """A schedule that does not tick during a test: evaluations are driven by hand."""
-
-
-class Stream:
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.frames = LatestFrame()
-        self.changes = ChangeTracker()
-        self.source_live = True
-        self.source_resumed_at: float | None = None
 
 
 def rule(name: str, **extra: Any) -> RuleConfig:
@@ -69,17 +55,13 @@ async def engine_for(tmp_path: Path, rules: list[RuleConfig], *models: ScriptedM
                      model_budgets: dict[str, BudgetConfig] | None = None,
                      actions: dict[str, Any] | None = None,
                      ) -> AsyncIterator[tuple[RuleEngine, ManualClock, Recorder]]:
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=list(models))
-    server = app.state.server
-    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-    server.registry.add_frame(live, b"\xff\xd8jpeg")
+    site = live_server(*models)
     clock = ManualClock(START_MS)
     ops = Recorder("ops")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t/v1beta") as http:
+    async with site.http:
         store = AlertStore(tmp_path / "state.sqlite3")
-        engine = RuleEngine(rules, client=OvershootClient("http://t/v1beta", KEY, http=http),
-                            streams={"cam": Stream(live.id)}, store=store,
+        engine = RuleEngine(rules, client=site.client,
+                            streams={"cam": KeptStream(site.stream_id)}, store=store,
                             default_model="triage", clock=clock,
                             actions={"ops": ops, **(actions or {})},
                             model_budgets=model_budgets)

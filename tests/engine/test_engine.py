@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from support.keeper import eventually
+from support.livestream import KeptStream, live_server
 from support.models import ScriptedModel
+from support.poll import eventually
 
 from watcher.clock import SystemClock
 from watcher.engine.engine import RuleEngine
 from watcher.engine.rules import RuleConfig
 from watcher.engine.store import AlertStore
 from watcher.media.changes import ChangeTracker
-from watcher.media.tracks import LatestFrame
-from watcher.overshoot.client import OvershootClient
-from watcher.server.app import create_app
-from watcher.server.settings import ServerSettings
-
-KEY = "ovs_engine_tests"
-
-
-class Stream:
-    """A kept stream as the engine sees it (the keeper's three attributes)."""
-
-    def __init__(self, stream_id: str | None) -> None:
-        self.stream_id = stream_id
-        self.frames = LatestFrame()
-        self.changes = ChangeTracker()
-        self.source_live = True
-        self.source_resumed_at: float | None = None
 
 
 def rule(name: str, stream: str, every: str = "200ms") -> RuleConfig:
@@ -42,26 +25,34 @@ def rule(name: str, stream: str, every: str = "200ms") -> RuleConfig:
         "schema": {"person": "boolean"}, "model": "m"})
 
 
+@contextlib.asynccontextmanager
+async def live_engine(tmp_path: Path, model: ScriptedModel, rules: list[RuleConfig],
+                      streams: Callable[[str], dict[str, KeptStream]],
+                      ) -> AsyncIterator[tuple[RuleEngine, AlertStore]]:
+    """``rules`` on a real server with one live stream, whose id ``streams`` is given to
+    make the engine's streams (the engine is not started)."""
+    site = live_server(model)
+    async with site.http:
+        store = AlertStore(tmp_path / "state.sqlite3")
+        engine = RuleEngine(rules, client=site.client, streams=streams(site.stream_id),
+                            store=store, default_model="m", clock=SystemClock())
+        try:
+            yield engine, store
+        finally:
+            await store.close()
+
+
 async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> None:
     model = ScriptedModel("m", '{"person": false}')
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
-    server = app.state.server
-    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-    server.registry.add_frame(live, b"\xff\xd8jpeg")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t/v1beta") as http:
-        client = OvershootClient("http://t/v1beta", KEY, http=http)
-        store = AlertStore(tmp_path / "state.sqlite3")
-        engine = RuleEngine([rule("ready", "a"), rule("waiting", "b")], client=client,
-                            streams={"a": Stream(live.id), "b": Stream(None)}, store=store,
-                            default_model="m", clock=SystemClock())
+    async with live_engine(tmp_path, model, [rule("ready", "a"), rule("waiting", "b")],
+                           lambda live: {"a": KeptStream(live), "b": KeptStream(None)}
+                           ) as (engine, _):
         await engine.start()
         ready, waiting = engine.runners["ready"].stats, engine.runners["waiting"].stats
         # However slow the machine: wait for the ticks, not for a length of time.
         await eventually(lambda: ready.evaluations >= 4 and waiting.skipped_not_ready >= 4,
                          timeout=60, interval=0.02)
         await engine.stop()
-        await store.close()
     assert ready.model_calls == ready.evaluations
     assert waiting.evaluations == 0 and waiting.model_calls == 0
     assert len(model.requests) == ready.model_calls
@@ -70,24 +61,11 @@ async def test_rules_tick_and_unready_streams_are_skipped(tmp_path: Path) -> Non
     assert len(ticks.lateness_s) == ready.evaluations  # every run came from a tick
 
 
-@contextlib.asynccontextmanager
-async def slow_engine(tmp_path: Path, model: ScriptedModel
-                      ) -> AsyncIterator[tuple[RuleEngine, AlertStore]]:
+def slow_engine(tmp_path: Path, model: ScriptedModel,
+                ) -> contextlib.AbstractAsyncContextManager[tuple[RuleEngine, AlertStore]]:
     """One rule ticking every 100 ms on a live stream of a real server (not started)."""
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
-    server = app.state.server
-    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-    server.registry.add_frame(live, b"\xff\xd8jpeg")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t/v1beta") as http:
-        store = AlertStore(tmp_path / "state.sqlite3")
-        engine = RuleEngine([rule("slow", "a", every="100ms")],
-                            client=OvershootClient("http://t/v1beta", KEY, http=http),
-                            streams={"a": Stream(live.id)}, store=store, default_model="m")
-        try:
-            yield engine, store
-        finally:
-            await store.close()
+    return live_engine(tmp_path, model, [rule("slow", "a", every="100ms")],
+                       lambda live: {"a": KeptStream(live)})
 
 
 async def test_stop_lets_an_evaluation_in_flight_finish(tmp_path: Path) -> None:
@@ -117,7 +95,7 @@ async def test_runs_outlasting_the_interval_are_counted_and_reported_once(
                        "model answers or timeout take longer than its interval)"]
 
 
-class BrokenStream(Stream):
+class BrokenStream(KeptStream):
     """A kept stream whose change tracker fails: every evaluation raises."""
 
     @property
@@ -133,21 +111,11 @@ async def test_a_failing_rule_never_reaches_the_scheduler_and_is_logged_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     model = ScriptedModel("m", '{"person": false}')
-    app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
-    server = app.state.server
-    live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-    server.registry.add_frame(live, b"\xff\xd8jpeg")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t/v1beta") as http:
-        store = AlertStore(tmp_path / "state.sqlite3")
-        engine = RuleEngine([rule("broken", "a", every="100ms")],
-                            client=OvershootClient("http://t/v1beta", KEY, http=http),
-                            streams={"a": BrokenStream(live.id)}, store=store,
-                            default_model="m")
+    async with live_engine(tmp_path, model, [rule("broken", "a", every="100ms")],
+                           lambda live: {"a": BrokenStream(live)}) as (engine, _):
         await engine.start()
         await eventually(lambda: engine.ticks["broken"].errors >= 5, timeout=60, interval=0.02)
         await engine.stop()
-        await store.close()
     failed = [r for r in caplog.records if "rule broken failed" in r.getMessage()]
     assert len(failed) == 1 and "change tracker broke" in failed[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info], "no traceback per tick"

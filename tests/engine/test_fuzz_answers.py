@@ -7,22 +7,16 @@ import json
 import tempfile
 from pathlib import Path
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.livestream import KeptStream, live_server
 from support.models import ScriptedModel
 
 from watcher.clock import ManualClock
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import RuleRunner
 from watcher.engine.store import AlertStore
-from watcher.media.changes import ChangeTracker
-from watcher.media.tracks import LatestFrame
-from watcher.overshoot.client import OvershootClient
-from watcher.server.app import create_app
-from watcher.server.settings import ServerSettings
 
-KEY = "ovs_fuzz_answers"
 RULE = {"name": "fuzz", "stream": "cam", "every": "5s", "prompt": "?", "model": "m",
         "schema": {"people": "integer", "person": "boolean", "note?": "string",
                    "kind": "person|vehicle|none"},
@@ -45,32 +39,19 @@ ANSWERS = st.one_of(
 )
 
 
-class Stream:
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.frames = LatestFrame()
-        self.changes = ChangeTracker()
-        self.source_live = True
-        self.source_resumed_at: float | None = None
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=ANSWERS, second=ANSWERS)
 def test_any_answer_is_counted_never_a_crash(first: str, second: str) -> None:
     async def run() -> None:
         model = ScriptedModel("m", first, second)
-        app = create_app(ServerSettings(api_keys=[KEY]), backends=[model])
-        server = app.state.server
-        live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-        server.registry.add_frame(live, b"\xff\xd8jpeg")
+        site = live_server(model)
         with tempfile.TemporaryDirectory() as tmp:
             store = AlertStore(Path(tmp) / "state.sqlite3")
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://t/v1beta") as http:
+            async with site.http:
                 runner = RuleRunner(
-                    RuleConfig.model_validate(RULE), default_model="m",
-                    client=OvershootClient("http://t/v1beta", KEY, http=http),
-                    streams={"cam": Stream(live.id)}, store=store, clock=ManualClock())
+                    RuleConfig.model_validate(RULE), default_model="m", client=site.client,
+                    streams={"cam": KeptStream(site.stream_id)}, store=store,
+                    clock=ManualClock())
                 result = await runner.evaluate()
             await store.close()
         stats = runner.stats

@@ -3,77 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import numpy as np
-import pytest
 from support.models import ScriptedModel
 
-from watcher.clock import ManualClock
-from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import RuleRunner
 from watcher.engine.state import Status
-from watcher.engine.store import AlertStore
-from watcher.media.changes import ChangeTracker
-from watcher.media.tracks import LatestFrame
-from watcher.overshoot.client import OvershootClient
-from watcher.server.app import create_app
-from watcher.server.settings import ServerSettings
-
-KEY = "ovs_runner_tests"
-
-
-class Stream:
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.frames = LatestFrame()
-        self.changes = ChangeTracker()
-        self.source_live = True
-        self.source_resumed_at: float | None = None
-        self.show(np.full((48, 64, 3), 80, np.uint8))
-
-    def show(self, frame: np.ndarray, at: float | None = None) -> None:
-        """Publish ``frame`` as the keeper does: into the mailbox and the change tracker."""
-        self.frames.put(frame)
-        self.changes(frame, at)
-
-
-class Env:
-    def __init__(self, state: Path, *models: ScriptedModel) -> None:
-        self.app = create_app(ServerSettings(api_keys=[KEY]), backends=list(models))
-        server = self.app.state.server
-        live = server.registry.create(server.owner_of(f"Bearer {KEY}"))
-        server.registry.add_frame(live, b"\xff\xd8jpeg")
-        self.stream = Stream(live.id)
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                      base_url="http://t/v1beta")
-        self.client = OvershootClient("http://t/v1beta", KEY, http=self.http)
-        self.store = AlertStore(state)
-        self.clock = ManualClock()
-
-    def runner(self, **rule: object) -> RuleRunner:
-        spec = {"name": "r", "stream": "cam", "every": "5s", "prompt": "anyone?",
-                "schema": {"person": "boolean"}, "model": "triage", **rule}
-        return RuleRunner(RuleConfig.model_validate(spec), default_model="triage",
-                          client=self.client, streams={"cam": self.stream}, store=self.store,
-                          clock=self.clock)
-
-
-@pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator:
-    envs: list[Env] = []
-
-    def factory(*models: ScriptedModel) -> Env:
-        envs.append(Env(tmp_path / f"state{len(envs)}.sqlite3", *models))
-        return envs[-1]
-
-    yield factory
-    for env in envs:
-        await env.store.close()
-        await env.http.aclose()
-
 
 CONFIRM = {"confirm": {"model": "big", "prompt": "Really a person?",
                        "schema": {"confirmed": "boolean"}}}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine.test_runner import Env
 from support.models import ScriptedModel
 
 from watcher.engine.silences import (
@@ -22,21 +20,6 @@ from watcher.engine.state import Kind, Status
 from watcher.engine.store import AlertStore
 from watcher.store.reviews import Ack, Feedback
 from watcher.store.timeline import TimelineQuery
-
-
-@pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator:
-    envs: list[Env] = []
-
-    def factory(*models: ScriptedModel) -> Env:
-        envs.append(Env(tmp_path / f"state{len(envs)}.sqlite3", *models))
-        return envs[-1]
-
-    yield factory
-    for env in envs:
-        await env.store.close()
-        await env.http.aclose()
-
 
 LOBBY = AlertLabels("lobby-motion", "lobby", "warning", {"site": "north"})
 
