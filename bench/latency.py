@@ -35,8 +35,8 @@ from pathlib import Path
 import _common
 import _verdict
 from support.receivers import HttpReceiver, reply
+from support.rundaemon import running_daemon
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.engine.triggers import Trigger
 
@@ -117,10 +117,7 @@ async def run(args: argparse.Namespace) -> dict:
         path = Path(tmp) / "watcher.yaml"
         path.write_text(config_text(Path(tmp) / "state.sqlite3", receiver.url("/hook"),
                                     args.period, args.duration, start))
-        daemon = Daemon(load_config(path), path)
-        task = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(daemon.ready.wait(), 60)
+        async with running_daemon(path, ready_s=60, stop_s=60) as daemon:
             keeper = daemon.keepers["cam"]
             await keeper.wait_live(60)
             changes = _record_changes(daemon)
@@ -136,9 +133,6 @@ async def run(args: argparse.Namespace) -> dict:
             engine = daemon.engine
             assert engine is not None
             stats = {name: runner.stats for name, runner in engine.runners.items()}
-        finally:
-            daemon.request_stop()
-            await asyncio.wait_for(task, 60)
     onsets = onsets_between(began, end - args.duration, args.period, start)
     hours = (end - began) / 3600
     results = {}

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.poll import eventually
-
-from watcher.config import load_config
-from watcher.daemon import Daemon
+from support.rundaemon import running_daemon
 
 BASE = """\
 overshoot:
@@ -50,13 +48,9 @@ EXTRA_RULE = """\
 async def running(tmp_path: Path):
     path = tmp_path / "watcher.yaml"
     path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=""))
-    daemon = Daemon(load_config(path), path)
-    task = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
-    await eventually(lambda: all(k.stream_id for k in daemon.keepers.values()), 20)
-    yield daemon, path
-    daemon.request_stop()
-    await asyncio.wait_for(task, 30)
+    async with running_daemon(path, ready_s=20) as daemon:
+        await eventually(lambda: all(k.stream_id for k in daemon.keepers.values()), 20)
+        yield daemon, path
 
 
 async def test_adding_a_rule_keeps_every_stream(running) -> None:
@@ -115,16 +109,10 @@ async def test_watch_reloads_when_the_file_changes(tmp_path: Path,
     monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
     path = tmp_path / "watcher.yaml"
     path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=""))
-    daemon = Daemon(load_config(path), path)
-    task = asyncio.create_task(daemon.run(watch=True))
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), 20)
+    async with running_daemon(path, ready_s=20, watch=True) as daemon:
         await asyncio.sleep(0.3)
         path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=EXTRA_RULE))
         await eventually(lambda: "people" in daemon.engine.runners, 10)
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_watch_picks_up_a_new_file_that_an_include_glob_matches(tmp_path: Path,
@@ -136,13 +124,7 @@ async def test_watch_picks_up_a_new_file_that_an_include_glob_matches(tmp_path: 
     path = tmp_path / "watcher.yaml"
     path.write_text(BASE.format(state=tmp_path / "state.sqlite3",
                                 extra="include: rules/*.yaml\n"))
-    daemon = Daemon(load_config(path), path)
-    task = asyncio.create_task(daemon.run(watch=True))
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), 20)
+    async with running_daemon(path, ready_s=20, watch=True) as daemon:
         await asyncio.sleep(0.3)
         (packs / "people.yaml").write_text("rules:\n" + EXTRA_RULE)
         await eventually(lambda: "people" in daemon.engine.runners, 10)
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 30)

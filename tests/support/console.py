@@ -9,7 +9,6 @@ webhook receiver; the status listener serves the console on a free port.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -21,8 +20,8 @@ from typing import Any
 import httpx
 from support.poll import eventually
 from support.receivers import HttpReceiver, Request, reply
+from support.rundaemon import running_daemon
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 
 RULE = "door-alarm"
@@ -127,17 +126,10 @@ async def running_console(tmp_path: Path, *, token: str | None = None,
         path.write_text(CONFIG.format(model_url=model.url("/v1"), state=tmp_path / "s.sqlite3",
                                       status_extra=status_extra, rule=RULE,
                                       hook_url=hook.url("/hook")))
-        daemon = Daemon(load_config(path), path)
-        task = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(daemon.ready.wait(), 30)
-            keeper = daemon.keepers["lobby"]
-            await keeper.wait_live(30)
+        async with running_daemon(path, stop_s=40) as daemon:
+            await daemon.keepers["lobby"].wait_live(30)
             url = await eventually(lambda: _listener_url(daemon), 10)
             yield Console(daemon, model, hook, url, path)
-        finally:
-            daemon.request_stop()
-            await asyncio.wait_for(task, 40)
 
 
 def _listener_url(daemon: Daemon) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -13,8 +12,8 @@ from pathlib import Path
 from support.models import ScriptedModel
 from support.mqtt import Broker, unique_prefix
 from support.poll import eventually
+from support.rundaemon import running_daemon
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.server.embedded import run_embedded
 from watcher.server.settings import ServerSettings
@@ -103,13 +102,7 @@ async def running_site(tmp_path: Path, broker: Broker) -> AsyncIterator[Site]:
         path = tmp_path / "watcher.yaml"
         path.write_text(site_config(endpoint.base_url, "TEST_SITE_KEY", broker, prefix=prefix,
                                     root=root, rule=rule, state=tmp_path / "state.sqlite3"))
-        daemon = Daemon(load_config(path), path)
-        task = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(daemon.ready.wait(), 30)
+        async with running_daemon(path) as daemon:
             site = Site(daemon, scene, model, prefix, root, rule, path)
             await eventually(lambda: site.runner.stats.evaluations > 0, 60)
             yield site
-        finally:
-            daemon.request_stop()
-            await asyncio.wait_for(task, 30)
