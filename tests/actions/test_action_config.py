@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -44,18 +42,6 @@ HEAD = (
     "  - {name: dock, source: testsrc}\n"                          # 2
     "actions:\n"                                                   # 3
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; undo it after."""
-    root = logging.getLogger()
-    names = ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access", "mail.log")
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import itertools
 import json
-import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -470,18 +469,6 @@ async def test_the_runner_records_deliveries_and_wakes_the_outbox(env: Env) -> N
 
 # -- `watcher alerts` ------------------------------------------------------
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; undo it after."""
-    root = logging.getLogger()
-    names = ("aioice", "aiortc", "httpx", "httpcore", "uvicorn.access", "uvicorn.error")
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
-
-
 async def alerts_fixture(env: Env) -> tuple[AlertEventRecord, AlertEventRecord]:
     """Two events: one sent to hook and dead for mail, one being retried for slack."""
     delivered = await env.record(["hook", "mail"])
@@ -522,8 +509,7 @@ async def test_alerts_shows_delivery_states(env: Env) -> None:
 
 
 async def test_alerts_dead_lists_only_dead_letters(
-        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        _restore_logging: None) -> None:
+        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     delivered, _ = await alerts_fixture(env)
     await env.store.close()
     (tmp_path / "watcher.yaml").write_text(f"state:\n  path: {env.path}\n")
