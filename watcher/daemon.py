@@ -42,7 +42,8 @@ from watcher.cluster.coordinator import Coordinator
 from watcher.cluster.groups import CameraGroup, group_of
 from watcher.cluster.sqlstore import GroupFence, SqlClusterStore
 from watcher.cluster.work import config_groups, owned_rules, owned_streams
-from watcher.config import StreamConfig, WatcherConfig, included_files, load_config
+from watcher.config import StreamConfig, WatcherConfig, load_config
+from watcher.config.packs import included_files
 from watcher.console.api import ConsoleSource
 from watcher.console.clips import ClipRecorder
 from watcher.duration import format_duration
