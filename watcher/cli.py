@@ -199,7 +199,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _run_models(args: argparse.Namespace) -> int:
     import asyncio
 
-    from watcher.daemon import api_client
+    from watcher.daemon.api import api_client
     from watcher.errors import OvershootError
 
     config = _load(args.config)
