@@ -468,8 +468,8 @@ async def test_the_last_frame_sent_is_received_without_a_next_one(main_server: S
     try:
         await counted.done.wait()
         ingest = main_server.app.state.server.ingest
-        stats = await until(lambda: (s := ingest.session_stats(created["id"])) is not None
-                            and s.frames_received >= counted.count and s)
+        stats = await eventually(lambda: (s := ingest.session_stats(created["id"])) is not None
+                                 and s.frames_received >= counted.count and s)
         assert stats.frames_received == counted.count
     finally:
         await publisher.stop()
