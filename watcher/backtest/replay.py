@@ -40,8 +40,9 @@ from watcher.backtest.score import Episode
 from watcher.clock import ManualClock
 from watcher.config import WatcherConfig
 from watcher.engine.ask import Answer
+from watcher.engine.evaluation import Evaluation
 from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import Evaluation, RuleRunner
+from watcher.engine.runner import RuleRunner
 from watcher.engine.schema import schema_fields
 from watcher.engine.state import AlertState, Kind
 from watcher.engine.store import AlertEventRecord, AlertStore

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from watcher.clock import Clock, SystemClock
 from watcher.cluster.observe import ClusterView
 from watcher.engine.engine import TickStats
-from watcher.engine.runner import RuleStats
+from watcher.engine.evaluation import RuleStats
 from watcher.engine.state import AlertState
 from watcher.engine.store import AlertEventRecord
 from watcher.keeper.health import StreamHealth
