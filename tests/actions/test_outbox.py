@@ -25,7 +25,8 @@ import pytest
 
 from watcher.actions.base import Action, DeliveryError
 from watcher.actions.options import ActionOptionsBase
-from watcher.actions.outbox import Outbox, retry_delay_s
+from watcher.actions.outbox import Outbox
+from watcher.actions.sending import retry_delay_s
 from watcher.cli import main
 from watcher.clock import ManualClock
 from watcher.config import WatcherConfig

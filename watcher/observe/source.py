@@ -29,7 +29,7 @@ from watcher.observe.readiness import ReadinessReport, StreamReadiness, stream_r
 log = logging.getLogger(__name__)
 
 ACTION_COUNTERS = ("sent", "failed", "retries", "dead", "summaries", "summarized", "held")
-"""Per action, counts since the outbox started (:class:`~watcher.actions.outbox.ActionStats`)."""
+"""Per action, counts since the outbox started (:class:`~watcher.actions.sending.ActionStats`)."""
 ACTION_STORED = ("pending", "in_flight", "dead_letters")
 """Per action, deliveries in the store now, by state (``Outbox.status()``)."""
 ACTION_FIELDS = ACTION_COUNTERS + ACTION_STORED
