@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from watcher.configbase import Section
-from watcher.engine.rulechecks import text
+from watcher.engine.rulechecks import stream_or_streams, text
 from watcher.yamlfile import Loc
 
 IN_PACK = "in_pack"
@@ -72,9 +72,7 @@ class IncludeConfig(Section):
     @classmethod
     def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
                                  ) -> list[str] | None:
-        if value is not None and info.data.get("stream") is not None:
-            raise ValueError("give `stream` (one) or `streams` (several), not both")
-        return value
+        return stream_or_streams(value, info)
 
     @field_validator("name_prefix")
     @classmethod

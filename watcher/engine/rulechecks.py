@@ -35,6 +35,13 @@ def text(value: str, what: str) -> str:
     return value
 
 
+def stream_or_streams(value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    """``streams`` given together with ``stream`` is an error."""
+    if value is not None and info.data.get("stream") is not None:
+        raise ValueError("give `stream` (one) or `streams` (several), not both")
+    return value
+
+
 def condition_for(value: str | None, info: ValidationInfo) -> str | None:
     """``when`` checked against the (already expanded) ``schema``, or its default."""
     schema = info.data.get("schema_")

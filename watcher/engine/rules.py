@@ -90,6 +90,7 @@ from watcher.engine.rulechecks import (
     max_fps_needs_window,
     scalar_labels,
     slug,
+    stream_or_streams,
     text,
 )
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
@@ -276,8 +277,7 @@ class RuleConfig(_Question):
     @classmethod
     def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
                                  ) -> list[str] | None:
-        if value is not None and info.data.get("stream") is not None:
-            raise ValueError("give `stream` (one) or `streams` (several), not both")
+        stream_or_streams(value, info)
         if value is not None and len(set(value)) != len(value):
             raise ValueError("names a stream twice")
         return value
