@@ -351,7 +351,9 @@ async def test_a_producer_is_asked_for_each_tick_and_failures_skip_a_frame(
         await until(lambda: len(calls) >= 10)
     assert [n for n, _ in calls[:4]] == [0, 1, 2, 3]
     assert all(t == pytest.approx(n / 50) for n, t in calls)
-    assert pub.frames_failed == 1 and pub.frames_sent == len(calls) - 1
+    # every frame produced was sent but the failed one, and perhaps the one still being
+    # produced when the publisher stopped
+    assert pub.frames_failed == 1 and len(calls) - 2 <= pub.frames_sent <= len(calls) - 1
     assert "could not be produced" in caplog.text
 
 

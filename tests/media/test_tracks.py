@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -95,3 +96,83 @@ async def test_producer_failure_ends_the_track() -> None:
     with pytest.raises(MediaStreamError):
         await track.recv()
     assert track.readyState == "ended"
+
+
+class ManualTime:
+    """A monotonic clock whose sleepers wake only when the test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, waiter))
+        self._changed.set()
+        try:
+            await waiter
+        finally:
+            self._sleepers = [s for s in self._sleepers if s[1] is not waiter]
+
+    async def sleeping_until(self, at: float) -> None:
+        """Until someone sleeps until ``at``."""
+        while not any(abs(due - at) < 1e-9 for due, _ in self._sleepers):
+            self._changed.clear()
+            await self._changed.wait()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for due, waiter in self._sleepers:
+            if due <= self.now + 1e-9 and not waiter.done():
+                waiter.set_result(None)
+
+
+async def test_a_frame_arriving_between_ticks_is_sent_on_arrival() -> None:
+    """A camera out of step with the ticks: each frame goes out when it arrives, not up
+    to an interval later; when none arrives, the newest goes out again one interval late."""
+    clock = ManualTime()
+    box = LatestFrame()
+    track = FrameTrack(box, fps=10, clock=clock, sleep=clock.sleep)
+    box.put(image(1))
+    first = await track.recv()  # tick 0, a new frame: sent at once
+    assert clock.now == 0.0 and first.pts == 0
+
+    second = asyncio.create_task(track.recv())
+    await clock.sleeping_until(0.1)
+    clock.advance(0.1)  # tick 1: nothing new yet, so the track waits for a frame
+    await clock.sleeping_until(0.2)
+    clock.advance(0.03)
+    delivered = threading.Thread(target=box.put, args=(image(2),))  # a capture thread
+    delivered.start()
+    delivered.join()
+    frame = await second
+    assert frame.to_ndarray(format="bgr24")[0, 0, 0] == 2
+    assert clock.now == pytest.approx(0.13)  # on arrival, not at tick 2 (0.2 s)
+    assert frame.pts == 9000
+
+    third = asyncio.create_task(track.recv())
+    await clock.sleeping_until(0.2)
+    clock.advance(0.07)  # tick 2, and the camera froze
+    await clock.sleeping_until(0.3)
+    assert not third.done()
+    clock.advance(0.1)
+    again = await third
+    assert again.to_ndarray(format="bgr24")[0, 0, 0] == 2  # the newest, sent again
+    assert again.pts == 18000 and track.ticks_skipped == 0
+
+
+async def test_wait_newer_returns_at_once_when_a_newer_frame_is_there() -> None:
+    box = LatestFrame()
+    box.put(image(1))
+    clock = ManualTime()
+    await box.wait_newer(0, 10.0, clock.sleep)  # seq 1 > 0: no sleep at all
+    assert clock.now == 0.0
+    waiting = asyncio.create_task(box.wait_newer(1, 10.0, clock.sleep))
+    await clock.sleeping_until(10.0)
+    box.put(image(2))
+    await waiting
+    assert clock.now == 0.0 and box._waiters == []

@@ -448,3 +448,43 @@ async def test_deleting_the_stream_closes_the_publisher(main_server: Server) -> 
         assert (status["state"], status["end_reason"]) == ("ended", "deleted")
     finally:
         await publisher.stop()
+
+
+class Counted:
+    """Sends ``count`` frames, then nothing more (the track waits forever)."""
+
+    def __init__(self, count: int) -> None:
+        self.scene = SyntheticScene(WIDTH, HEIGHT, fps=FPS, events=("box",), start=0,
+                                    period=4, duration=2)
+        self.count = count
+        self.sent = 0
+        self.done = asyncio.Event()
+
+    def track(self) -> FrameTrack:
+        counted = self
+
+        class Track(FrameTrack):
+            async def recv(self) -> Any:
+                if counted.sent >= counted.count:
+                    counted.done.set()
+                    await asyncio.Event().wait()
+                counted.sent += 1
+                return await super().recv()
+
+        return Track(self.scene, FPS)
+
+
+async def test_the_last_frame_sent_is_received_without_a_next_one(main_server: Server) -> None:
+    """A frame is complete at its last packet: the server does not wait for the next
+    frame to arrive (a whole frame interval) before it decodes and stores it."""
+    created = await main_server.create_stream()
+    counted = Counted(8)
+    publisher = await publish(created["publish"], counted.track())
+    try:
+        await counted.done.wait()
+        ingest = main_server.app.state.server.ingest
+        stats = await until(lambda: (s := ingest.session_stats(created["id"])) is not None
+                            and s.frames_received >= counted.count and s)
+        assert stats.frames_received == counted.count
+    finally:
+        await publisher.stop()

@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction, add_config_option: Any) -> None:
 
 
 def run_backtest_command(args: argparse.Namespace) -> int:
-    from watcher.cli import _load
+    from watcher.commands.common import load_or_report as _load
 
     config = _load(args.config)
     if config is None:

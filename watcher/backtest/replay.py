@@ -214,10 +214,10 @@ class Replay:
         for run in runs:
             if run.detector is not None and run.detector.feed(thumb):
                 self._request(run, Trigger("change", changed_at=t, stream=self.stream,
-                                           end_at=t + 1 / self.fps + SETTLE_S), t)
+                                           end_at=t + SETTLE_S), t)
 
     def _request(self, run: RuleRun, trigger: Trigger, t: float) -> None:
-        settle = (1 / self.fps + SETTLE_S) if trigger.kind == "change" else 0.0
+        settle = SETTLE_S if trigger.kind == "change" else 0.0
         due = max(t + settle, run.last_ask + run.rule.min_interval)
         if run.pending is not None and run.pending.kind == "alert" and trigger.kind != "alert":
             trigger = Trigger("alert", stream=run.pending.stream, leader=run.pending.leader,

@@ -21,8 +21,6 @@ from watcher.engine.state import AlertState, Kind
 from watcher.engine.store import AlertEventRecord
 from watcher.engine.triggers import SETTLE_S, ChangeWatch, Trigger, TriggerGate
 
-DEFAULT_FRAME_INTERVAL_S = 0.2
-
 
 class Engine(Protocol):
     runners: Mapping[str, Any]
@@ -52,7 +50,7 @@ class TriggeredRules:
             if name not in self.gates:
                 self.gates[name] = TriggerGate(
                     name, self._evaluator(name), runner.rule.min_interval,
-                    settle_s=self._settle_s(runner.stream_names), owner=runner)
+                    settle_s=SETTLE_S, owner=runner)
             if runner.rule.on_change:
                 watch = self.watches.get(name)
                 if watch is None:
@@ -92,14 +90,6 @@ class TriggeredRules:
                 await runner.evaluate(trigger=trigger)
 
         return evaluate
-
-    def _settle_s(self, streams: list[str]) -> float:
-        """One frame interval of the slowest stream, plus :data:`SETTLE_S`."""
-        intervals = []
-        for name in streams:
-            fps = getattr(getattr(self.engine.streams.get(name), "spec", None), "fps", None)
-            intervals.append(1 / fps if fps else DEFAULT_FRAME_INTERVAL_S)
-        return max(intervals, default=DEFAULT_FRAME_INTERVAL_S) + SETTLE_S
 
     def _disarm(self, name: str) -> None:
         watch = self.watches.pop(name, None)

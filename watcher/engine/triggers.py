@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 
 TriggerKind = Literal["tick", "change", "alert"]
 TRIGGER_KINDS: tuple[TriggerKind, ...] = ("tick", "change", "alert")
-SETTLE_S = 0.1
-"""After a change, wait this long plus one frame interval before asking: the changed
-frame must have reached the API (a WebRTC receiver holds each frame one interval)."""
+SETTLE_S = 0.15
+"""After a change, wait this long before asking: the changed frame must have been
+encoded, sent, received, decoded and stored by the API (about 50-100 ms on an idle
+machine; receivers complete a frame at its last packet, see
+:mod:`watcher.server.jitter`)."""
 
 
 @dataclass(frozen=True, slots=True)

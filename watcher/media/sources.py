@@ -346,8 +346,11 @@ class SyntheticSource(VideoSource):
         width, height = self._size(spec.width, spec.height)
         scene = SyntheticScene.from_spec(spec, fps=self.fps, width=width, height=height)
         start, n, interval = time.monotonic(), 0, 1 / self.fps
-        # wall=1: frame n is the one of Unix time (first + n) / fps
-        first = math.floor(time.time() * self.fps) if spec.wall else 0
+        first = 0
+        if spec.wall:
+            # wall=1: frame n shows Unix time (first + n) / fps, delivered at that time
+            first = math.ceil(time.time() * self.fps)
+            start += first / self.fps - time.time()
         while not self._stop.is_set():
             delay = start + n * interval - time.monotonic()
             if delay > 0 and self._stop.wait(delay):

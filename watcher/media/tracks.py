@@ -6,8 +6,12 @@ A producer is either
   at ``t = n / fps`` seconds (a :class:`~watcher.media.testsrc.SyntheticScene`
   is one), run in a worker thread so rendering never blocks the event loop, or
 * a :class:`LatestFrame` mailbox that a capture thread or task overwrites:
-  only the newest frame is kept, never a queue, and it is sent again when no
-  newer one arrived by the next tick (a frozen camera stays a live stream).
+  only the newest frame is kept, never a queue. When no newer frame arrived by
+  a tick, the track waits for one up to a frame interval (a camera at the
+  stream's own rate delivers out of step with the ticks: waiting sends each
+  frame as it arrives instead of up to an interval later, so what happens in
+  front of the camera reaches the API sooner), then sends the newest again (a
+  frozen camera stays a live stream).
 
 A frame is a BGR ``uint8`` array or an ``av.VideoFrame`` (sent as it is:
 sources deliver yuv420p, what the encoders take); ``None`` skips a tick.
@@ -19,6 +23,7 @@ consumer fell behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -41,7 +46,8 @@ FrameProducer = Callable[[int, float], Frame | None]
 
 
 class LatestFrame:
-    """A one-slot, thread-safe mailbox: ``put`` replaces, ``get`` reads the newest."""
+    """A one-slot, thread-safe mailbox: ``put`` replaces, ``get`` reads the newest;
+    :meth:`wait_newer` lets an event loop wait for the next ``put`` of any thread."""
 
     def __init__(self, gate: Callable[[], bool] | None = None) -> None:
         """``gate`` (cluster mode: "this instance still owns the camera"): while it says
@@ -53,6 +59,7 @@ class LatestFrame:
         self._read_seq = 0
         self.replaced = 0
         """Frames overwritten before anyone read them (the producer outran the track)."""
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def put(self, frame: Frame) -> None:
         with self._lock:
@@ -60,15 +67,41 @@ class LatestFrame:
                 self.replaced += 1
             self._frame = frame
             self._seq += 1
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    async def wait_newer(self, seq: int, timeout_s: float,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Until a frame newer than ``seq`` is put or ``timeout_s`` passed (by ``sleep``,
+        so a test's clock can drive it), whichever is first."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._seq > seq:
+                return
+            self._waiters.append((loop, waiter))
+        timer = asyncio.ensure_future(sleep(timeout_s))
+        try:
+            await asyncio.wait((waiter, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w[1] is not waiter]
 
     def get(self) -> Frame | None:
         """The newest frame (possibly one already read), or None before the first (or
         while the gate is shut)."""
+        return self.take()[0]
+
+    def take(self) -> tuple[Frame | None, int]:
+        """:meth:`get` and the sequence number of the frame it returns."""
         if self._gate is not None and not self._gate():
-            return None
+            return None, self._seq
         with self._lock:
             self._read_seq = self._seq
-            return self._frame
+            return self._frame, self._seq
 
     def peek(self) -> Frame | None:
         """The newest frame, without counting it as read (for observers such as clips)."""
@@ -105,6 +138,8 @@ class FrameTrack(VideoStreamTrack):
         self._sleep = sleep
         self._start: float | None = None
         self._next = 0
+        self._sent_seq = -1
+        """The :class:`LatestFrame` sequence number of the frame sent last."""
         self.frames_sent = 0
         self.ticks_skipped = 0
         """Ticks dropped because ``recv`` was called late (consumer or producer too slow)."""
@@ -150,7 +185,10 @@ class FrameTrack(VideoStreamTrack):
 
     async def _produce(self, n: int) -> VideoFrame | None:
         if isinstance(self.source, LatestFrame):
-            frame = self.source.get()
+            if self.source.seq <= self._sent_seq:
+                # Sent already: wait for the next frame rather than send it an interval late.
+                await self.source.wait_newer(self._sent_seq, 1 / self.fps, self._sleep)
+            frame, self._sent_seq = self.source.take()
             if frame is None or isinstance(frame, VideoFrame):
                 return frame  # nothing to convert: no worker thread
             return await asyncio.to_thread(_to_video_frame, frame)
@@ -178,3 +216,8 @@ def _to_video_frame(frame: Frame | None) -> VideoFrame | None:
     if frame is None or isinstance(frame, VideoFrame):
         return frame
     return VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -37,6 +37,7 @@ from watcher.server.encode import (
     encode_frame,
     stream_frame_budget,
 )
+from watcher.server.jitter import complete_frames_at_marker
 from watcher.server.problems import StreamProblem
 from watcher.server.streams import Stream, StreamRegistry
 
@@ -104,6 +105,7 @@ class WhipIngest:
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         use_single_threaded_decoders()
+        complete_frames_at_marker()
         self.registry = registry
         self.max_quality = settings.jpeg_quality
         self.min_quality = min(MIN_JPEG_QUALITY, settings.jpeg_quality)
