@@ -24,14 +24,9 @@ from watcher.engine.condition import (
     ConditionError,
     default_condition,
 )
-from watcher.engine.rules import (
-    ConfirmConfig,
-    IncludeConfig,
-    RuleConfig,
-    RulePack,
-    StateConfig,
-    cron_trigger,
-)
+from watcher.engine.includes import IncludeConfig
+from watcher.engine.rulechecks import cron_trigger
+from watcher.engine.rules import ConfirmConfig, RuleConfig, RulePack, StateConfig
 from watcher.engine.schema import SchemaError, expand_schema, schema_fields
 from watcher.errors import ConfigError
 

@@ -54,8 +54,8 @@ inside a pack are reported at the pack's own file:line; loading lives in
 :meth:`watcher.config.WatcherConfig.check_references`.
 
 The ``include:`` entry and a rule's origin are defined in :mod:`watcher.engine.includes`,
-the checks the fields share in :mod:`watcher.engine.rulechecks`; the names of this
-section (``__all__``) are all importable from here.
+the checks the fields share (and :func:`~watcher.engine.rulechecks.cron_trigger`) in
+:mod:`watcher.engine.rulechecks`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ from watcher.configbase import Section
 from watcher.duration import Duration, format_duration
 from watcher.engine.budget import BudgetConfig
 from watcher.engine.condition import Condition
-from watcher.engine.includes import IN_PACK, IncludeConfig, IncludeEntry, RuleOrigin
+from watcher.engine.includes import IN_PACK, RuleOrigin
 from watcher.engine.rulechecks import (
     PositiveDuration,
     Severity,
@@ -100,16 +100,11 @@ from watcher.store.database import MEMORY
 
 __all__ = [
     "DEFAULT_STATE_PATH",
-    "IN_PACK",
     "MEMORY",
     "ConfirmConfig",
-    "IncludeConfig",
-    "IncludeEntry",
     "RuleConfig",
-    "RuleOrigin",
     "RulePack",
     "StateConfig",
-    "cron_trigger",
 ]
 
 DEFAULT_HEARTBEAT_S = 60.0
