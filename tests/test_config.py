@@ -13,18 +13,12 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
 from watcher.cli import main
-from watcher.config import (
-    EmbeddedServerConfig,
-    OvershootConfig,
-    Problem,
-    StreamConfig,
-    WatcherConfig,
-    classify_source,
-    load_config,
-    parse_config,
-    redact_source,
-    reference_problems,
-)
+from watcher.config import StreamConfig, WatcherConfig, load_config, parse_config
+from watcher.config.overshoot import EmbeddedServerConfig, OvershootConfig
+from watcher.config.references import reference_problems
+from watcher.config.streams import classify_source
+from watcher.configbase import redact_source
+from watcher.configerrors import Problem
 from watcher.duration import Duration, format_duration, parse_duration
 from watcher.errors import ConfigError
 from watcher.server.settings import ServerSettings

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from watcher.actions.templates import iso
 from watcher.config import WatcherConfig
-from watcher.daemon import api_client
+from watcher.daemon.api import api_client
 from watcher.engine.ask import build_request
 from watcher.engine.runner import RuleRunner
 from watcher.keeper.keeper import StreamKeeper

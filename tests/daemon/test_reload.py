@@ -112,7 +112,7 @@ async def test_sections_that_need_a_restart_are_reported_until_restarted(
 
 async def test_watch_reloads_when_the_file_changes(tmp_path: Path,
                                                    monkeypatch) -> None:
-    monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
+    monkeypatch.setattr("watcher.daemon.chores.WATCH_INTERVAL_S", 0.1)
     path = tmp_path / "watcher.yaml"
     path.write_text(BASE.format(state=tmp_path / "state.sqlite3", extra=""))
     daemon = Daemon(load_config(path), path)
@@ -129,7 +129,7 @@ async def test_watch_reloads_when_the_file_changes(tmp_path: Path,
 
 async def test_watch_picks_up_a_new_file_that_an_include_glob_matches(tmp_path: Path,
                                                                       monkeypatch) -> None:
-    monkeypatch.setattr("watcher.daemon.WATCH_INTERVAL_S", 0.1)
+    monkeypatch.setattr("watcher.daemon.chores.WATCH_INTERVAL_S", 0.1)
     packs = tmp_path / "rules"
     packs.mkdir()
     (packs / "motion.yaml").write_text("rules: []\n")

@@ -67,7 +67,7 @@ def test_unknown_rule_and_empty_alert_list(tmp_path: Path,
 
 
 def test_the_configured_timeout_bounds_every_request() -> None:
-    from watcher.daemon import request_policies
+    from watcher.daemon.api import request_policies
 
     short, long = request_policies(5.0), request_policies(90.0)
     assert (short.chat.timeout, short.keepalive.timeout, short.create.timeout) == (5, 5, 5)

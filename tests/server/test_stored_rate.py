@@ -17,7 +17,7 @@ from av import VideoFrame
 from pydantic import ValidationError
 
 from watcher.clock import ManualClock
-from watcher.config import EmbeddedServerConfig
+from watcher.config.overshoot import EmbeddedServerConfig
 from watcher.media.tracks import LatestFrame
 from watcher.server import ingest as ingest_module
 from watcher.server.encode import JpegEncoder, frame_budget, stream_frame_budget

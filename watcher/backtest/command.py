@@ -24,8 +24,9 @@ import httpx
 
 from watcher.actions.config import build_action
 from watcher.backtest.labels import LabelsError, load_labels
-from watcher.backtest.replay import Replay, probe_duration, select_rules, video_files
+from watcher.backtest.replay import Replay, select_rules
 from watcher.backtest.report import report_json, result_rows, write_html
+from watcher.backtest.video import probe_duration, video_files
 
 
 def add_parser(sub: argparse._SubParsersAction, add_config_option: Any) -> None:
@@ -64,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction, add_config_option: Any) -> None:
 
 
 def run_backtest_command(args: argparse.Namespace) -> int:
-    from watcher.cli import _load
+    from watcher.commands.common import load_or_report as _load
 
     config = _load(args.config)
     if config is None:

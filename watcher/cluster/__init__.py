@@ -7,6 +7,7 @@
     config.py       the ``cluster:`` section (instance_id, heartbeat, lease)
     leases.py       members, group leases and fencing tokens; the store protocol, in memory
     coordinator.py  the loop: heartbeat, membership, acquire / renew / release, handover
+    rounds.py       the coordinator's bookkeeping: held leases, round results, counts
 
 The unit of work is a camera group. Each group is owned by exactly one live
 instance through a lease row carrying a fencing epoch that only grows; every

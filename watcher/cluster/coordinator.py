@@ -33,13 +33,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from watcher.clock import Clock, SystemClock
 from watcher.cluster.assign import assign
 from watcher.cluster.groups import CameraGroup
 from watcher.cluster.leases import ClusterStore, FenceToken, Lease, Member
+from watcher.cluster.rounds import ClusterStats, Held, RoundResult
 from watcher.errors import LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -51,34 +51,6 @@ OnGain = Callable[[CameraGroup, int], Awaitable[None]]
 OnLose = Callable[[CameraGroup, str], Awaitable[None]]
 Monotonic = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
-
-
-@dataclass(slots=True)
-class Held:
-    group: CameraGroup
-    epoch: int
-    deadline: float
-    """Monotonic time after which this instance must consider the group lost."""
-    acquired_ms: int
-
-
-@dataclass(slots=True)
-class RoundResult:
-    live: list[str] = field(default_factory=list)
-    gained: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class ClusterStats:
-    rounds: int = 0
-    round_errors: int = 0
-    acquired: int = 0
-    released: int = 0
-    lost: int = 0
-    """Groups dropped without handing them over (stale epoch, local deadline passed)."""
 
 
 class Coordinator:

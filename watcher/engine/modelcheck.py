@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from watcher.server.backends.visionanswer import schema_problem
 
 if TYPE_CHECKING:
-    from watcher.config import EmbeddedServerConfig, WatcherConfig
+    from watcher.config.overshoot import EmbeddedServerConfig
+    from watcher.config.root import WatcherConfig
     from watcher.engine.rules import ConfirmConfig, RuleConfig
     from watcher.yamlfile import Loc
 

@@ -11,7 +11,7 @@
       token: ${WATCHER_CONSOLE_TOKEN}   # required by the console, API and /metrics
       public_url: https://watcher.example.com   # where people open the console (links)
 
-The model follows :class:`watcher.config.Section` (``extra="forbid"``, every
+The model follows :class:`watcher.configbase.Section` (``extra="forbid"``, every
 option described) without importing it, so that :mod:`watcher.config` can
 import this module at its top without an import cycle.
 """

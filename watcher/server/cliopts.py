@@ -1,7 +1,7 @@
 """``watcher serve`` options for the server's limits and the origins it trusts.
 
-Kept apart from ``cli.py`` so that every limit is declared once, next to how it
-becomes a :class:`~watcher.server.settings.ServerSettings` field.
+Kept apart from :mod:`watcher.commands.serve` so that every limit is declared once,
+next to how it becomes a :class:`~watcher.server.settings.ServerSettings` field.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 ::
 
-    store.py        AlertStore: the one object callers use
+    store.py        AlertStore: the one object callers use (states, events, evidence, reviews)
+    queue.py        its delivery outbox methods: claims, retries, dead letters
+    base.py         its database: opening (schema check or migration), reads, fenced writes
     alerts.py       alert states and events (statements)
     deliveries.py   the outbox: claims, retries, dead letters (statements)
     records.py      what is stored: AlertEventRecord, DeliveryRecord, keys

@@ -2,7 +2,10 @@
 
 One object for the engine, the outbox, the daemon and the CLI, on SQLite or
 PostgreSQL (:class:`~watcher.store.database.Database`); the statements live
-in one module per concern (:mod:`.alerts`, :mod:`.deliveries`).
+in one module per concern (:mod:`.alerts`, :mod:`.deliveries`, ...), and the
+methods in three layers: opening and transactions (:mod:`.base`), the
+delivery outbox (:mod:`.queue`), and here alert states, events, evidence and
+what the console reviews.
 
 Every step that changes an alert writes the new :class:`AlertState`, its
 events (with their evidence: answer, frame URLs, snapshot) and their
@@ -10,54 +13,28 @@ deliveries in ONE transaction, before any action runs: a crash never leaves
 a state change without its event, an event without its state, or a
 notifying event without its deliveries. Replaying a step after a crash
 cannot duplicate an event either: ``event_key`` is UNIQUE.
-
-Opening: the constructor only parses the location; :meth:`AlertStore.open`
-connects and brings the schema up to date under a lock
-(:mod:`watcher.store.migrate`), so a bad location or a newer schema fails
-at startup. Every method opens the store first if nobody did.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from watcher.engine.silences import Silence
 from watcher.engine.state import AlertState
-from watcher.store import alerts, budgets, evidence, migrate, reviews, timeline
+from watcher.store import alerts, budgets, evidence, reviews, timeline
 from watcher.store import deliveries as outbox
-from watcher.store.database import Database
-from watcher.store.errors import SchemaError, StoreError
 from watcher.store.fence import Fence
-from watcher.store.records import (
-    ActionsFor,
-    AlertEventRecord,
-    DeliveryRecord,
-    delivery_key,
-)
+from watcher.store.queue import DeliveryQueue
+from watcher.store.records import ActionsFor, AlertEventRecord, delivery_key
 from watcher.store.reviews import Ack, Clip, Feedback
 from watcher.store.timeline import EventDetails, TimelineQuery
 
-T = TypeVar("T")
-DEFAULT_CLAIM_MS = 10 * 60_000
-"""How long a delivery claim holds unless the claimer says otherwise."""
 
-
-def default_instance() -> str:
-    """This process as a claimer: host name, pid and a random tag (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-class AlertStore:
+class AlertStore(DeliveryQueue):
     """Alert states, events and their deliveries, on SQLite or PostgreSQL; async methods.
 
     ``location`` is a SQLite file path (or ``:memory:``) or a
@@ -68,77 +45,6 @@ class AlertStore:
     changes anything: a missing SQLite file or an outdated schema is a
     :class:`StoreError`, and every write raises one.
     """
-
-    def __init__(self, location: str | Path, *, instance: str | None = None,
-                 upgrade: bool = True, read_only: bool = False) -> None:
-        self.db = Database(location, read_only=read_only)
-        self.read_only = read_only
-        self.path = self.db.name
-        """The database as logs name it: the SQLite path, or the URL without its password."""
-        self.instance = instance or default_instance()
-        self.upgrade = upgrade and not read_only
-        self._opened = False
-        self._opening = asyncio.Lock()
-        self._closed = False
-
-    @property
-    def shared(self) -> bool:
-        """Whether other processes may use this database at once (PostgreSQL)."""
-        return not self.db.is_sqlite
-
-    async def open(self) -> AlertStore:
-        """Connect and check (or migrate) the schema. Idempotent."""
-        await self._ready()
-        return self
-
-    async def __aenter__(self) -> AlertStore:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Finish running work and close the connections. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self.db.close()
-
-    async def _ready(self) -> None:
-        if self._closed:
-            raise StoreError(f"alert store {self.path} is closed")
-        if self._opened:
-            return
-        async with self._opening:
-            if self._opened:
-                return
-            if self.upgrade:
-                await migrate.upgrade(self.db)
-            else:
-                status = await migrate.status(self.db)
-                if not status.up_to_date:
-                    raise SchemaError(
-                        f"alert store {self.path} is at schema revision "
-                        f"{status.current or '(none)'}, this watcher needs {status.head}: "
-                        f"run `{migrate.UPGRADE_COMMAND}`")
-            self._opened = True
-
-    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        await self._ready()
-        return await self.db.run(work, write=False)
-
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]],
-                     fence: Fence | None = None) -> T:
-        if self.read_only:
-            raise StoreError(f"alert store {self.path} is open read-only")
-        await self._ready()
-        if fence is None:
-            return await self.db.run(work)
-
-        async def fenced(conn: AsyncConnection) -> T:
-            await fence.check(conn)
-            return await work(conn)
-        return await self.db.run(fenced)
 
     # -- alert states and events ---------------------------------------------
 
@@ -345,116 +251,3 @@ class AlertStore:
     async def trim_clips(self, max_bytes: int, max_count: int | None = None) -> int:
         """Drop the oldest clips beyond the budget; alert records are never dropped."""
         return await self._write(lambda c: reviews.trim_clips(c, max_bytes, max_count))
-
-    # -- the delivery outbox (see watcher.store.deliveries) ------------------
-
-    async def due_deliveries(
-        self, now_ms: int, limit: int = 100, exclude_actions: Iterable[str] = (),
-        action: str | None = None,
-    ) -> list[DeliveryRecord]:
-        """Deliveries to claim at ``now_ms`` (pending and due, or whose claim lapsed),
-        oldest due first (then by id)."""
-        if limit < 0:
-            raise ValueError("limit must be >= 0")
-        exclude = tuple(exclude_actions)
-        return await self._read(lambda c: outbox.due(c, now_ms, limit, exclude, action))
-
-    async def next_due_ms(self, exclude_actions: Iterable[str] = ()) -> int | None:
-        """When the next delivery (of an action not excluded) is due or its claim lapses;
-        None if none."""
-        exclude = tuple(exclude_actions)
-        return await self._read(lambda c: outbox.next_due_ms(c, exclude))
-
-    async def mark_delivering(self, delivery_id: int, now_ms: int,
-                              summary_id: str | None = None, *,
-                              claim_ms: int = DEFAULT_CLAIM_MS,
-                              fence: Fence | None = None) -> bool:
-        """Claim one delivery for ``claim_ms`` (pending, or its last claim lapsed), counting
-        one attempt; False if it was not claimable (another instance has it, or done).
-
-        ``summary_id``: the delivery goes out as a member of that summary message;
-        the key is kept, so a summary whose outcome is unknown is sent again
-        under the same key (see :meth:`summary_members`).
-        """
-        claimed = await self._write(lambda c: outbox.claim(
-            c, [delivery_id], now_ms, self.instance, claim_ms, summary_id), fence)
-        return claimed == [delivery_id]
-
-    async def summary_members(self, summary_id: str) -> list[DeliveryRecord]:
-        """The unfinished (pending or delivering) members of a summary, by event id."""
-        return await self._read(lambda c: outbox.summary_members(c, summary_id))
-
-    async def claim_due(self, now_ms: int, limit: int = 100,
-                        exclude_actions: Iterable[str] = (), *,
-                        claim_ms: int = DEFAULT_CLAIM_MS) -> list[DeliveryRecord]:
-        """Claim up to ``limit`` due deliveries at once (``FOR UPDATE SKIP LOCKED``)."""
-        exclude = tuple(exclude_actions)
-        return await self._write(lambda c: outbox.claim_due(
-            c, now_ms, limit, exclude, self.instance, claim_ms))
-
-    async def mark_sent(self, delivery_id: int, now_ms: int, *,
-                        fence: Fence | None = None) -> bool:
-        """delivering (claimed by this store) -> sent."""
-        return await self._finish(delivery_id, now_ms, outbox.sent(now_ms), fence)
-
-    async def mark_retry(self, delivery_id: int, next_attempt_ms: int, error: str,
-                         now_ms: int, *, fence: Fence | None = None) -> bool:
-        """Back to pending, due again at ``next_attempt_ms``."""
-        return await self._finish(delivery_id, now_ms, outbox.retry(next_attempt_ms, error),
-                                  fence)
-
-    async def mark_dead(self, delivery_id: int, error: str, now_ms: int, *,
-                        fence: Fence | None = None) -> bool:
-        """Dead-letter a pending or claimed delivery; it is kept for ``watcher alerts``."""
-        return await self._finish(delivery_id, now_ms, outbox.dead(error), fence,
-                                  allow_pending=True)
-
-    async def mark_summarized(self, delivery_ids: Iterable[int], summary_id: str,
-                              now_ms: int, *, fence: Fence | None = None) -> int:
-        """Pending or claimed deliveries a summary message stood for; returns the count."""
-        ids = list(delivery_ids)
-        return await self._write(
-            lambda c: outbox.summarized(c, ids, summary_id, now_ms, self.instance), fence)
-
-    async def _finish(self, delivery_id: int, now_ms: int, values: dict[str, Any],
-                      fence: Fence | None, allow_pending: bool = False) -> bool:
-        return await self._write(lambda c: outbox.finish(
-            c, delivery_id, now_ms, self.instance, allow_pending=allow_pending, **values),
-            fence)
-
-    async def reset_in_flight(self, now_ms: int) -> int:
-        """Deliveries in flight at a crash become pending again (at-least-once).
-
-        Call once before the outbox starts. On SQLite (one daemon per file)
-        this takes back every in-flight row; on a shared database only the
-        rows this instance claimed and those whose claim lapsed (the others
-        are being delivered by live instances).
-        """
-        return await self._write(lambda c: outbox.reset_in_flight(
-            c, now_ms, self.instance, everything=not self.shared))
-
-    async def release_claims(self, claimers: Iterable[str], now_ms: int) -> int:
-        """Take back the in-flight deliveries of claimers known to be dead; returns how many.
-
-        A claim lapses by itself at its deadline (the attempt timeout plus a
-        margin, minutes); a cluster that learns sooner that an instance died
-        (its heartbeats stopped) calls this with the dead instances' ids, so
-        their deliveries go out again at once, with the same Idempotency-Key.
-        The store's ``instance`` must then be the cluster's instance id.
-        """
-        names = list(claimers)
-        return await self._write(lambda c: outbox.release_claims(c, names, now_ms))
-
-    async def delivery_counts(self) -> dict[str, dict[str, int]]:
-        """``{action: {status: count}}`` over all deliveries (for metrics and status)."""
-        return await self._read(outbox.counts)
-
-    async def deliveries_for_event(self, event_id: int) -> list[DeliveryRecord]:
-        return (await self.deliveries_for_events([event_id])).get(event_id, [])
-
-    async def deliveries_for_events(
-        self, event_ids: Iterable[int]
-    ) -> dict[int, list[DeliveryRecord]]:
-        """The deliveries of each event (by id, then in insertion order)."""
-        ids = list(event_ids)
-        return await self._read(lambda c: outbox.for_events(c, ids))

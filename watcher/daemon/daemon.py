@@ -27,8 +27,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,11 @@ from watcher.cluster.coordinator import Coordinator
 from watcher.cluster.groups import CameraGroup, group_of
 from watcher.cluster.sqlstore import GroupFence, SqlClusterStore
 from watcher.cluster.work import config_groups, owned_rules, owned_streams
-from watcher.config import StreamConfig, WatcherConfig, included_files, load_config
+from watcher.config import StreamConfig, WatcherConfig, load_config
 from watcher.console.api import ConsoleSource
 from watcher.console.clips import ClipRecorder
+from watcher.daemon.api import api_client
+from watcher.daemon.chores import prune_forever, report_first_frames, watch_files
 from watcher.duration import format_duration
 from watcher.engine.engine import RuleEngine
 from watcher.engine.pending import StepWriter
@@ -55,68 +56,15 @@ from watcher.errors import ConfigError, WatcherError
 from watcher.keeper.keeper import StreamKeeper
 from watcher.observe.server import status_listener
 from watcher.observe.source import StatusSource
-from watcher.overshoot.client import OvershootClient, Policies
-from watcher.server.embedded import run_embedded
+from watcher.overshoot.client import OvershootClient
 from watcher.store.lock import daemon_store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("watcher.daemon")  # one logger for the whole daemon package
 
-FIRST_FRAME_LOG_TIMEOUT = 30.0
-WATCH_INTERVAL_S = 2.0
-PRUNE_INTERVAL_S = 3600.0
 RESTART_SECTIONS = ("overshoot", "state", "status", "cluster")
 """Sections a reload cannot apply: the running values stay until a restart."""
 LOSE_WAIT_S = 2.0
 """Cluster mode: how long stopping a group waits for an evaluation in flight."""
-
-
-@dataclass(frozen=True, slots=True)
-class ApiTarget:
-    base_url: str
-    api_key: str | None
-    embedded: bool
-
-
-@contextlib.asynccontextmanager
-async def api_target(config: WatcherConfig) -> AsyncIterator[ApiTarget]:
-    """The configured API; for ``embedded``, a server running in this process until exit."""
-    overshoot = config.overshoot
-    if not overshoot.is_embedded:
-        key = overshoot.api_key.get_secret_value() if overshoot.api_key else None
-        yield ApiTarget(overshoot.base_url, key, embedded=False)
-        return
-    embedded = overshoot.embedded
-    extra_keys = [overshoot.api_key.get_secret_value()] if overshoot.api_key else []
-    async with run_embedded(embedded.server_settings(extra_keys), host=embedded.host,
-                            port=embedded.port) as endpoint:
-        # With a configured key the daemon's streams are that key's: whoever holds it
-        # (an operator, a cluster peer's tests) sees them in GET /streams.
-        yield ApiTarget(endpoint.base_url, extra_keys[0] if extra_keys else endpoint.api_key,
-                        embedded=True)
-
-
-@contextlib.asynccontextmanager
-async def api_client(config: WatcherConfig) -> AsyncIterator[tuple[OvershootClient,
-                                                                   httpx.AsyncClient]]:
-    """One shared HTTP client and the Overshoot client on top of it."""
-    async with api_target(config) as target:
-        seconds = config.overshoot.timeout_seconds
-        async with httpx.AsyncClient(timeout=httpx.Timeout(seconds, connect=10.0)) as http:
-            yield OvershootClient(target.base_url, target.api_key, http=http,
-                                  policies=request_policies(seconds)), http
-
-
-def request_policies(timeout_s: float) -> Policies:
-    """The retry budget, with ``overshoot.timeout_seconds`` as the deadline of a chat
-    completion and as the upper bound for the (shorter) stream calls."""
-    defaults = Policies()
-    return Policies(
-        create=replace(defaults.create, timeout=min(defaults.create.timeout, timeout_s)),
-        keepalive=replace(defaults.keepalive,
-                          timeout=min(defaults.keepalive.timeout, timeout_s)),
-        read=replace(defaults.read, timeout=min(defaults.read.timeout, timeout_s)),
-        chat=replace(defaults.chat, timeout=timeout_s),
-    )
 
 
 class Daemon:
@@ -220,11 +168,12 @@ class Daemon:
                 self.status.cluster = self.coordinator
                 self.coordinator.start()
                 stack.push_async_callback(self.coordinator.stop)
-            tasks = [asyncio.create_task(self._report_first_frames()),
-                     asyncio.create_task(self._prune_forever()),
+            tasks = [asyncio.create_task(report_first_frames(self.keepers)),
+                     asyncio.create_task(prune_forever(store, state.keep_events_for)),
                      asyncio.create_task(store.probe_forever())]
             if watch and self.path is not None:
-                tasks.append(asyncio.create_task(self._watch_files()))
+                tasks.append(asyncio.create_task(
+                    watch_files(self.path, lambda: self.config, self.reload)))
             # Everything long-lived now exists: move it out of the collector's sight, so
             # full collections stay short (they otherwise delay rule ticks by 100+ ms).
             gc.collect()
@@ -309,34 +258,6 @@ class Daemon:
             self.status.outbox = self.outbox
         return [f"action {n} {'removed' if n not in config.actions else 'updated'}"
                 for n in changed]
-
-    async def _prune_forever(self) -> None:
-        """Keep the state file from growing without bound (events carry JPEG snapshots)."""
-        while True:
-            assert self.store is not None
-            keep_ms = round(self.config.state.keep_events_for * 1000)
-            try:
-                pruned = await self.store.prune(SystemClock().now_ms() - keep_ms)
-            except WatcherError as exc:
-                log.warning("could not prune old alert events: %s", exc)
-            else:
-                if pruned:
-                    log.info("pruned %d alert event(s) older than %s", pruned,
-                             format_duration(self.config.state.keep_events_for))
-            await asyncio.sleep(PRUNE_INTERVAL_S)
-
-    async def _watch_files(self) -> None:
-        """Reload when the config file (or a rule pack) changes on disk."""
-        assert self.path is not None
-        seen = _mtimes(self.path, self.config)
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            now = _mtimes(self.path, self.config)
-            if now != seen:
-                seen = now
-                log.info("config changed on disk; reloading")
-                await self.reload()
-                seen = _mtimes(self.path, self.config)
 
     # -- cluster mode ----------------------------------------------------------
     def _wanted_streams(self, config: WatcherConfig) -> list[StreamConfig]:
@@ -444,40 +365,6 @@ class Daemon:
     async def _stop_keepers(self) -> None:
         await asyncio.gather(*(k.stop() for k in self.keepers.values()),
                              return_exceptions=True)
-
-    async def _report_first_frames(self) -> None:
-        """Log when each stream is live, or that it is taking long, and when all are."""
-        started = asyncio.get_running_loop().time()
-
-        async def one(keeper: StreamKeeper) -> None:
-            try:
-                stream_id = await keeper.wait_live(FIRST_FRAME_LOG_TIMEOUT)
-            except TimeoutError:
-                log.warning("stream %s is not live after %.0f s (state %s, %s)", keeper.name,
-                            FIRST_FRAME_LOG_TIMEOUT, keeper.state,
-                            keeper.last_error or "no error")
-                return
-            log.info("stream %s is live (%s)", keeper.name, stream_id)
-
-        keepers = list(self.keepers.values())
-        await asyncio.gather(*(one(k) for k in keepers))
-        live = sum(1 for k in keepers if k.stream_id is not None)
-        log.info("%d of %d stream(s) live after %.1f s", live, len(keepers),
-                 asyncio.get_running_loop().time() - started)
-
-
-def _mtimes(path: Path, config: WatcherConfig) -> dict[str, tuple[int, int]]:
-    """Modification time and size of the config file and of every rule pack it includes
-    (including files an ``include:`` glob has just started to match)."""
-    files = {path, *(Path(r.origin.file) for r in config.rules if r.origin is not None),
-             *included_files(config, path)}
-    out = {}
-    for file in files:
-        with contextlib.suppress(OSError):
-            stat = file.stat()
-            out[str(file)] = (stat.st_mtime_ns, stat.st_size)
-    return out
-
 
 def _public_url(config: WatcherConfig) -> str | None:
     """Where the console's pages are reachable from outside, if configured."""
