@@ -286,6 +286,9 @@ def main() -> int:
     _verdict.add_smoke(parser)
     args = parser.parse_args()
     if args.one:
+        from watcher.memory import cap_malloc_arenas
+
+        cap_malloc_arenas()  # as `watcher run` does, before the daemon's threads exist
         args.cameras = int(args.cameras)
         _common.quiet_logs()
         print(json.dumps(asyncio.run(one_run(args)), default=str))

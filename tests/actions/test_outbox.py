@@ -26,12 +26,15 @@ from support.poll import eventually
 
 from watcher.actions.base import Action, DeliveryError
 from watcher.actions.options import ActionOptionsBase
-from watcher.actions.outbox import Outbox, retry_delay_s
+from watcher.actions.outbox import Outbox
+from watcher.actions.sending import retry_delay_s
 from watcher.cli import main
 from watcher.clock import ManualClock
 from watcher.config import WatcherConfig
+from watcher.engine.alertevents import delivery_targets
+from watcher.engine.evaluation import Evaluation
 from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import Evaluation, RuleRunner, delivery_targets
+from watcher.engine.runner import RuleRunner
 from watcher.engine.state import AlertState, Kind, Transition
 from watcher.engine.store import (
     AlertEventRecord,

@@ -24,14 +24,9 @@ from watcher.engine.condition import (
     ConditionError,
     default_condition,
 )
-from watcher.engine.rules import (
-    ConfirmConfig,
-    IncludeConfig,
-    RuleConfig,
-    RulePack,
-    StateConfig,
-    cron_trigger,
-)
+from watcher.engine.includes import IncludeConfig
+from watcher.engine.rulechecks import cron_trigger
+from watcher.engine.rules import ConfirmConfig, RuleConfig, RulePack, StateConfig
 from watcher.engine.schema import SchemaError, expand_schema, schema_fields
 from watcher.errors import ConfigError
 
@@ -567,7 +562,8 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[Base
 
 def test_every_rule_option_is_described_and_typos_fail() -> None:
     models = {m for m in _models(WatcherConfig, set())
-              if m.__module__ in ("watcher.engine.rules", "watcher.store.config")}
+              if m.__module__ in ("watcher.engine.rules", "watcher.engine.includes",
+                                  "watcher.store.config")}
     assert {m.__name__ for m in models} == {
         "RuleConfig", "ConfirmConfig", "IncludeConfig", "StateConfig"}
     for model in (*models, RulePack):

@@ -10,7 +10,8 @@ from support.keeper import KEY, Harness, Spec, make_harness
 from support.poll import eventually
 
 from watcher.clock import ManualClock, SystemClock
-from watcher.keeper.keeper import KeeperTimings, _RateMeter
+from watcher.keeper.meters import RateMeter
+from watcher.keeper.spec import KeeperTimings
 from watcher.media.publisher import make_publisher
 from watcher.media.whip import WhipPublisher
 from watcher.server.settings import ServerSettings
@@ -272,7 +273,7 @@ async def test_the_first_publish_rate_reading_is_not_zero_while_frames_flow(
 
 
 def test_rate_meter_reads_from_the_start_of_publishing() -> None:
-    meter = _RateMeter()
+    meter = RateMeter()
     meter.start(0, 10_000)
     assert meter.rate(0, 10_300) == 0.0  # nothing sent yet
     assert meter.rate(6, 10_600) == 10.0  # 6 frames in 0.6 s: the first reading

@@ -36,7 +36,8 @@ from livekit import rtc as real_rtc
 from support.poll import eventually
 
 from watcher.errors import AuthenticationError, TransportError
-from watcher.media.livekit import LiveKitPublisher, publish_options, redact_url, to_rtc_frame
+from watcher.media.livekit import LiveKitPublisher, redact_url
+from watcher.media.livekit_track import publish_options, to_rtc_frame
 from watcher.media.publisher import Publisher, make_publisher
 from watcher.media.tracks import FrameTrack, LatestFrame
 from watcher.media.whip import WhipPublisher

@@ -114,3 +114,25 @@ def test_wall_clock_scenes_agree_across_processes_started_apart() -> None:
     n = round(at * 10)  # the frame of that Unix time, give or take one
     assert any(np.array_equal(frame, scene.frame(k)) for k in (n - 2, n - 1, n, n + 1))
     assert not any(np.array_equal(frame, scene.frame(k)) for k in (n - 5, n + 5))
+
+
+def test_scenes_of_one_look_share_their_planes() -> None:
+    a = SyntheticScene.from_spec("testsrc:seed=4", fps=2)
+    b = SyntheticScene.from_spec("testsrc:events=person,seed=4", fps=5)
+    assert a.background is b.background and a._noise[0] is b._noise[0]
+    assert SyntheticScene(seed=5).background is not a.background
+    assert not a.background.flags.writeable  # shared, so nobody may draw on it
+    frame = a.frame(3)
+    assert frame.flags.writeable and not np.shares_memory(frame, a.background)
+
+
+@pytest.mark.parametrize(("seed", "sigma"), [(0, 2.0), (3, 40.0), (1, 300.0)])
+def test_noise_is_the_camera_like_mix_of_one_draw(seed: int, sigma: float) -> None:
+    """Rendered a frame at a time, the noise is exactly the all-at-once formula's."""
+    rng = np.random.default_rng(seed + 7)
+    noise = rng.normal(0.0, sigma, size=(4, 24, 32, 3))
+    noise = 0.7 * noise[..., :1] + 0.3 * noise
+    noise = np.clip(np.rint(noise), -255, 255).astype(np.int16)
+    positive, negative = SyntheticScene(32, 24, seed=seed, noise=sigma)._noise
+    assert np.array_equal(positive, np.clip(noise, 0, 255).astype(np.uint8))
+    assert np.array_equal(negative, np.clip(-noise, 0, 255).astype(np.uint8))

@@ -18,7 +18,7 @@ from support.status import RULE, Running, running_daemon
 from watcher.cli import main
 from watcher.config import parse_config
 from watcher.errors import ConfigError
-from watcher.keeper.keeper import KeeperTimings
+from watcher.keeper.spec import KeeperTimings
 from watcher.observe.config import DEFAULT_PORT, StatusConfig
 from watcher.observe.server import StatusError, serve_status, status_listener
 from watcher.observe.source import StatusSource

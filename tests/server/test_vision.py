@@ -485,10 +485,28 @@ async def test_detectors_run_only_for_what_the_schema_asks(
     await VisionModel().complete(ask({"motion_detected": {"type": "boolean"}}))
     assert calls == []
     await VisionModel().complete(ask({"person_count": {"type": "integer"}}))
-    assert set(calls) == {"people"}
+    assert calls == ["people"] * 3  # a count looks at every frame (up to 8)
     calls.clear()
     await VisionModel().complete(ask({"summary": {"type": "string"}}))
-    assert set(calls) == {"people", "faces"}
+    assert calls == ["people", "faces"]  # the description: the newest frame only
+    calls.clear()
+    await VisionModel().complete(ask({"summary": {"type": "string"},
+                                      "faces": {"type": "integer"}}))
+    assert calls == ["people", "faces"] * 3
+
+
+async def test_the_description_tells_the_people_of_the_newest_frame() -> None:
+    """A person who left during the window: the sentence describes the scene now, and
+    a property that asks for a count still finds them."""
+    left = media([*walking_video(2), *static_video(1, seed=2)])
+    request = chat(left, response_format=schema_format({"summary": {"type": "string"}}))
+    answer = json.loads((await VisionModel().complete(request)).content)
+    assert answer["summary"].startswith("Motion detected; no people or faces visible")
+    request = chat(left, response_format=schema_format({"summary": {"type": "string"},
+                                                        "people": {"type": "integer"}}))
+    answer = json.loads((await VisionModel().complete(request)).content)
+    assert answer["people"] == 1
+    assert answer["summary"].startswith("Motion detected; 1 person and no faces visible")
 
 
 # -- honesty: nothing it cannot measure is answered ----------------------------------------

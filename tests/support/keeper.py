@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 import httpx
 
 from watcher.clock import ManualClock, SystemClock
-from watcher.keeper.keeper import KeeperTimings, StreamKeeper
+from watcher.keeper.keeper import StreamKeeper
+from watcher.keeper.spec import KeeperTimings
 from watcher.overshoot.client import (
     CREATE_POLICY,
     KEEPALIVE_POLICY,

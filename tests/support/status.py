@@ -27,7 +27,8 @@ from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.engine.storehealth import MonitoredStore, StoreHealth
-from watcher.keeper.keeper import KeeperTimings, StreamKeeper
+from watcher.keeper.keeper import StreamKeeper
+from watcher.keeper.spec import KeeperTimings
 from watcher.observe.server import serve_status
 from watcher.observe.source import StatusSource
 from watcher.server.settings import ServerSettings

@@ -30,8 +30,8 @@ the attempt timeout plus :data:`CLAIM_MARGIN_S`, only one outbox wins a
 claim, and a claim whose outbox died lapses so another sends it
 (:mod:`watcher.store.deliveries`). A store write that fails after an attempt
 (marking it sent, scheduling its retry) is retried in place with a backoff up
-to :data:`STORE_RETRY_MAX_S`, so a transient store error never strands a row
-in ``delivering``.
+to :data:`~watcher.actions.sending.STORE_RETRY_MAX_S`, so a transient store
+error never strands a row in ``delivering``.
 
 Rate limit (``rate_limit: {count, per}``): a sliding window of at most
 ``count`` messages (a summary counts as one) in any ``per`` seconds, kept in
@@ -43,6 +43,9 @@ claimed with its key (``summary:ACTION:FIRST-LAST``) before it is sent; if its
 outcome is unknown (a failure, a timeout, a crash) the same members go out
 again as the same summary under the same key, never one by one under keys
 the receiver could not match to it.
+
+The window and the options it comes from are in :mod:`watcher.actions.ratelimit`;
+claiming, sending and marking one delivery or summary in :mod:`watcher.actions.sending`.
 """
 
 from __future__ import annotations
@@ -51,25 +54,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 
-from watcher.actions.base import Action, DeliveryError
-from watcher.backoff import Backoff
+from watcher.actions.base import Action
+from watcher.actions.ratelimit import max_age_ms, rate_limit
+from watcher.actions.sending import ActionStats, Sender, Sleep, Worker
 from watcher.clock import Clock
-from watcher.duration import parse_duration
 from watcher.store import AlertStore, DeliveryRecord, StoreError
 
 log = logging.getLogger(__name__)
 
-RETRY_INITIAL_S = 2.0
-RETRY_MAX_S = 600.0
-RETRY_FACTOR = 2.0
-RETRY_JITTER = 0.2
-"""Retries wait 2 s, 4 s, 8 s ... up to 10 min, each +-20%, and at least ``retry_after``."""
-DEFAULT_MAX_AGE_S = 86_400.0
 BATCH_SIZE = 100
 """Due deliveries loaded per query (and so the most one summary stands for)."""
 ATTEMPT_TIMEOUT_S = 120.0
@@ -83,88 +78,6 @@ ERROR_PAUSE_S = 5.0
 CLAIM_MARGIN_S = 60.0
 """A delivery claim outlasts the attempt timeout by this much, so it never lapses (and
 lets another instance send it) while this one may still be sending."""
-STORE_RETRY_INITIAL_S = 0.5
-STORE_RETRY_MAX_S = 30.0
-"""A failed store write after a claim is retried after 0.5 s, 1 s, 2 s ... at most 30 s apart."""
-
-Sleep = Callable[[float], Awaitable[Any]]
-
-
-def retry_delay_s(attempts: int, rng: Callable[[], float] = random.random,
-                  retry_after: float | None = None) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt (1 for the first)."""
-    backoff = Backoff(initial=RETRY_INITIAL_S, maximum=RETRY_MAX_S, factor=RETRY_FACTOR,
-                      jitter=RETRY_JITTER, rng=rng, attempts=max(0, attempts - 1))
-    return max(backoff.next(), retry_after or 0.0)
-
-
-@dataclass(slots=True)
-class ActionStats:
-    """Counters of one action since the outbox started."""
-
-    sent: int = 0
-    """Deliveries sent one by one."""
-    failed: int = 0
-    """Failed attempts (of a delivery or a summary)."""
-    retries: int = 0
-    """Failed deliveries scheduled for another attempt."""
-    dead: int = 0
-    """Deliveries dead-lettered."""
-    summaries: int = 0
-    """Summary messages sent."""
-    summarized: int = 0
-    """Deliveries those summaries stood for."""
-    held: int = 0
-    """Times the rate-limit window filled with deliveries still waiting (they are held)."""
-
-
-class SlidingWindow:
-    """At most ``count`` messages in any ``per_ms``: a log of send times."""
-
-    def __init__(self, count: int, per_ms: int) -> None:
-        if count < 1 or per_ms <= 0:
-            raise ValueError("rate limit needs count >= 1 and per > 0")
-        self.count, self.per_ms = count, per_ms
-        self._sent: deque[int] = deque()
-        self.reopens_ms: int | None = None
-        """When the window last became full, the time it reopened (or reopens):
-        a delivery due before that was held."""
-
-    def available(self, now_ms: int) -> int:
-        while self._sent and self._sent[0] <= now_ms - self.per_ms:
-            self._sent.popleft()
-        return self.count - len(self._sent)
-
-    def opens_ms(self, now_ms: int) -> int | None:
-        """When the next message may go, if not now."""
-        return None if self.available(now_ms) > 0 else self._sent[0] + self.per_ms
-
-    def take(self, now_ms: int) -> bool:
-        """Use one message of the allowance; False (nothing used) if none is left."""
-        if self.available(now_ms) == 0:
-            return False
-        self._sent.append(now_ms)
-        if self.available(now_ms) == 0:
-            self.reopens_ms = self._sent[0] + self.per_ms
-        return True
-
-    def held(self, delivery: DeliveryRecord) -> bool:
-        """Whether ``delivery`` was due while the window was full."""
-        return self.reopens_ms is not None and delivery.next_attempt_ms < self.reopens_ms
-
-
-@dataclass(eq=False, slots=True)
-class _Worker:
-    name: str
-    action: Action
-    limiter: SlidingWindow | None
-    max_age_ms: int
-    queue: asyncio.Queue[list[DeliveryRecord]] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=1))
-    busy: bool = False
-    paused_until_ms: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
 
 
 class Outbox:
@@ -185,13 +98,14 @@ class Outbox:
         self.attempt_timeout_s = attempt_timeout_s
         self.stats: dict[str, ActionStats] = {name: ActionStats() for name in self.actions}
         self._sleep = sleep
-        self._rng = rng
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
-        self._workers = {name: _Worker(name, action, _rate_limit(action), _max_age_ms(action))
+        self._workers = {name: Worker(name, action, rate_limit(action), max_age_ms(action))
                          for name, action in self.actions.items()}
-        self._claim_ms = round(((attempt_timeout_s or DEFAULT_CLAIM_S) + CLAIM_MARGIN_S) * 1000)
+        self._sender = Sender(
+            store, clock, self.stats, sleep=sleep, rng=rng, attempt_timeout_s=attempt_timeout_s,
+            claim_ms=round(((attempt_timeout_s or DEFAULT_CLAIM_S) + CLAIM_MARGIN_S) * 1000))
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -284,7 +198,7 @@ class Outbox:
                 worker = self._workers.get(name)
                 if worker is None:
                     for d in batch:
-                        await self._dead(d, f"unknown action {name!r} (not configured)")
+                        await self._sender.dead(d, f"unknown action {name!r} (not configured)")
                     continue
                 worker.busy = True
                 worker.idle.clear()
@@ -333,7 +247,7 @@ class Outbox:
             sleeper.cancel()
 
     # -- the workers ---------------------------------------------------------
-    async def _work(self, worker: _Worker) -> None:
+    async def _work(self, worker: Worker) -> None:
         while True:
             batch = await worker.queue.get()
             try:
@@ -349,14 +263,14 @@ class Outbox:
                 worker.idle.set()
                 self._wake.set()
 
-    async def _run_batch(self, worker: _Worker, batch: list[DeliveryRecord]) -> None:
+    async def _run_batch(self, worker: Worker, batch: list[DeliveryRecord]) -> None:
         now = self.clock.now_ms()
         live: list[DeliveryRecord] = []
         for d in batch:
             if now - d.created_ms > worker.max_age_ms:
                 last = f"; last error: {d.last_error}" if d.last_error else ""
-                await self._dead(d, f"expired: not delivered within max_age "
-                                    f"({worker.max_age_ms / 1000:g} s){last}")
+                await self._sender.dead(d, f"expired: not delivered within max_age "
+                                           f"({worker.max_age_ms / 1000:g} s){last}")
             else:
                 live.append(d)
         limiter = worker.limiter
@@ -367,14 +281,14 @@ class Outbox:
         for key in unknown:
             if self._stopping or (limiter is not None and not self._take(worker, now)):
                 return
-            await self._summarize(worker, await self.store.summary_members(key), key)
+            await self._sender.summarize(worker, await self.store.summary_members(key), key)
         live = [d for d in live if d.summary_id is None]
         if limiter is not None:
             held = [d for d in live if limiter.held(d)]
             if len(held) > 1:
                 if not self._take(worker, now):
                     return
-                await self._summarize(worker, held)
+                await self._sender.summarize(worker, held)
                 summarized = {d.id for d in held}
                 live = [d for d in live if d.id not in summarized]
         for d in live:
@@ -382,9 +296,9 @@ class Outbox:
                 return
             if limiter is not None and not self._take(worker, self.clock.now_ms()):
                 return
-            await self._deliver(worker, d)
+            await self._sender.deliver(worker, d)
 
-    def _take(self, worker: _Worker, now_ms: int) -> bool:
+    def _take(self, worker: Worker, now_ms: int) -> bool:
         assert worker.limiter is not None
         if worker.limiter.take(now_ms):
             return True
@@ -392,173 +306,3 @@ class Outbox:
         log.info("outbox: rate limit of %s reached; holding its deliveries for %.0f s",
                  worker.name, ((worker.limiter.opens_ms(now_ms) or now_ms) - now_ms) / 1000)
         return False
-
-    async def _persist(self, what: str, write: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a store write until it succeeds, backing off between tries.
-
-        Used for every write that follows a claim: giving up would leave the
-        row ``delivering`` (nobody's) until the next restart.
-        """
-        backoff = Backoff(initial=STORE_RETRY_INITIAL_S, maximum=STORE_RETRY_MAX_S,
-                          factor=2.0, jitter=0.0)
-        while True:
-            try:
-                return await write()
-            except Exception as exc:
-                delay_s = backoff.next()
-                log.warning("outbox: storing %s failed (%s); trying again in %.1f s", what,
-                            type(exc).__name__, delay_s)
-                await self._sleep(delay_s)
-
-    async def _deliver(self, worker: _Worker, d: DeliveryRecord) -> None:
-        now = self.clock.now_ms()
-        event = await self.store.event(d.event_id)
-        if event is None:
-            await self._dead(d, f"event {d.event_id} is no longer stored")
-            return
-        if not await self._persist(
-                f"the claim of event {d.event_id}",
-                lambda: self.store.mark_delivering(d.id, now, claim_ms=self._claim_ms)):
-            return
-        attempt = d.attempts + 1
-        error = await self._attempt(worker, worker.action.send(event, d.idempotency_key))
-        if error is None:
-            sent_ms = self.clock.now_ms()
-            await self._persist(f"the delivery of event {d.event_id}",
-                                lambda: self.store.mark_sent(d.id, sent_ms))
-            self.stats[worker.name].sent += 1
-            log.info("outbox: event %d delivered to %s (attempt %d)", d.event_id, worker.name,
-                     attempt)
-            return
-        await self._failed(worker, [d], attempt, error, f"event {d.event_id}")
-
-    async def _summarize(self, worker: _Worker, held: list[DeliveryRecord],
-                         key: str | None = None) -> None:
-        """Send ``held`` as one summary message: a new one, or (``key`` given) one
-        sent before whose outcome is unknown, with the same members and key."""
-        now = self.clock.now_ms()
-        events = {e.id: e for e in await self.store.events_by_ids(d.event_id for d in held)}
-        candidates: list[DeliveryRecord] = []
-        for d in sorted(held, key=lambda d: d.event_id):
-            if d.event_id not in events:
-                await self._dead(d, f"event {d.event_id} is no longer stored")
-            else:
-                candidates.append(d)
-        if not candidates:
-            return
-        if key is None:
-            key = f"summary:{worker.name}:{candidates[0].event_id}-{candidates[-1].event_id}"
-        members: list[DeliveryRecord] = []
-        for d in candidates:
-            claimed = await self._persist(
-                f"the claim of event {d.event_id}",
-                lambda d=d: self.store.mark_delivering(d.id, now, summary_id=key,
-                                                       claim_ms=self._claim_ms))
-            if claimed:
-                members.append(d)
-        if not members:
-            return
-        first, last = members[0].event_id, members[-1].event_id
-        what = f"summary of events {first}-{last} ({len(members)})"
-        attempt = max(d.attempts for d in members) + 1
-        error = await self._attempt(
-            worker, worker.action.send_summary([events[d.event_id] for d in members], key))
-        if error is not None:
-            await self._failed(worker, members, attempt, error, what)
-            return
-        done_ms = self.clock.now_ms()
-        count = await self._persist(
-            what, lambda: self.store.mark_summarized((d.id for d in members), key, done_ms))
-        stats = self.stats[worker.name]
-        stats.summaries += 1
-        stats.summarized += count
-        log.info("outbox: %s delivered to %s", what, worker.name)
-
-    async def _attempt(self, worker: _Worker,
-                       send: Coroutine[Any, Any, None]) -> DeliveryError | None:
-        """Run one send; the failure as a DeliveryError, or None if it worked."""
-        try:
-            async with asyncio.timeout(self.attempt_timeout_s):
-                await send
-        except DeliveryError as exc:
-            return exc
-        except TimeoutError:
-            return DeliveryError(f"timed out after {self.attempt_timeout_s:g} s")
-        except Exception as exc:
-            # A bug in the action; its message may hold what the action keeps secret.
-            log.error("outbox: action %s raised %s (a bug: actions raise DeliveryError)",
-                      worker.name, type(exc).__name__)
-            log.debug("outbox: action %s traceback", worker.name, exc_info=True)
-            return DeliveryError(f"unexpected {type(exc).__name__} in the action")
-        return None
-
-    async def _failed(self, worker: _Worker, ds: list[DeliveryRecord], attempt: int,
-                      exc: DeliveryError, what: str) -> None:
-        now = self.clock.now_ms()
-        stats = self.stats[worker.name]
-        stats.failed += 1
-        error = str(exc) or type(exc).__name__
-        shown = _short(error)
-        if exc.permanent:
-            log.warning("outbox: %s to %s failed permanently (attempt %d): %s", what,
-                        worker.name, attempt, shown)
-            for d in ds:
-                await self._dead(d, error, quiet=True)
-            return
-        delay_s = retry_delay_s(attempt, self._rng, exc.retry_after)
-        next_ms = now + round(delay_s * 1000)
-        if exc.retry_after is not None:
-            # The receiver asked the whole action to back off, not just this delivery.
-            worker.paused_until_ms = max(worker.paused_until_ms, next_ms)
-        expired = [d for d in ds if next_ms - d.created_ms > worker.max_age_ms]
-        for d in expired:
-            await self._dead(d, f"{error} (gave up after {attempt} attempt(s): max_age "
-                                f"{worker.max_age_ms / 1000:g} s)", quiet=True)
-        retry = [d for d in ds if d not in expired]
-        for d in retry:
-            await self._persist(f"the retry of event {d.event_id}",
-                                lambda d=d: self.store.mark_retry(d.id, next_ms, error, now))
-        if retry:
-            stats.retries += len(retry)
-            log.warning("outbox: %s to %s failed (attempt %d); retrying in %.0f s: %s", what,
-                        worker.name, attempt, delay_s, shown)
-        else:
-            log.warning("outbox: %s to %s failed (attempt %d) and is dead: %s", what,
-                        worker.name, attempt, shown)
-
-    async def _dead(self, d: DeliveryRecord, error: str, *, quiet: bool = False) -> None:
-        """Dead-letter ``d``; ``quiet`` when the caller logged the reason already."""
-        now = self.clock.now_ms()
-        await self._persist(f"the dead letter of event {d.event_id}",
-                            lambda: self.store.mark_dead(d.id, error, now))
-        self.stats.setdefault(d.action, ActionStats()).dead += 1
-        if not quiet:
-            log.warning("outbox: event %d to %s is dead: %s", d.event_id, d.action,
-                        _short(error))
-
-
-def _short(error: str, limit: int = 200) -> str:
-    """An error as logged: one line, bounded (actions keep secrets out of errors)."""
-    line = " ".join(error.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _option(options: Any, name: str) -> Any:
-    if isinstance(options, Mapping):
-        return options.get(name)
-    return getattr(options, name, None)
-
-
-def _rate_limit(action: Action) -> SlidingWindow | None:
-    limit = _option(action.options, "rate_limit")
-    if limit is None:
-        return None
-    count, per = _option(limit, "count"), _option(limit, "per")
-    if not count or per is None:
-        return None
-    return SlidingWindow(int(count), round(parse_duration(per) * 1000))
-
-
-def _max_age_ms(action: Action) -> int:
-    value = _option(action.options, "max_age")
-    return round((DEFAULT_MAX_AGE_S if value is None else parse_duration(value)) * 1000)

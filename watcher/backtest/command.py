@@ -24,8 +24,9 @@ import httpx
 
 from watcher.actions.config import build_action
 from watcher.backtest.labels import LabelsError, load_labels
-from watcher.backtest.replay import Replay, probe_duration, select_rules, video_files
+from watcher.backtest.replay import Replay, select_rules
 from watcher.backtest.report import report_json, result_rows, write_html
+from watcher.backtest.video import probe_duration, video_files
 
 
 def add_parser(sub: argparse._SubParsersAction, add_config_option: Any) -> None:

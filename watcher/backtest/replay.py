@@ -19,6 +19,9 @@ upstream models.
 
 Each model of ``models`` replays the same rules with that model as their
 ``model`` (confirm questions keep theirs), with an alert store of its own.
+
+The recording is read by :mod:`watcher.backtest.video`; what each rule and
+model did is kept in a :class:`~watcher.backtest.runs.RuleRun`.
 """
 
 from __future__ import annotations
@@ -26,23 +29,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import numpy as np
 
+from watcher.backtest.runs import Point, ReplayResult, RuleRun, chart_field
 from watcher.backtest.score import Episode
+from watcher.backtest.video import iter_frames, probe_duration
 from watcher.clock import ManualClock
 from watcher.config import WatcherConfig
-from watcher.engine.ask import Answer
+from watcher.engine.evaluation import Evaluation
 from watcher.engine.rules import RuleConfig
-from watcher.engine.runner import Evaluation, RuleRunner
-from watcher.engine.schema import schema_fields
+from watcher.engine.runner import RuleRunner
 from watcher.engine.state import AlertState, Kind
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.engine.triggers import SETTLE_S, TICK, Trigger
@@ -56,7 +59,6 @@ from watcher.store.database import MEMORY
 
 KEY = "ovs-backtest"
 BASE = "http://backtest.local/v1beta"
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".h264", ".mjpeg")
 DEFAULT_FPS = 5.0
 
 
@@ -70,115 +72,6 @@ class SimStream:
     changes: ChangeTracker = field(default_factory=ChangeTracker)
     source_live: bool = True
     source_resumed_at: float | None = None
-
-
-@dataclass
-class Point:
-    """One answer: video time and the charted field's value (None: no valid answer)."""
-
-    t: float
-    value: float | None
-    trigger: str
-
-
-@dataclass
-class RuleRun:
-    """One rule replayed with one model: what the report is made of."""
-
-    rule: RuleConfig
-    model: str
-    runner: RuleRunner
-    field: str | None
-    episodes: list[Episode] = field(default_factory=list)
-    points: list[Point] = field(default_factory=list)
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    """model -> (calls, prompt tokens, completion tokens)."""
-    fallbacks: int = 0
-    triggers: dict[str, int] = field(default_factory=dict)
-    next_tick: float | None = None
-    detector: ChangeDetector | None = None
-    pending_at: float | None = None
-    pending: Trigger | None = None
-    last_ask: float = float("-inf")
-
-    def count(self, answer: Answer | None) -> None:
-        if answer is None or not answer.urls:
-            return
-        self.calls += 1
-        self.prompt_tokens += answer.prompt_tokens
-        self.completion_tokens += answer.completion_tokens
-        calls, p, c = self.tokens_by_model.get(answer.model, (0, 0, 0))
-        self.tokens_by_model[answer.model] = (calls + 1, p + answer.prompt_tokens,
-                                              c + answer.completion_tokens)
-        self.fallbacks += bool(answer.fallbacks_used)
-
-
-@dataclass
-class ReplayResult:
-    stream: str
-    duration_s: float
-    frames: int
-    runs: list[RuleRun]
-    wall_s: float
-
-
-def video_files(path: str | Path) -> list[Path]:
-    """``path`` itself, or the video files of a folder in name order."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"{path}: no video files (looked for "
-                                    f"{', '.join(VIDEO_SUFFIXES)})")
-        return files
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    return [path]
-
-
-def chart_field(rule: RuleConfig) -> str | None:
-    """The answer field charted over time: the first boolean, else the first number."""
-    fields = schema_fields(rule.schema)
-    for wanted in ("boolean", "integer", "number"):
-        for name, kind in fields.items():
-            if kind == wanted:
-                return name
-    return None
-
-
-def probe_duration(files: Sequence[Path]) -> float:
-    total = 0.0
-    for path in files:
-        with contextlib.suppress(av.error.FFmpegError), av.open(str(path)) as container:
-            if container.duration:
-                total += container.duration / 1_000_000
-    return total
-
-
-async def iter_frames(files: Sequence[Path], fps: float,
-                      ) -> AsyncIterator[tuple[float, av.VideoFrame]]:
-    """``(video seconds, frame)`` at most ``fps`` per second, across ``files`` in order."""
-    offset = 0.0
-    next_t = 0.0
-    for path in files:
-        last = 0.0
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
-            for index, frame in enumerate(container.decode(stream)):
-                t = frame.time if frame.time is not None else index / rate
-                last = max(last, t)
-                if offset + t + 1e-6 < next_t:
-                    continue
-                next_t = offset + t + 1 / fps
-                yield offset + t, frame
-                if index % 16 == 0:
-                    await asyncio.sleep(0)
-        offset += last + 1 / rate
 
 
 class Replay:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.backtest.labels import Label
-from watcher.backtest.replay import ReplayResult, RuleRun
+from watcher.backtest.runs import ReplayResult, RuleRun
 from watcher.backtest.score import percentile, score
 
 

@@ -14,8 +14,8 @@ from watcher.config.packs import PackLoader
 from watcher.config.root import WatcherConfig
 from watcher.configbase import BASE_DIR, DEFER_CHECKS
 from watcher.configerrors import validation_messages
+from watcher.engine.includes import RuleOrigin
 from watcher.engine.modelcheck import ServedModels, model_problems
-from watcher.engine.rules import RuleOrigin
 from watcher.errors import ConfigError
 from watcher.yamlfile import read_yaml
 

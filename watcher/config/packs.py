@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from watcher.config.files import RELATIVE_HINT, read_text, show_path
 from watcher.configerrors import validation_messages
-from watcher.engine.rules import IN_PACK, IncludeConfig, RuleOrigin, RulePack
+from watcher.engine.includes import IN_PACK, IncludeConfig, RuleOrigin
+from watcher.engine.rules import RulePack
 from watcher.errors import ConfigError
 from watcher.yamlfile import Loc, YamlDocument, read_yaml
 

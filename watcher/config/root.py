@@ -62,7 +62,8 @@ from watcher.configbase import DEFER_CHECKS, Section, source_secrets
 from watcher.configerrors import Problem
 from watcher.console.config import ClipsConfig
 from watcher.duration import format_duration
-from watcher.engine.rules import ConfirmConfig, IncludeEntry, RuleConfig
+from watcher.engine.includes import IncludeEntry
+from watcher.engine.rules import ConfirmConfig, RuleConfig
 from watcher.logs import register_secret
 from watcher.observe.config import StatusConfig
 from watcher.store.config import StateConfig

@@ -36,12 +36,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.clock import Clock, SystemClock
+from watcher.engine.alertevents import Deliverable
 from watcher.engine.budget import BudgetConfig, BudgetGuard, SpendRow
+from watcher.engine.evaluation import SAMPLES_KEPT
 from watcher.engine.pending import StepWriter
 from watcher.engine.rules import RuleConfig
 from watcher.engine.runner import (
-    SAMPLES_KEPT,
-    Deliverable,
     Emit,
     FenceFor,
     LiveStream,
@@ -110,7 +110,7 @@ class RuleEngine:
         console_url: str | None = None,
     ) -> None:
         """``actions`` (name -> action) makes every notifying event get an outbox
-        delivery per action it goes to (see :func:`~watcher.engine.runner.delivery_targets`);
+        delivery per action it goes to (see :func:`~watcher.engine.alertevents.delivery_targets`);
         ``on_recorded`` (the outbox's ``wake``) is called once such a step is stored;
         ``fence`` (cluster mode) guards every rule's writes. ``writer`` writes every
         runner's steps in order (one is made for ``store`` if not given): it keeps them

@@ -32,6 +32,9 @@ stored evidence is dropped to make room (:meth:`AlertStore.drop_oldest_evidence`
 if even that fails, the pending step's own evidence goes: alert records come
 before pictures. After each write that added evidence, stored evidence is
 trimmed to ``evidence_budget_bytes``, oldest first.
+
+A pending step is a :class:`~watcher.engine.steps.PendingStep`; best-effort
+delivery is :mod:`watcher.engine.besteffort`.
 """
 
 from __future__ import annotations
@@ -41,23 +44,17 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from watcher.backoff import Backoff
 from watcher.clock import Clock, SystemClock
+from watcher.engine.besteffort import Sender, Sleep, start_best_effort
 from watcher.engine.state import AlertState
+from watcher.engine.steps import PendingStep, WriterStats, evidence_size, strip_evidence
 from watcher.engine.storehealth import StoreHealth
 from watcher.errors import LeaseLostError
-from watcher.store import (
-    AlertEventRecord,
-    DuplicateEventError,
-    FencedError,
-    StoreError,
-    delivery_key,
-)
-from watcher.store.evidence import EVIDENCE_COLUMNS
+from watcher.store import AlertEventRecord, DuplicateEventError, FencedError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -65,65 +62,8 @@ DEFAULT_MAX_STEPS = 1000
 DEFAULT_MAX_AGE_S = 60.0
 HARD_LIMIT_FACTOR = 10
 RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0
-BEST_EFFORT_TRIES = 3
-BEST_EFFORT_PAUSE_S = 1.0
 FULL_DROP_FRACTION = 0.25
 """Share of the stored evidence dropped, oldest first, when the store is full."""
-
-Sleep = Callable[[float], Awaitable[Any]]
-
-
-class Sender(Protocol):
-    """What best-effort delivery needs of an action (:class:`~watcher.actions.base.Action`)."""
-
-    async def send(self, event: AlertEventRecord, idempotency_key: str) -> None: ...
-
-
-@dataclass(eq=False, slots=True)
-class PendingStep:
-    rule: str
-    stream_key: str
-    state: AlertState
-    events: list[AlertEventRecord]
-    targets: list[list[str]]
-    """Per event, the actions it goes to."""
-    queued_ms: int
-    sent: list[set[str]] = field(default_factory=list)
-    """Per event, the actions that got it best effort."""
-    delivering: asyncio.Task[None] | None = None
-    fence: Any = None
-    """Cluster mode: the fence the write carries."""
-    writing: bool = False
-    """A write of it is in flight: no best-effort delivery may start (it could race the
-    outbox deliveries the write creates)."""
-
-    @property
-    def notifying(self) -> bool:
-        return any(self.targets)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.rule, self.stream_key
-
-    def remaining(self, event: AlertEventRecord) -> list[str]:
-        """The actions still owed ``event`` (those best-effort delivery did not reach)."""
-        i = self.events.index(event)
-        return [n for n in self.targets[i] if n not in self.sent[i]]
-
-
-@dataclass(slots=True)
-class WriterStats:
-    queued: int = 0
-    """Steps that could not be written at once."""
-    recorded_late: int = 0
-    """Pending steps written once the store was back."""
-    best_effort: int = 0
-    """Notifications delivered best effort (not persisted yet)."""
-    best_effort_failed: int = 0
-    dropped: int = 0
-    """Pending records dropped past the hard limit (their notifications were attempted)."""
-    evidence_dropped: int = 0
-    """Events whose stored evidence was dropped (budget or full store)."""
 
 
 class StepWriter:
@@ -229,7 +169,7 @@ class StepWriter:
         over = len(self._queue) - self.max_steps
         for step in list(self._queue)[:max(0, over)]:
             self._deliver_best_effort(step)
-            _strip_evidence(step)
+            strip_evidence(step)
         hard = self.max_steps * HARD_LIMIT_FACTOR
         while len(self._queue) > hard:
             step = self._queue.popleft()
@@ -327,14 +267,14 @@ class StepWriter:
                 log.warning("state store full: dropped the evidence of %d oldest event(s) "
                             "(%d bytes of evidence left)", dropped, left)
                 return True
-        _strip_evidence(step)
+        strip_evidence(step)
         return True
 
     async def _after_write(self, events: list[AlertEventRecord]) -> None:
         """Keep the stored evidence within the budget (checked when it may have grown)."""
         if self.evidence_budget_bytes is None:
             return
-        added = sum(_evidence_size(e) for e in events)
+        added = sum(evidence_size(e) for e in events)
         if added == 0:
             return
         if self._evidence_estimate is not None:
@@ -356,55 +296,8 @@ class StepWriter:
         if self.on_recorded is not None:
             self.on_recorded()
 
-    # -- best effort ---------------------------------------------------------
     def _deliver_best_effort(self, step: PendingStep) -> None:
-        if (step.delivering is not None or step.writing or not step.notifying
-                or self.actions is None):
-            return
-        step.delivering = asyncio.create_task(self._best_effort(step),
-                                              name=f"best-effort:{step.rule}")
-
-    async def _best_effort(self, step: PendingStep) -> None:
-        assert self.actions is not None
-        for i, event in enumerate(step.events):
-            for name in step.targets[i]:
-                action = self.actions.get(name)
-                if action is None or name in step.sent[i]:
-                    continue
-                if await self._try_send(action, name, replace(event, id=None)):
-                    step.sent[i].add(name)
-
-    async def _try_send(self, action: Sender, name: str, event: AlertEventRecord) -> bool:
-        key = delivery_key(event.event_key, name)
-        for attempt in range(1, BEST_EFFORT_TRIES + 1):
-            try:
-                await action.send(event, key)
-            except Exception as exc:  # DeliveryError, or a bug in the action
-                if attempt == BEST_EFFORT_TRIES:
-                    self.stats.best_effort_failed += 1
-                    log.warning("alert %s on %s: best-effort delivery to %s failed "
-                                "(%s); it stays owed once the store is back", event.rule,
-                                event.stream_key, name, type(exc).__name__)
-                    return False
-                await self._sleep(BEST_EFFORT_PAUSE_S * attempt)
-            else:
-                self.stats.best_effort += 1
-                log.warning("alert %s on %s: %s delivered to %s best effort (not persisted: "
-                            "the state store is unavailable)", event.rule, event.stream_key,
-                            event.kind, name)
-                return True
-        return False
-
-
-def _evidence_size(event: AlertEventRecord) -> int:
-    return sum(len(getattr(event, c) or b"") for c in EVIDENCE_COLUMNS)
-
-
-def _strip_evidence(step: PendingStep) -> None:
-    """Drop the evidence of a pending step (its records stay)."""
-    if any(_evidence_size(e) for e in step.events):
-        cleared: dict[str, Any] = {c: None for c in EVIDENCE_COLUMNS}
-        step.events = [replace(e, **cleared, snapshot_type=None) for e in step.events]
+        start_best_effort(step, self.actions, self.stats, self._sleep)
 
 
 def _is_full(exc: BaseException) -> bool:

@@ -52,16 +52,18 @@ A pack rule may leave ``stream`` out when its include entry binds one. Errors
 inside a pack are reported at the pack's own file:line; loading lives in
 :func:`watcher.config.parse_config`, the checks across sections in
 :meth:`watcher.config.WatcherConfig.check_references`.
+
+The ``include:`` entry and a rule's origin are defined in :mod:`watcher.engine.includes`,
+the checks the fields share (and :func:`~watcher.engine.rulechecks.cron_trigger`) in
+:mod:`watcher.engine.rulechecks`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
@@ -75,155 +77,39 @@ from pydantic import (
 )
 
 from watcher.configbase import Section
-from watcher.duration import Duration, format_duration, parse_duration
+from watcher.duration import Duration, format_duration
 from watcher.engine.budget import BudgetConfig
-from watcher.engine.condition import Condition, default_condition
+from watcher.engine.condition import Condition
+from watcher.engine.includes import IN_PACK, RuleOrigin
+from watcher.engine.rulechecks import (
+    PositiveDuration,
+    Severity,
+    condition_for,
+    cron_trigger,
+    for_value,
+    max_fps_needs_window,
+    scalar_labels,
+    slug,
+    stream_or_streams,
+    text,
+)
 from watcher.engine.schema import DEFAULT_SCHEMA, expand_schema, schema_fields
 from watcher.media.changes import DEFAULT_CHANGE_THRESHOLD
 from watcher.store.config import DEFAULT_STATE_PATH, StateConfig
 from watcher.store.database import MEMORY
-from watcher.yamlfile import Loc
 
 __all__ = [
     "DEFAULT_STATE_PATH",
-    "IN_PACK",
     "MEMORY",
     "ConfirmConfig",
-    "IncludeConfig",
     "RuleConfig",
-    "RuleOrigin",
     "RulePack",
     "StateConfig",
-    "cron_trigger",
 ]
 
-IN_PACK = "in_pack"
-"""Validation-context key: the rules being validated come from a rule pack."""
-
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
-_DIGIT = re.compile(r"[0-9]")
-
-Severity = Literal["info", "warning", "critical"]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 DEFAULT_HEARTBEAT_S = 60.0
 """The schedule of an ``on_change``/``on_alert`` rule that gives none."""
 
-
-@dataclass(frozen=True, slots=True)
-class RuleOrigin:
-    """Where a rule was written: set by :func:`watcher.config.parse_config`."""
-
-    file: str
-    """The file as messages name it (the main config, or a pack)."""
-    line: int
-    """The line of the rule's list item."""
-    loc: Loc
-    """The rule's location in that file, e.g. ``("rules", 2)``."""
-    include: int | None = None
-    """Index of the ``include:`` entry that brought it in (None: the main file)."""
-    bound: frozenset[str] = frozenset()
-    """Keys the include entry set for it (``stream``, ``streams``, ``actions``)."""
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-# --- shared checks -------------------------------------------------------------------------
-
-def _slug(value: str) -> str:
-    if not _SLUG.fullmatch(value):
-        raise ValueError("must be a slug of at most 63 lowercase letters, digits, '-' and '_', "
-                         "starting with a letter or digit")
-    return value
-
-
-def _text(value: str, what: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError(f"is empty: {what}")
-    return value
-
-
-def _condition_for(value: str | None, info: ValidationInfo) -> str | None:
-    """``when`` checked against the (already expanded) ``schema``, or its default."""
-    schema = info.data.get("schema_")
-    if schema is None:  # the schema itself failed; that error is enough
-        return value
-    fields = schema_fields(schema)
-    if value is None:
-        default = default_condition(fields)
-        if default is None:
-            booleans = [name for name, kind in fields.items() if kind == "boolean"]
-            why = (f"it has {len(booleans)}: {', '.join(booleans)}" if booleans
-                   else "it has none")
-            raise ValueError("required unless the schema has exactly one boolean field "
-                             f"({why}); e.g. when: people > 0")
-        return default
-    Condition(value, fields)
-    return value
-
-
-def _max_fps_needs_window(value: float, info: ValidationInfo) -> float:
-    if "window" in info.data and info.data["window"] is None:
-        raise ValueError("only applies with `window` (without it the model sees the latest "
-                         "frame only): add window: 10s, or remove max_fps")
-    return value
-
-
-def _labels(value: object) -> object:
-    """Scalar label values (numbers, booleans) as the strings YAML users mean."""
-    if not isinstance(value, Mapping):
-        return value
-    out: dict[object, object] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            item = "true" if item else "false"
-        elif isinstance(item, int | float):
-            item = str(item)
-        out[key] = item
-    return out
-
-
-def _for_value(value: object) -> object:
-    """``for``: a count of answers (``3``) or a duration with a unit (``30s``)."""
-    if value is None or isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("should be a count of answers in a row (3) or a duration with a "
-                         "unit (30s)")
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        count = int(value.strip())
-    elif isinstance(value, str):
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError("should be longer than 0s")
-        return timedelta(seconds=seconds)
-    else:
-        raise ValueError("should be a count of answers in a row (3) or a duration (30s)")
-    if not 1 <= count <= 10_000:
-        raise ValueError("should be a count from 1 to 10000 (or a duration such as 30s)")
-    return count
-
-
-def cron_trigger(expr: str, timezone: object = None) -> CronTrigger:
-    """The APScheduler trigger of a 5-field crontab (weekdays given by name)."""
-    fields = expr.split()
-    if len(fields) == 5 and _DIGIT.search(fields[4]):
-        raise ValueError(
-            "name the weekdays in the day-of-week field (mon-fri, sat,sun): numbers mean "
-            "different days to cron (0 = Sunday) and to APScheduler 3 (0 = Monday)")
-    try:
-        return CronTrigger.from_crontab(expr, timezone=timezone)
-    except ValueError as exc:
-        raise ValueError(f"bad cron expression: {exc} (5 fields: minute hour "
-                         "day-of-month month day-of-week, e.g. '*/5 * * * *')") from None
-
-
-# --- rules ---------------------------------------------------------------------------------
 
 class _Question(Section):
     """What a rule and its confirm block share: a question, its answer's schema, a condition.
@@ -235,7 +121,7 @@ class _Question(Section):
     @field_validator("max_fps", check_fields=False)
     @classmethod
     def _max_fps_needs_window(cls, value: float, info: ValidationInfo) -> float:
-        return _max_fps_needs_window(value, info)
+        return max_fps_needs_window(value, info)
 
     @field_validator("schema_", mode="before", check_fields=False)
     @classmethod
@@ -245,7 +131,7 @@ class _Question(Section):
     @field_validator("when", check_fields=False)
     @classmethod
     def _when_fits_schema(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _condition_for(value, info)
+        return condition_for(value, info)
 
     @property
     def schema(self) -> dict[str, Any]:  # type: ignore[override]
@@ -291,7 +177,7 @@ class ConfirmConfig(_Question):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
-        return _text(value, "ask the confirming question")
+        return text(value, "ask the confirming question")
 
 
 class RuleConfig(_Question):
@@ -342,7 +228,7 @@ class RuleConfig(_Question):
     repeat_every: PositiveDuration | None = Field(
         None, description="Notify again this often while still firing (default: once).")
     severity: Severity = Field("warning", description="info, warning or critical.")
-    labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(
+    labels: Annotated[dict[str, str], BeforeValidator(scalar_labels)] = Field(
         default_factory=dict, description="Extra key: value pairs carried by the alerts.")
     actions: list[str] = Field(default_factory=list,
                                description="Names of the actions (from `actions:`) notified.")
@@ -380,14 +266,13 @@ class RuleConfig(_Question):
     @field_validator("name")
     @classmethod
     def _name_is_slug(cls, value: str) -> str:
-        return _slug(value)
+        return slug(value)
 
     @field_validator("streams")
     @classmethod
     def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
                                  ) -> list[str] | None:
-        if value is not None and info.data.get("stream") is not None:
-            raise ValueError("give `stream` (one) or `streams` (several), not both")
+        stream_or_streams(value, info)
         if value is not None and len(set(value)) != len(value):
             raise ValueError("names a stream twice")
         return value
@@ -406,12 +291,12 @@ class RuleConfig(_Question):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
-        return _text(value, "ask a question, e.g. Is anyone at the loading dock?")
+        return text(value, "ask a question, e.g. Is anyone at the loading dock?")
 
     @field_validator("for_", mode="before")
     @classmethod
     def _count_or_duration(cls, value: object) -> object:
-        return _for_value(value)
+        return for_value(value)
 
     @model_validator(mode="after")
     def _needs_streams_and_schedule(self, info: ValidationInfo) -> RuleConfig:
@@ -494,76 +379,3 @@ class RulePack(Section):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not str(k).startswith("x-")}
         return data
-
-
-# --- include -------------------------------------------------------------------------------
-
-def _include_entry(value: object) -> object:
-    """A plain string entry is ``{path: ...}``."""
-    return {"path": value} if isinstance(value, str) else value
-
-
-class IncludeConfig(Section):
-    """One ``include:`` entry: a rule pack (file or glob), optionally bound to streams."""
-
-    path: str = Field(description="A rule pack file, or a glob of them (rules/*.yaml), "
-                      "relative to the config file's directory.")
-    stream: str | None = Field(None, min_length=1, description="Ask every rule of the pack "
-                               "about this stream (replaces the rules' own stream/streams).")
-    streams: list[str] | None = Field(
-        None, min_length=1, description="Ask every rule of the pack about these streams "
-        "together (a cross-camera question); instead of `stream`.")
-    actions: list[str] | None = Field(
-        None, description="Notify these actions from every rule of the pack (replaces the "
-        "rules' own actions).")
-    name_prefix: str = Field("", description="Put before every rule name of the pack, to "
-                             "include one pack twice (garage-).")
-
-    @field_validator("path")
-    @classmethod
-    def _path_not_blank(cls, value: str) -> str:
-        return _text(value, "give a file or a glob such as rules/*.yaml")
-
-    @field_validator("streams")
-    @classmethod
-    def _one_way_to_name_streams(cls, value: list[str] | None, info: ValidationInfo,
-                                 ) -> list[str] | None:
-        if value is not None and info.data.get("stream") is not None:
-            raise ValueError("give `stream` (one) or `streams` (several), not both")
-        return value
-
-    @field_validator("name_prefix")
-    @classmethod
-    def _prefix_is_slug(cls, value: str) -> str:
-        if value and not _PREFIX.fullmatch(value):
-            raise ValueError("must be lowercase letters, digits, '-' and '_' (e.g. garage-)")
-        return value
-
-    def bindings(self) -> dict[str, object]:
-        """The rule keys this entry sets on every rule of its pack."""
-        out: dict[str, object] = {}
-        if self.stream is not None:
-            out["stream"] = self.stream
-        if self.streams is not None:
-            out["streams"] = list(self.streams)
-        if self.actions is not None:
-            out["actions"] = list(self.actions)
-        return out
-
-    def bind(self, rule: object) -> object:
-        """A pack rule's raw mapping with this entry's bindings and prefix applied."""
-        if not isinstance(rule, dict):
-            return rule
-        rule = dict(rule)
-        bindings = self.bindings()
-        if "stream" in bindings or "streams" in bindings:
-            rule.pop("stream", None)
-            rule.pop("streams", None)
-        rule.update(bindings)
-        if self.name_prefix and isinstance(rule.get("name"), str):
-            rule["name"] = self.name_prefix + rule["name"]
-        return rule
-
-
-IncludeEntry = Annotated[IncludeConfig, BeforeValidator(_include_entry)]
-

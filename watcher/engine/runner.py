@@ -13,9 +13,9 @@
                       each notifying event with one outbox delivery per action it goes to
     stored  -->  ``on_recorded()`` wakes the outbox; notifying events are handed to ``emit``
 
-Who gets an event (:func:`delivery_targets`): ``firing`` and ``repeat`` go to
-every action of the rule, ``resolved`` only to those with ``send_resolved``,
-and events with ``notify=False`` (suppressed by cooldown) to none. Delivery
+Who gets an event is :func:`~watcher.engine.alertevents.delivery_targets`;
+acknowledgements and silences are applied by :func:`~watcher.engine.gate.gate_step`,
+and events are made by :class:`~watcher.engine.alertevents.EventMaker`. Delivery
 itself is the outbox's job (:mod:`watcher.actions.outbox`); ``emit`` is only
 an in-process observer (tests, live views) and is never needed to deliver.
 """
@@ -27,22 +27,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
-
-import cv2
+from dataclasses import replace
+from typing import Any, Protocol
 
 from watcher.actions.templates import compile_template
 from watcher.clock import Clock
-from watcher.engine.ask import Answer, ModelsExhausted, Question, StreamNotReady, ask
+from watcher.engine.alertevents import Deliverable, EventMaker, delivery_targets
+from watcher.engine.ask import Answer, ModelsExhausted, StreamNotReady, ask
 from watcher.engine.budget import RuleBudget
-from watcher.engine.condition import Condition, ConditionError, default_condition
+from watcher.engine.condition import ConditionError
+from watcher.engine.evaluation import Evaluation, RuleStats
+from watcher.engine.gate import gate_step
 from watcher.engine.pending import StepWriter
+from watcher.engine.questions import RuleQuestion, compile_question, to_ms
 from watcher.engine.rules import RuleConfig
-from watcher.engine.schema import schema_fields
 from watcher.engine.silences import AlertLabels, SilenceBook
-from watcher.engine.state import AlertPolicy, AlertState, Kind, Status, Transition
-from watcher.engine.store import AlertEventRecord, AlertStore, StoreError
+from watcher.engine.state import AlertPolicy, AlertState, Kind, Status
+from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.engine.triggers import TICK, Trigger
 from watcher.errors import LeaseLostError, OvershootError
 from watcher.media.changes import ChangeTracker
@@ -51,15 +52,9 @@ from watcher.overshoot.client import OvershootClient
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_QUALITY = 85
 MAX_REUSE_S = 300.0
 """``skip_unchanged`` asks again at least this often, even if nothing changed."""
-SAMPLES_KEPT = 1000
-"""Latency samples kept between two metrics scrapes. Without a scraper (no status
-listener) they are never read, so the buffer must stay small however long the run."""
 
-Outcome = Literal["not_ready", "over_budget", "unchanged", "answered", "invalid",
-                  "model_error", "condition_error"]
 Emit = Callable[[list[AlertEventRecord]], Awaitable[None]]
 OnRecorded = Callable[[], None]
 """Called after a step stored deliveries (the outbox's ``wake``)."""
@@ -75,28 +70,6 @@ FenceFor = Callable[[Sequence[str]], Any]
 instance no longer owns those streams' group."""
 
 
-class Deliverable(Protocol):
-    """What the runner needs to know of an action (an :class:`~watcher.actions.base.Action`)."""
-
-    @property
-    def send_resolved(self) -> bool: ...
-
-
-def delivery_targets(rule_actions: Sequence[str], event: AlertEventRecord,
-                     actions: Mapping[str, Deliverable]) -> list[str]:
-    """The names of the rule's actions ``event`` is delivered to.
-
-    A name missing from ``actions`` still gets firing and repeat events, so
-    the outbox dead-letters them visibly ("unknown action") rather than the
-    alert vanishing; it cannot say ``send_resolved``, so gets no resolved.
-    """
-    if not event.notify:
-        return []
-    if event.kind is Kind.RESOLVED:
-        return [n for n in rule_actions if n in actions and actions[n].send_resolved]
-    return list(rule_actions)
-
-
 class LiveStream(Protocol):
     """What a rule needs of a kept stream (a :class:`~watcher.keeper.keeper.StreamKeeper`)."""
 
@@ -105,51 +78,6 @@ class LiveStream(Protocol):
     changes: ChangeTracker
     source_live: bool
     source_resumed_at: float | None
-
-
-@dataclass(slots=True)
-class RuleStats:
-    evaluations: int = 0
-    skipped_not_ready: int = 0
-    skipped_unchanged: int = 0
-    skipped_budget: int = 0
-    """Evaluations skipped because the rule's or its model's budget was spent."""
-    model_calls: int = 0
-    invalid_answers: int = 0
-    model_errors: int = 0
-    condition_errors: int = 0
-    confirmations: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    events: int = 0
-    by_trigger: dict[str, int] = field(default_factory=dict)
-    """Evaluations by what caused them: ``tick``, ``change``, ``alert``."""
-    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
-    """Model latencies since the last read by metrics (the newest SAMPLES_KEPT)."""
-
-
-@dataclass(slots=True)
-class Evaluation:
-    """What one evaluation did (printed by ``watcher test-rule``, logged at DEBUG)."""
-
-    rule: str
-    stream_key: str
-    outcome: Outcome
-    answer: Answer | None = None
-    matched: bool | None = None
-    confirm: Answer | None = None
-    confirmed: bool | None = None
-    state: AlertState | None = None
-    transitions: list[Transition] = field(default_factory=list)
-    event_ids: list[int] = field(default_factory=list)
-    detail: str | None = None
-    trigger: str = "tick"
-
-
-@dataclass(frozen=True, slots=True)
-class _Ask:
-    question: Question
-    condition: Condition
 
 
 class RuleRunner:
@@ -198,14 +126,15 @@ class RuleRunner:
         """The latest evaluations: ``{at_ms, outcome, matched, answer, latency_s}``."""
         self.stream_names = list(rule.stream_names)
         self.stream_key = "+".join(self.stream_names)
-        self.primary = _compile(rule.name, rule, default_model)
-        self.confirm = (_compile(f"{rule.name}-confirm", rule.confirm, rule.model or default_model)
+        self.primary = compile_question(rule.name, rule, default_model)
+        self.confirm = (compile_question(f"{rule.name}-confirm", rule.confirm,
+                                         rule.model or default_model)
                         if rule.confirm is not None else None)
         self.policy = AlertPolicy(
             for_count=rule.for_count, for_ms=rule.for_ms,
-            keep_firing_for_ms=_ms(rule.keep_firing_for) or 0,
-            cooldown_ms=_ms(rule.cooldown) or 0,
-            repeat_every_ms=_ms(rule.repeat_every))
+            keep_firing_for_ms=to_ms(rule.keep_firing_for) or 0,
+            cooldown_ms=to_ms(rule.cooldown) or 0,
+            repeat_every_ms=to_ms(rule.repeat_every))
         self.writer = writer if writer is not None or store is None else StepWriter(
             store, clock=clock)
         self.state = state or AlertState()
@@ -221,6 +150,9 @@ class RuleRunner:
         self._last_versions: tuple[int, ...] | None = None
         self._last_asked_s = 0.0
         self._prompt_template = (compile_template(rule.prompt) if rule.on_alert else None)
+        self._events = EventMaker(rule, self.stream_names, client,
+                                  window_ms=self.primary.question.window_ms,
+                                  console_url=console_url)
 
     def _prompt(self, trigger: Trigger) -> str | None:
         """The prompt rendered with ``trigger`` (rules with ``on_alert``), else None."""
@@ -279,7 +211,7 @@ class RuleRunner:
         return await self._finish(result, matched, live, ids, record, trigger)
 
     # -- asking --------------------------------------------------------------
-    async def _ask(self, spec: _Ask, ids: list[str], result: Evaluation,
+    async def _ask(self, spec: RuleQuestion, ids: list[str], result: Evaluation,
                    trigger: Trigger = TICK) -> Answer | None:
         end_back_ms = (max(0, round((self.monotonic() - trigger.end_at) * 1000))
                        if trigger.end_at is not None else 0)
@@ -321,7 +253,8 @@ class RuleRunner:
             result.outcome = "answered"
         return answer
 
-    def _verdict(self, spec: _Ask, answer: Answer | None, result: Evaluation) -> bool | None:
+    def _verdict(self, spec: RuleQuestion, answer: Answer | None,
+                 result: Evaluation) -> bool | None:
         if answer is None or answer.data is None:
             return None
         try:
@@ -405,10 +338,15 @@ class RuleRunner:
         result.state, result.transitions = state, transitions
         if not record or self.writer is None:
             return result
-        state, transitions, silenced_by = await self._gate(state, transitions)
+        state, transitions, silenced_by = await gate_step(
+            self._labels(), self.state, state, transitions, store=self.store,
+            silences=self.silences)
         result.state, result.transitions = state, transitions
-        events = [await self._event(t, result, live, ids, trigger, silenced_by.get(i))
-                  for i, t in enumerate(transitions)]
+        frames = live[0].frames if live and live[0] is not None else None
+        events = [await self._events.make(
+            t, result, frames, ids, prompt=self._prompt(trigger) or self.primary.question.prompt,
+            first_match_ms=self.state.pending_since_ms, silenced_by=silenced_by.get(i),
+            trigger=trigger.kind) for i, t in enumerate(transitions)]
         written: list[int] | None = []
         if state != self.state or events:
             try:
@@ -445,47 +383,9 @@ class RuleRunner:
             await self.emit(notify)
         return result
 
-    async def _gate(self, state: AlertState, transitions: list[Transition],
-                    ) -> tuple[AlertState, list[Transition], dict[int, str]]:
-        """Apply acknowledgements and silences to a step's transitions.
-
-        A ``repeat`` of an acknowledged episode is dropped (acks stop repeats until the
-        alert resolves). A notifying transition that an active silence matches is kept
-        but does not notify; a silenced firing leaves the episode un-notified, so its
-        resolve is not sent either. Returns the state, the transitions and, by index,
-        the silences that held them.
-        """
-        kept: list[Transition] = []
-        silenced_by: dict[int, str] = {}
-        for t in transitions:
-            if t.kind is Kind.REPEAT and await self._acked(t.episode):
-                continue
-            silence = (self.silences.match(self._labels(), t.at_ms)
-                       if t.notify and self.silences is not None else None)
-            if silence is not None:
-                if t.kind is Kind.FIRING:
-                    state = replace(state, episode_notified=False)
-                elif t.kind is Kind.REPEAT:
-                    state = replace(state, episode_notified=self.state.episode_notified)
-                silenced_by[len(kept)] = silence.id
-                t = replace(t, notify=False)
-            kept.append(t)
-        return state, kept, silenced_by
-
     def _labels(self) -> AlertLabels:
         return AlertLabels(self.rule.name, self.stream_key, self.rule.severity,
                            dict(self.rule.labels))
-
-    async def _acked(self, episode: int) -> bool:
-        """Whether the episode is acknowledged (the store unreadable: not, so repeats go)."""
-        if self.store is None:
-            return False
-        key = (self.rule.name, self.stream_key, episode)
-        try:
-            return key in await self.store.acks([key])
-        except StoreError as exc:
-            log.warning("rule %s: cannot read acknowledgements: %s", self.rule.name, exc)
-            return False
 
     def _remember(self, result: Evaluation, matched: bool | None, now_ms: int) -> None:
         answer = result.answer
@@ -500,81 +400,3 @@ class RuleRunner:
         if self.actions is None:
             return []
         return delivery_targets(self.rule.actions, event, self.actions)
-
-    async def _event(self, transition: Transition, result: Evaluation,
-                     live: Sequence[LiveStream | None], ids: list[str],
-                     trigger: Trigger = TICK,
-                     silenced_by: str | None = None) -> AlertEventRecord:
-        answer = result.confirm if result.confirm is not None and result.confirm.valid else (
-            result.answer)
-        snapshot = await _snapshot(live[0].frames) if live and live[0] is not None else None
-        stream_time = await self._stream_time(ids[0]) if ids else None
-        return AlertEventRecord.from_transition(
-            self.rule.name, self.stream_key, transition,
-            severity=self.rule.severity,
-            labels=dict(self.rule.labels),
-            answer=answer.data if answer is not None else None,
-            urls=answer.urls if answer is not None else [],
-            stream_ids=ids,
-            stream_time_ms=stream_time,
-            model=answer.model if answer is not None else None,
-            usage=({"prompt_tokens": answer.prompt_tokens,
-                    "completion_tokens": answer.completion_tokens}
-                   if answer is not None else None),
-            snapshot=snapshot,
-            silenced_by=silenced_by,
-            extra={"streams": self.stream_names, "prompt": self._prompt(trigger)
-                   or self.primary.question.prompt, "confirmed": result.confirmed,
-                   "trigger": trigger.kind,
-                   "confirm_answer": (result.confirm.data if result.confirm is not None
-                                      else None),
-                   "latency_s": (round(answer.latency_s, 3) if answer is not None else None),
-                   "first_match_ms": (self.state.pending_since_ms
-                                      if self.state.pending_since_ms is not None
-                                      else transition.at_ms),
-                   "window_ms": self.primary.question.window_ms,
-                   **({"console_url": self.console_url} if self.console_url else {})},
-        )
-
-    async def _stream_time(self, stream_id: str) -> int | None:
-        try:
-            return (await self.client.get_stream(stream_id)).stream_time_ms
-        except OvershootError:
-            return None
-
-
-async def _snapshot(frames: LatestFrame) -> bytes | None:
-    """The frame being published right now, as JPEG."""
-    frame = frames.get()
-    if frame is None:
-        return None
-
-    def encode() -> bytes | None:
-        image: Any = frame if not hasattr(frame, "to_ndarray") else frame.to_ndarray(
-            format="bgr24")
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
-        return buf.tobytes() if ok else None
-
-    return await asyncio.to_thread(encode)
-
-
-def _compile(name: str, spec: Any, default_model: str) -> _Ask:
-    fields = schema_fields(spec.schema)
-    expr = spec.when or default_condition(fields)
-    if expr is None:
-        raise ValueError(f"rule {name}: no condition")
-    question = Question(
-        prompt=spec.prompt, schema=spec.schema, model=spec.model or default_model,
-        fallback_models=tuple(getattr(spec, "fallback_models", ()) or ()),
-        window_ms=_ms(spec.window), max_fps=spec.max_fps,
-        max_tokens=getattr(spec, "max_tokens", None) or 300,
-        schema_name=_schema_name(name))
-    return _Ask(question, Condition(expr, fields))
-
-
-def _schema_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64] or "answer"
-
-
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)

@@ -14,6 +14,10 @@ The keeper's loop::
 Rules only ever see :attr:`StreamKeeper.stream_id`: ``None`` while there is no
 queryable stream, and switched in one assignment when a new one is live. On
 ``stop()`` every stream the keeper created is deleted.
+
+What a keeper is given lives in :mod:`watcher.keeper.spec`; the publisher it
+keeps up in :mod:`watcher.keeper.publishing`; its lease cadence in
+:mod:`watcher.keeper.renewal`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -38,58 +41,26 @@ from watcher.errors import (
     TransportError,
 )
 from watcher.keeper.health import StreamHealth
-from watcher.keeper.lease import Lease
+from watcher.keeper.meters import StaleWatch
+from watcher.keeper.publishing import PublisherSlot
+from watcher.keeper.renewal import LeaseRenewer
+from watcher.keeper.spec import (
+    KeeperTimings,
+    PublisherFactory,
+    Sleep,
+    SourceFactory,
+    StreamLost,
+    StreamSpec,
+    open_stream_source,
+)
 from watcher.media.changes import ChangeTracker
-from watcher.media.publisher import Publisher, make_publisher
-from watcher.media.sources import FrameCallback, VideoSource, open_source
+from watcher.media.publisher import make_publisher
+from watcher.media.sources import VideoSource
 from watcher.media.tracks import LatestFrame
-from watcher.media.whip import DEFAULT_CODEC
 from watcher.overshoot.client import OvershootClient
-from watcher.overshoot.models import Publish, StreamSource
+from watcher.overshoot.models import StreamSource
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-Sleep = Callable[[float], Awaitable[Any]]
-
-
-class StreamSpec(Protocol):
-    """What a keeper needs of a configured stream (``watcher.config.StreamConfig``)."""
-
-    name: str
-    source: str
-    loop: bool
-    fps: float
-    width: int
-    height: int
-    pull: bool
-
-
-SourceFactory = Callable[[StreamSpec, LatestFrame, FrameCallback], VideoSource]
-
-
-def open_stream_source(spec: StreamSpec, sink: LatestFrame,
-                       on_frame: FrameCallback) -> VideoSource:
-    """The configured camera, file or synthetic source, scaled and paced as configured."""
-    return open_source(spec.source, fps=spec.fps, width=spec.width, height=spec.height,
-                       loop=spec.loop, sink=sink, on_frame=on_frame, name=spec.name,
-                       passthrough=getattr(spec, "passthrough", "never"))
-PublisherFactory = Callable[..., Publisher]
-
-
-class StreamLost(Exception):
-    """The current stream ended, expired or vanished: make a new one."""
-
-
-@dataclass(slots=True)
-class KeeperTimings:
-    check_interval: float = 5.0
-    """Seconds between status checks (renewals are scheduled from the lease)."""
-    first_frame_timeout: float = 30.0
-    stale_after: float | None = 15.0
-    """Restart a publisher whose frames stopped reaching the server for this long."""
-    recreate_backoff: tuple[float, float] = (1.0, 30.0)
-    publisher_backoff: tuple[float, float] = (1.0, 30.0)
 
 
 class StreamKeeper:
@@ -115,8 +86,6 @@ class StreamKeeper:
         self.changes = ChangeTracker()
         """Bumps its version when the published picture changes (for ``skip_unchanged``)."""
         self._source_factory = source_factory
-        self._publisher_factory = publisher_factory
-        self._http = http
         self.clock = clock or SystemClock()
         self._sleep = sleep
         self._rng = rng
@@ -125,24 +94,20 @@ class StreamKeeper:
         """The live, queryable stream, or None: the only thing rules read."""
         self.state = "starting"
         self._source: VideoSource | None = None
-        self._publisher: Publisher | None = None
-        self._publish: Publish | None = None
-        self._lease: Lease | None = None
+        self._publishing = PublisherSlot(spec, self.frames, publisher_factory, http=http,
+                                         clock=self.clock, sleep=sleep)
+        self._renewal = LeaseRenewer(client, self.clock, sleep=sleep, rng=rng,
+                                     note=lambda message: self._note(message, warn=True))
         self._owned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         # health counters
         self.streams_created = 0
         self.publisher_reconnects = 0
-        self.keepalives = 0
-        self.keepalive_failures = 0
-        self.last_keepalive_at_ms: int | None = None
         self.last_error: str | None = None
-        self._frames_sent_before = 0
         self._server_status: Any = None
         self._status_error: str | None = None
         self._status_read_at_ms: int | None = None
-        self._rate = _RateMeter()
 
     # -- public --------------------------------------------------------------
     @property
@@ -165,7 +130,7 @@ class StreamKeeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self._stop_publisher()
+        await self._publishing.stop()
         for stream_id in sorted(self._owned):
             await self._delete(stream_id)
         if self._source is not None:
@@ -188,10 +153,11 @@ class StreamKeeper:
             state=self.state,
             stream_id=self.stream_id,
             frames_sent=self.frames_sent,
-            publish_fps=self._rate.rate(self.frames_sent, now),
+            publish_fps=self._publishing.fps(now),
             last_frame_at_ms=getattr(status, "last_frame_at_ms", None),
             last_keepalive_at_ms=self.last_keepalive_at_ms,
-            lease_remaining_s=(self._lease.remaining_ms(now) / 1000 if self._lease else None),
+            lease_remaining_s=(self._renewal.lease.remaining_ms(now) / 1000
+                               if self._renewal.lease else None),
             streams_created=self.streams_created,
             publisher_reconnects=self.publisher_reconnects,
             keepalives=self.keepalives,
@@ -203,8 +169,8 @@ class StreamKeeper:
             last_error=self.last_error,
             fps=self.spec.fps,
             pull=self.spec.pull,
-            publisher_state=(None if self.spec.pull else self._publisher.state
-                             if self._publisher is not None else "not connected"),
+            publisher_state=(None if self.spec.pull else self._publishing.publisher.state
+                             if self._publishing.publisher is not None else "not connected"),
             status_error=self._status_error,
             status_read_at_ms=self._status_read_at_ms,
         )
@@ -237,8 +203,19 @@ class StreamKeeper:
 
     @property
     def frames_sent(self) -> int:
-        current = self._publisher.frames_sent if self._publisher is not None else 0
-        return self._frames_sent_before + current
+        return self._publishing.frames_sent
+
+    @property
+    def keepalives(self) -> int:
+        return self._renewal.keepalives
+
+    @property
+    def keepalive_failures(self) -> int:
+        return self._renewal.keepalive_failures
+
+    @property
+    def last_keepalive_at_ms(self) -> int | None:
+        return self._renewal.last_keepalive_at_ms
 
     # -- the loop ------------------------------------------------------------
     async def _run(self) -> None:
@@ -282,11 +259,10 @@ class StreamKeeper:
         created = await self.client.create_stream(source)
         self._owned.add(created.id)
         self.streams_created += 1
-        self._lease = Lease(int(created.ttl_seconds), self.clock.now_ms(), created.expires_at_ms)
-        self._publish = created.publish
+        self._renewal.begin(created.ttl_seconds, created.expires_at_ms, created.publish)
         log.info("stream %s: created %s (lease %ss)", self.name, created.id,
                  created.ttl_seconds)
-        status = await self._while_renewing(created.id, self._bring_up(created.id))
+        status = await self._renewal.while_renewing(created.id, self._bring_up(created.id))
         self._server_status = status
         self._status_error, self._status_read_at_ms = None, self.clock.now_ms()
         self.stream_id = created.id
@@ -296,7 +272,7 @@ class StreamKeeper:
     async def _bring_up(self, stream_id: str) -> Any:
         """Connect the publisher (unless the server pulls) and wait for the first frame."""
         if not self.spec.pull:
-            if self._publish is None:
+            if self._renewal.publish is None:
                 raise StreamLost("the server gave no publish endpoint")
             self._set_state("publishing")
             await self._connect_publisher(stream_id)
@@ -304,60 +280,29 @@ class StreamKeeper:
         return await self.client.wait_for_first_frame(
             stream_id, timeout=self.timings.first_frame_timeout)
 
-    async def _while_renewing(self, stream_id: str, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` while renewing the lease on schedule.
-
-        Establishing a stream (a publisher's ICE and DTLS, then the wait for
-        the first frame) can take longer than a short TTL: the lease must not
-        run out before the stream is live. A lost lease (StreamLost) ends ``work``.
-        """
-        job = asyncio.ensure_future(work)
-        renewer = asyncio.ensure_future(self._renew_forever(stream_id))
-        try:
-            await asyncio.wait({job, renewer}, return_when=asyncio.FIRST_COMPLETED)
-            if not job.done():
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await job
-                renewer.result()  # raises why the lease was lost
-            return job.result()
-        finally:
-            for task in (job, renewer):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-    async def _renew_forever(self, stream_id: str) -> None:
-        assert self._lease is not None
-        renew_at = self._lease.next_renewal_ms(self._rng)
-        while True:
-            await self._sleep(max(0, renew_at - self.clock.now_ms()) / 1000)
-            renew_at = await self._renew(stream_id)
-
     async def _maintain(self) -> None:
         """Renew the lease and keep the publisher up until the stream is lost.
 
         A publisher reconnect is scheduled, not slept on, so the lease keeps being
         renewed while the publisher backs off.
         """
-        assert self._lease is not None and self.stream_id is not None
+        assert self.stream_id is not None
         stream_id = self.stream_id
-        renew_at = self._lease.next_renewal_ms(self._rng)
+        renew_at = self._renewal.next_renewal_ms()
         reconnect_at: int | None = None
-        stale = _StaleWatch(self.timings.stale_after)
+        stale = StaleWatch(self.timings.stale_after)
         backoff = Backoff(*self.timings.publisher_backoff, rng=self._rng)
         while True:
             now = self.clock.now_ms()
             due = renew_at if reconnect_at is None else min(renew_at, reconnect_at)
-            await self._wait(min(self.timings.check_interval, max(0, due - now) / 1000))
+            await self._publishing.wait(min(self.timings.check_interval, max(0, due - now) / 1000))
             now = self.clock.now_ms()
             if now >= renew_at:
-                renew_at = await self._renew(stream_id)
+                renew_at = await self._renewal.renew(stream_id)
             status = await self._read_status(stream_id)
             if self.spec.pull:
                 continue
-            publisher = self._publisher
+            publisher = self._publishing.publisher
             if publisher is not None:
                 frames_stopped = status is not None and stale.stopped(
                     status.last_frame_index, self.source_live, now)
@@ -368,7 +313,7 @@ class StreamKeeper:
                 reason = ("connection closed" if publisher.closed.is_set()
                           else "frames stopped arriving")
                 self._note(f"publisher {reason}; reconnecting", warn=True)
-                await self._stop_publisher()
+                await self._publishing.stop()
                 reconnect_at = now + round(backoff.next() * 1000)
             if reconnect_at is not None and now < reconnect_at:
                 continue
@@ -382,28 +327,6 @@ class StreamKeeper:
                 self._note(f"publisher reconnect failed ({exc}); retrying", warn=True)
                 reconnect_at = self.clock.now_ms() + round(backoff.next() * 1000)
             stale.reset()
-
-    async def _renew(self, stream_id: str) -> int:
-        """Renew the lease; return when to renew next. Raises StreamLost when it is gone."""
-        assert self._lease is not None
-        try:
-            renewed = await self.client.keepalive(stream_id)
-        except NotFoundError as exc:
-            raise StreamLost("keepalive answered 404") from exc
-        except OvershootError as exc:
-            self.keepalive_failures += 1
-            now = self.clock.now_ms()
-            if self._lease.expired(now):
-                raise StreamLost(f"lease ran out after failed keepalives ({exc})") from exc
-            self._note(f"keepalive failed ({exc}); retrying", warn=True)
-            return self._lease.retry_at_ms(now)
-        self.keepalives += 1
-        now = self.clock.now_ms()
-        self.last_keepalive_at_ms = now
-        self._lease = Lease(int(renewed.ttl_seconds), now, renewed.expires_at_ms)
-        if renewed.publish is not None:
-            self._publish = renewed.publish
-        return self._lease.next_renewal_ms(self._rng)
 
     async def _read_status(self, stream_id: str) -> Any:
         try:
@@ -421,70 +344,16 @@ class StreamKeeper:
             raise StreamLost(f"the stream ended ({status.end_reason})")
         return status
 
-    # -- publisher -----------------------------------------------------------
+    # -- helpers -------------------------------------------------------------
     async def _connect_publisher(self, stream_id: str) -> None:
         """Start a publisher with the newest token; refresh the token once on a 401."""
-        for attempt in range(2):
-            assert self._publish is not None
-            extra: dict[str, Any] = {}
-            packets = self._passthrough_packets()
-            if packets is not None:  # only then: factories that predate it keep working
-                extra["packets"] = packets
-            publisher = self._publisher_factory(
-                self._publish.type, self._publish.url, self._publish.token, self.frames,
-                fps=self.spec.fps, width=self.spec.width, height=self.spec.height,
-                http=self._http, codec=getattr(self.spec, "codec_mime", DEFAULT_CODEC),
-                **extra)
-            try:
-                await publisher.start()
-            except AuthenticationError:
-                with contextlib.suppress(Exception):
-                    await publisher.stop()
-                if attempt:
-                    raise
-                await self._renew(stream_id)  # a keepalive hands out a fresh token
-                continue
-            except NotFoundError as exc:
-                with contextlib.suppress(Exception):
-                    await publisher.stop()
-                raise StreamLost("the publish endpoint is gone") from exc
-            self._publisher = publisher
-            self._rate.start(self.frames_sent, self.clock.now_ms())
-            return
-
-    def _passthrough_packets(self) -> Any:
-        """The source's packet feed when it publishes its H.264 as it is, else None."""
-        source = self._source
-        if source is None or source.stats.path != "passthrough":
-            return None
-        return getattr(source, "packets", None)
-
-    async def _stop_publisher(self) -> None:
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            self._frames_sent_before += publisher.frames_sent
-            with contextlib.suppress(Exception):
-                await publisher.stop()
-
-    # -- helpers -------------------------------------------------------------
-    async def _wait(self, seconds: float) -> None:
-        """Sleep, but wake early when the publisher's connection closes."""
-        closed = self._publisher.closed if self._publisher is not None else None
-        if closed is None or closed.is_set():
-            await self._sleep(seconds)
-            return
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waiter = asyncio.ensure_future(closed.wait())
-        try:
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waiter.cancel()
+        await self._publishing.connect(lambda: self._renewal.publish,
+                                       lambda: self._renewal.renew(stream_id), self._source)
 
     async def _drop_stream(self) -> None:
         """Hide the stream from rules, stop publishing, and delete it if it still exists."""
         self.stream_id = None
-        await self._stop_publisher()
+        await self._publishing.stop()
         for owned in sorted(self._owned):
             await self._delete(owned)
 
@@ -515,60 +384,3 @@ class StreamKeeper:
     def _note(self, message: str, *, warn: bool = False) -> None:
         self.last_error = message
         (log.warning if warn else log.info)("stream %s: %s", self.name, message)
-
-
-class _StaleWatch:
-    """Notices when the server's newest frame index stops moving while the source is live."""
-
-    def __init__(self, stale_after: float | None) -> None:
-        self.stale_after_ms = None if stale_after is None else stale_after * 1000
-        self.reset()
-
-    def reset(self) -> None:
-        self._index: int | None = None
-        self._since_ms: int | None = None
-
-    def stopped(self, index: int | None, source_live: bool, now_ms: int) -> bool:
-        if self.stale_after_ms is None or not source_live:
-            self.reset()
-            return False
-        if index != self._index or self._since_ms is None:
-            self._index, self._since_ms = index, now_ms
-            return False
-        return now_ms - self._since_ms >= self.stale_after_ms
-
-
-class _RateMeter:
-    """Frames per second from two samples at least a few seconds apart.
-
-    The first sample is taken when publishing starts (:meth:`start`), so the
-    first reading already tells the rate (over the time since then, once that
-    is :data:`FIRST_READING_MS` long), instead of 0 while frames flow.
-    """
-
-    WINDOW_MS = 2000
-    FIRST_READING_MS = 500
-
-    def __init__(self) -> None:
-        self._sample: tuple[int, int] | None = None
-        self._rate = 0.0
-        self._measured = False
-
-    def start(self, count: int, now_ms: int) -> None:
-        """Publishing (re)starts with ``count`` frames sent so far."""
-        if self._sample is None or count < self._sample[0]:
-            self._sample = (count, now_ms)
-
-    def rate(self, count: int, now_ms: int) -> float:
-        if self._sample is None or count < self._sample[0]:
-            self._sample = (count, now_ms)
-            return self._rate
-        elapsed = now_ms - self._sample[1]
-        first = (not self._measured and elapsed >= self.FIRST_READING_MS
-                 and count > self._sample[0])
-        if elapsed >= self.WINDOW_MS or first:
-            self._rate = round((count - self._sample[0]) * 1000 / elapsed, 2)
-            self._measured = True
-            if elapsed >= self.WINDOW_MS:
-                self._sample = (count, now_ms)
-        return self._rate

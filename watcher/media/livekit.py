@@ -16,6 +16,8 @@ and the URL's query never reach a log line, an exception message or ``repr``.
 
 The SDK is reached only through ``rtc_module`` (default ``livekit.rtc``), so
 tests can hand in a fake with the same names: no LiveKit server runs offline.
+Frames and the track's options, as the SDK takes them, are made in
+:mod:`watcher.media.livekit_track`.
 """
 
 from __future__ import annotations
@@ -27,20 +29,16 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-import cv2
-import numpy as np
-from av import VideoFrame as AVFrame
-
 from watcher.errors import AuthenticationError, OvershootError, TransportError
+from watcher.media.livekit_track import PixelFormat, default_bitrate, publish_options, to_rtc_frame
 from watcher.media.session import wait_connected
-from watcher.media.tracks import Frame, FrameProducer, LatestFrame
+from watcher.media.tracks import FrameProducer, LatestFrame
 
 log = logging.getLogger(__name__)
 
-PixelFormat = Literal["i420", "rgba"]
 StateCallback = Callable[[str], Any]
 
 DISCONNECT_TIMEOUT = 5.0
@@ -351,44 +349,6 @@ class LiveKitPublisher:
         if self._state != "failed" or state == "closed":
             self._set_state(state)
         self.closed.set()
-
-
-def to_rtc_frame(rtc: Any, frame: Frame, width: int, height: int,
-                 pixel_format: PixelFormat = "i420") -> Any:
-    """``frame`` (BGR/gray array or av frame) as an ``rtc.VideoFrame`` of ``width`` x ``height``."""
-    if isinstance(frame, AVFrame):
-        frame = frame.to_ndarray(format="bgr24")
-    image = np.asarray(frame)
-    if image.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, not {image.dtype}")
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"frames must be BGR (h, w, 3), not shape {image.shape}")
-    if image.shape[:2] != (height, width):
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    if pixel_format == "i420":
-        data = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        buffer_type = rtc.VideoBufferType.I420
-    else:
-        data = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
-        buffer_type = rtc.VideoBufferType.RGBA
-    return rtc.VideoFrame(width, height, buffer_type, bytearray(data))
-
-
-def publish_options(rtc: Any, *, fps: float, max_bitrate: int, codec: str = "VP8") -> Any:
-    """``rtc.TrackPublishOptions`` for one camera track: no simulcast, capped rate."""
-    return rtc.TrackPublishOptions(
-        source=rtc.TrackSource.SOURCE_CAMERA,
-        simulcast=False,
-        video_codec=getattr(rtc.VideoCodec, codec.upper()),
-        video_encoding=rtc.VideoEncoding(max_bitrate=max_bitrate, max_framerate=fps),
-    )
-
-
-def default_bitrate(width: int, height: int, fps: float) -> int:
-    """A max bitrate (bit/s) for camera content: ~0.1 bit per pixel per frame, 150 kbit/s floor."""
-    return max(150_000, int(width * height * fps * 0.1))
 
 
 def redact_url(url: str) -> str:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import lru_cache
 from typing import Literal
 
 import cv2
@@ -246,21 +246,14 @@ class SyntheticScene:
         """Frame producer protocol of :class:`~watcher.media.tracks.FrameTrack`."""
         return self.frame(n) if t is None else self.frame_at(t)
 
-    @cached_property
+    @property
     def background(self) -> np.ndarray:
-        return _render_background(self.width, self.height, self.seed)
+        """The static scene (read-only: shared by every scene of the same look)."""
+        return _planes(self.width, self.height, self.seed, self.noise)[0]
 
-    @cached_property
+    @property
     def _noise(self) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.seed + 7)
-        shape = (_NOISE_FRAMES, self.height, self.width, 3)
-        noise = rng.normal(0.0, self.noise, size=shape)
-        # Camera noise is mostly luma: share most of it across channels.
-        noise = 0.7 * noise[..., :1] + 0.3 * noise
-        noise = np.clip(np.rint(noise), -255, 255).astype(np.int16)
-        positive = np.clip(noise, 0, 255).astype(np.uint8)
-        negative = np.clip(-noise, 0, 255).astype(np.uint8)
-        return positive, negative
+        return _planes(self.width, self.height, self.seed, self.noise)[1:]
 
     def _draw_event(self, image: np.ndarray, kind: EventKind, t: float, n: int) -> None:
         box = self.event_box(kind, t)
@@ -313,6 +306,47 @@ def _draw_person(image: np.ndarray, x: int, y: int, w: int, h: int, *, stride: f
     foot_y = y + h - 2 - limb // 2
     cv2.line(image, (cx, torso_bottom), (cx - swing, foot_y), trousers, limb, cv2.LINE_AA)
     cv2.line(image, (cx, torso_bottom), (cx + swing, foot_y), trousers, limb, cv2.LINE_AA)
+
+
+@lru_cache(maxsize=8)
+def _planes(width: int, height: int, seed: int,
+            noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background and sensor-noise planes of a scene, computed once per look and shared.
+
+    Every camera of the same spec shows the same room and noise, so they share these
+    8 MB (640x480) instead of each holding its own copy. Read-only, since shared.
+    """
+    background = _render_background(width, height, seed)
+    positive, negative = _render_noise(width, height, seed, noise)
+    for plane in (background, positive, negative):
+        plane.flags.writeable = False
+    return background, positive, negative
+
+
+def _render_noise(width: int, height: int, seed: int,
+                  sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``_NOISE_FRAMES`` frames of sensor noise, split into what to add and to subtract.
+
+    One frame at a time and in place: computing all frames at once in float64 peaked
+    at over 100 MB of temporaries per scene, which glibc kept in the rendering
+    thread's malloc arena long after. The values are the same either way (the
+    generator draws the same sequence, and each step is the same float operation).
+    """
+    rng = np.random.default_rng(seed + 7)
+    positive = np.empty((_NOISE_FRAMES, height, width, 3), dtype=np.uint8)
+    negative = np.empty_like(positive)
+    for k in range(_NOISE_FRAMES):
+        noise = rng.normal(0.0, sigma, size=(height, width, 3))
+        # Camera noise is mostly luma: share most of it across channels.
+        luma = noise[..., :1] * 0.7
+        noise *= 0.3
+        noise += luma
+        del luma
+        np.rint(noise, out=noise)
+        positive[k] = np.clip(noise, 0, 255).astype(np.uint8)
+        np.negative(noise, out=noise)
+        negative[k] = np.clip(noise, 0, 255).astype(np.uint8)
+    return positive, negative
 
 
 def _render_background(width: int, height: int, seed: int) -> np.ndarray:

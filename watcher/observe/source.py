@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from watcher.clock import Clock, SystemClock
 from watcher.cluster.observe import ClusterView
 from watcher.engine.engine import TickStats
-from watcher.engine.runner import RuleStats
+from watcher.engine.evaluation import RuleStats
 from watcher.engine.state import AlertState
 from watcher.engine.store import AlertEventRecord
 from watcher.keeper.health import StreamHealth
@@ -29,7 +29,7 @@ from watcher.observe.readiness import ReadinessReport, StreamReadiness, stream_r
 log = logging.getLogger(__name__)
 
 ACTION_COUNTERS = ("sent", "failed", "retries", "dead", "summaries", "summarized", "held")
-"""Per action, counts since the outbox started (:class:`~watcher.actions.outbox.ActionStats`)."""
+"""Per action, counts since the outbox started (:class:`~watcher.actions.sending.ActionStats`)."""
 ACTION_STORED = ("pending", "in_flight", "dead_letters")
 """Per action, deliveries in the store now, by state (``Outbox.status()``)."""
 ACTION_FIELDS = ACTION_COUNTERS + ACTION_STORED

@@ -9,7 +9,9 @@ Over every frame of every image/video part of the request it measures
   image cannot show motion, the description then says so, and a schema that
   requires a motion property is a 400);
 * ``motion_detected``: ``motion`` above :data:`MOTION_DETECTED_THRESHOLD`;
-* ``people`` / ``faces``: the most people / faces seen in one frame;
+* ``people`` / ``faces``: the most people / faces seen in one frame (at most
+  :data:`MAX_DETECTION_FRAMES` of them; when only the ``description`` asks for
+  them, the newest frame: the detectors cost most of an answer);
 * ``brightness``: mean luma of the newest frame (the last frame of the last
   media part), 0..1;
 * ``description``: a sentence built from those; ``frames``: frames analysed.
@@ -104,7 +106,13 @@ of the smaller box's area is the same object (this also removes nested boxes).""
 MAX_DETECTION_FRAMES = 8
 """People and faces are counted on at most this many frames, evenly spaced and
 always including the newest, so a long video_url stays fast (motion uses every frame)."""
+DESCRIPTION_DETECTION_FRAMES = 1
+"""Frames the detectors look at when only the ``description`` mentions people and
+faces (no property asks for them): the newest, which the sentence describes."""
 
+
+_COUNTS = frozenset({"people", "people_present", "faces", "faces_present"})
+"""Measurements that answer with a count (or its presence): every sampled frame counts."""
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -116,13 +124,15 @@ def measure(frames: Sequence[np.ndarray]) -> Measurements:
 
 
 def measure_parts(parts: Sequence[Sequence[np.ndarray]], *, people: bool = True,
-                  faces: bool = True) -> Measurements:
+                  faces: bool = True, detection_frames: int = MAX_DETECTION_FRAMES,
+                  ) -> Measurements:
     """Measure the frames of several media parts, each oldest first.
 
     Motion is compared only between consecutive frames of the same part. The
     inner sequences are read once in order plus a few indexed reads, so they
     may decode lazily. ``people``/``faces`` False skip those (costly)
-    detectors; their counts are then 0 and must not be reported.
+    detectors; their counts are then 0 and must not be reported. They look at
+    ``detection_frames`` frames at most, evenly spaced, the newest included.
     """
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -132,7 +142,7 @@ def measure_parts(parts: Sequence[Sequence[np.ndarray]], *, people: bool = True,
     positions = [(i, j) for i, p in enumerate(parts) for j in range(len(p))]
     people_seen = faces_seen = 0
     if people or faces:
-        for i, j in (positions[k] for k in _sample_indices(total, MAX_DETECTION_FRAMES)):
+        for i, j in (positions[k] for k in _sample_indices(total, detection_frames)):
             image = _analysis_size(parts[i][j])
             if people:
                 people_seen = max(people_seen, count_people(image))
@@ -210,8 +220,11 @@ def suppress(boxes: np.ndarray, scores: np.ndarray, overlap: float = NMS_OVERLAP
 
 
 def _sample_indices(total: int, limit: int) -> list[int]:
+    """At most ``limit`` of ``range(total)``, evenly spaced, the newest (last) included."""
     if total <= limit:
         return list(range(total))
+    if limit <= 1:
+        return [total - 1]
     return sorted({round(x) for x in np.linspace(0, total - 1, limit)})
 
 
@@ -368,10 +381,12 @@ class VisionModel(ModelBackend):
                 422, "local/vision needs image_url or video_url parts with frames to look at",
                 type="validation_error", code="no_frames")
         wanted = wanted_measurements(request)
+        counted = wanted is None or bool(wanted & _COUNTS)
         measurements = await asyncio.to_thread(
             measure_parts, parts,
             people=wanted is None or bool(wanted & _NEEDS_PEOPLE),
-            faces=wanted is None or bool(wanted & _NEEDS_FACES))
+            faces=wanted is None or bool(wanted & _NEEDS_FACES),
+            detection_frames=MAX_DETECTION_FRAMES if counted else DESCRIPTION_DETECTION_FRAMES)
         content = self.answer(measurements, request)
         return Completion(content=content, usage=estimate_usage(request, content))
 
