@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from watcher.commands.common import add_config_option, load_or_report, positive_int
+from watcher.argtypes import positive_int
+from watcher.commands.common import add_config_option, load_or_report
 from watcher.errors import WatcherError
 
 

@@ -34,12 +34,3 @@ def load_or_report(path: str) -> WatcherConfig | None:
             print(redact(problem), file=sys.stderr)
         return None
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number (1 or more)")
-    return value

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from watcher.argtypes import non_negative_int, positive_int
+
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     """Add the limit and trust options to the ``serve`` parser."""
@@ -26,7 +28,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
         help="how long creating a pulled stream waits for the camera's first frame before it "
         "fails with 422 'Could not connect to source url' (default %(default)s)")
     group.add_argument(
-        "--max-streams-per-key", type=_positive_int, default=64, metavar="N",
+        "--max-streams-per-key", type=positive_int, default=64, metavar="N",
         help="most active streams one API key may hold; one more is a 429 (default "
         "%(default)s)")
     group.add_argument(
@@ -35,7 +37,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
         "and publish over WHIP: answers CORS preflights and exposes Location (repeatable; "
         "default: none, no CORS)")
     group.add_argument(
-        "--max-pulls", type=_non_negative_int, default=16, metavar="N",
+        "--max-pulls", type=non_negative_int, default=16, metavar="N",
         help="most cameras pulled at once over all keys; one more is a 429, 0 refuses pull "
         "sources (default %(default)s)")
 
@@ -61,19 +63,3 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
     return value
 
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
