@@ -13,17 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from support.skips import skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _executable() -> str | None:
@@ -35,11 +29,11 @@ async def chromium(*, fake_camera: bool = False) -> AsyncIterator[Any]:
     """A launched Chromium browser (Playwright ``Browser``)."""
     executable = _executable()
     if executable is None:
-        _unavailable(f"no browser: {CHROMIUM} is not installed (apt-get install chromium)")
+        skip_or_fail(f"no browser: {CHROMIUM} is not installed (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+        skip_or_fail("the playwright package is not installed (pip install -e '.[dev]')")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=executable, args=ARGS + (FAKE_CAMERA if fake_camera else []))

@@ -24,14 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
-import pytest
 from support.receivers import free_port
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI needs an MQTT broker: {reason}")
-    pytest.skip(reason)
+from support.skips import skip_or_fail
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -50,7 +44,7 @@ def shared_broker() -> Broker:
     host, _, port = os.environ.get("WATCHER_TEST_MQTT", "127.0.0.1:1883").rpartition(":")
     broker = Broker(host or "127.0.0.1", int(port))
     if not _reachable(broker.host, broker.port):
-        _unavailable(f"no MQTT broker at {broker.host}:{broker.port} "
+        skip_or_fail(f"no MQTT broker at {broker.host}:{broker.port} "
                      "(set WATCHER_TEST_MQTT=host:port)")
     return broker
 
@@ -68,7 +62,7 @@ class PrivateBroker:
                  tls: tuple[Path, Path] | None = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
-            _unavailable("no mosquitto binary to run a private broker (apt-get install "
+            skip_or_fail("no mosquitto binary to run a private broker (apt-get install "
                          "mosquitto)")
         self.binary = str(binary)
         self.port = free_port()

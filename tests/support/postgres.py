@@ -23,8 +23,8 @@ import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
+from support.skips import skip_or_fail
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ENV = "WATCHER_TEST_POSTGRES_URL"
@@ -36,10 +36,7 @@ def server_url() -> str:
 
 def unavailable(reason: str) -> None:
     """Skip the test, or fail it under CI=true (a skipped backend is untested)."""
-    message = f"PostgreSQL tests: {reason} (set {ENV})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI=true does not allow skipping them", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"PostgreSQL tests: {reason} (set {ENV})")
 
 
 def _dsn(url: str) -> str:
