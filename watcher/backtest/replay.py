@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from watcher.backtest.runs import Point, ReplayResult, RuleRun, chart_field
 from watcher.backtest.score import Episode
@@ -50,7 +51,7 @@ from watcher.engine.state import AlertState, Kind
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.engine.triggers import SETTLE_S, TICK, Trigger
 from watcher.media.changes import ChangeDetector, ChangeTracker, thumbnail
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import LatestFrame, to_bgr
 from watcher.overshoot.client import OvershootClient
 from watcher.server.app import create_app
 from watcher.server.encode import JpegEncoder, stream_frame_budget
@@ -126,12 +127,13 @@ class Replay:
                                   if self.config.overshoot.is_embedded else 80)
             frames = 0
             semaphore = asyncio.Semaphore(self.concurrency)
+            scaler = VideoReformatter()
             async for t, frame in iter_frames(files, self.fps):
                 await self._pace(t, began)
                 await self._due(runs, t, semaphore)
                 self.t = t
                 self.clock.set(self.start_ms + round(t * 1000))
-                bgr = frame.to_ndarray(format="bgr24")
+                bgr = to_bgr(frame, scaler)
                 sim.frames.put(bgr)
                 thumb = thumbnail(bgr)
                 sim.changes(bgr, at=t)

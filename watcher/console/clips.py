@@ -32,13 +32,14 @@ from typing import Any, Protocol
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from watcher.clock import Clock
 from watcher.console.config import CONTENT_TYPES, ClipsConfig
 from watcher.engine.state import Kind
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.errors import WatcherError
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import Frame, LatestFrame, to_bgr
 from watcher.store.reviews import Clip
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,13 @@ class FrameHistory:
         return sum(len(j) for _, j in list(self.frames))
 
 
-def to_jpeg(frame: Any, width: int) -> bytes | None:
-    """A BGR array or ``av.VideoFrame``, scaled down to ``width`` at most, as JPEG."""
-    image = frame.to_ndarray(format="bgr24") if hasattr(frame, "to_ndarray") else frame
+def to_jpeg(frame: Frame, width: int, reformatter: VideoReformatter | None = None,
+            ) -> bytes | None:
+    """A BGR array or ``av.VideoFrame``, scaled down to ``width`` at most, as JPEG.
+
+    ``reformatter``: the stream's own scaler, kept from frame to frame (see ``to_bgr``).
+    """
+    image = to_bgr(frame, reformatter)
     if image.shape[1] > width:
         height = max(2, round(image.shape[0] * width / image.shape[1] / 2) * 2)
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
@@ -169,6 +174,7 @@ class ClipRecorder:
         self.is_pulled = is_pulled
         self.histories: dict[str, FrameHistory] = {}
         self._seen: dict[str, int] = {}
+        self._scalers: dict[str, VideoReformatter] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self._encoding = asyncio.Lock()
@@ -221,7 +227,8 @@ class ClipRecorder:
         if frame is None:
             return
         at_ms = self.clock.now_ms()
-        jpeg = await asyncio.to_thread(to_jpeg, frame, self.config.width)
+        scaler = self._scalers.setdefault(name, VideoReformatter())
+        jpeg = await asyncio.to_thread(to_jpeg, frame, self.config.width, scaler)
         if jpeg is not None:
             history = self.histories.get(name)
             if history is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 
@@ -18,7 +18,7 @@ from watcher.engine.rules import RuleConfig
 from watcher.engine.state import Kind, Transition
 from watcher.engine.store import AlertEventRecord
 from watcher.errors import OvershootError
-from watcher.media.tracks import LatestFrame
+from watcher.media.tracks import LatestFrame, to_bgr
 from watcher.overshoot.client import OvershootClient
 
 SNAPSHOT_QUALITY = 85
@@ -108,9 +108,8 @@ async def _snapshot(frames: LatestFrame) -> bytes | None:
         return None
 
     def encode() -> bytes | None:
-        image: Any = frame if not hasattr(frame, "to_ndarray") else frame.to_ndarray(
-            format="bgr24")
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
+        ok, buf = cv2.imencode(".jpg", to_bgr(frame),
+                               [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
         return buf.tobytes() if ok else None
 
     return await asyncio.to_thread(encode)

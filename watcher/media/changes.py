@@ -136,7 +136,7 @@ def _luma_thumbnail(frame: VideoFrame) -> np.ndarray:
     """
     name = frame.format.name
     if name not in _LIMITED_RANGE and name not in _FULL_RANGE:
-        frame, name = frame.reformat(format="gray"), "gray"
+        frame, name = frame.reformat(format="gray", threads=1), "gray"
     plane = frame.planes[0]
     luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
     small = cv2.resize(luma[:, :frame.width], THUMB_SIZE, interpolation=cv2.INTER_AREA)

@@ -9,9 +9,8 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from av import VideoFrame as AVFrame
 
-from watcher.media.tracks import Frame
+from watcher.media.tracks import Frame, to_bgr
 
 PixelFormat = Literal["i420", "rgba"]
 
@@ -19,9 +18,7 @@ PixelFormat = Literal["i420", "rgba"]
 def to_rtc_frame(rtc: Any, frame: Frame, width: int, height: int,
                  pixel_format: PixelFormat = "i420") -> Any:
     """``frame`` (BGR/gray array or av frame) as an ``rtc.VideoFrame`` of ``width`` x ``height``."""
-    if isinstance(frame, AVFrame):
-        frame = frame.to_ndarray(format="bgr24")
-    image = np.asarray(frame)
+    image = np.asarray(to_bgr(frame))
     if image.dtype != np.uint8:
         raise ValueError(f"frames must be uint8, not {image.dtype}")
     if image.ndim == 2:

@@ -35,6 +35,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from av import VideoFrame
 from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,18 @@ def frame_size(frame: Frame) -> tuple[int, int]:
     return frame.shape[1], frame.shape[0]
 
 
-def to_bgr(frame: Frame) -> np.ndarray:
-    """A BGR array of ``frame``: for snapshots and clips, not for every frame."""
+def to_bgr(frame: Frame, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """A BGR array of ``frame``, converted on the calling thread.
+
+    FFmpeg's scaler left at its automatic thread count starts a pool of threads,
+    one per core, for every conversion, and ``VideoFrame.to_ndarray`` builds a new
+    scaler each call. A caller converting a stream's frames one after another
+    passes its own ``reformatter`` (one per stream, used by one thread at a time),
+    which keeps its scaler from frame to frame.
+    """
     if isinstance(frame, VideoFrame):
-        return frame.to_ndarray(format="bgr24")
+        scaler = reformatter if reformatter is not None else VideoReformatter()
+        return scaler.reformat(frame, format="bgr24", threads=1).to_ndarray()
     return frame
 
 
