@@ -11,9 +11,12 @@ change tracker reads their Y plane. BGR is built only where a picture is
 needed (a snapshot, a clip). The synthetic source renders BGR arrays.
 
 With ``passthrough`` ``auto`` or ``always``, an H.264 source the peer can take
-as it is (:func:`watcher.media.passthrough.choose_path`) also hands its
-encoded packets to :attr:`AvSource.packets` for the publisher, and decodes
-them (one decoder thread) only for the mailbox and ``on_frame``.
+as it is (:func:`watcher.media.passthrough.choose_path`) hands its encoded
+packets to :attr:`AvSource.packets` for the publisher and keeps them in
+:attr:`AvSource.gop` (snapshots and clips are made from them, see
+:mod:`watcher.media.gop`). It decodes them (one decoder thread) for the mailbox
+and ``on_frame`` only while the mailbox wants every frame
+(:attr:`LatestFrame.wants_frames`); its stats count access units either way.
 
 Spec grammar::
 
@@ -57,6 +60,7 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from watcher.backoff import Backoff
+from watcher.media.gop import GopBuffer, NewestPicture, UnitDecoder
 from watcher.media.passthrough import (
     AnnexB,
     PacketFeed,
@@ -126,8 +130,9 @@ class SourceStats:
 
     state: SourceState = "connecting"
     frames: int = 0
-    """Frames delivered to the sink."""
+    """Frames delivered: put in the sink or, passed through, sent on as access units."""
     frames_decoded: int = 0
+    """Frames the source decoded itself (a passthrough source: only while wanted)."""
     last_frame_at: float | None = None
     """``time.monotonic()`` of the last delivered frame."""
     reconnects: int = 0
@@ -320,17 +325,24 @@ class VideoSource:
         if self._stop.is_set():
             return
         self.sink.put(frame)
+        self._hand_out(frame, self._alive(*frame_size(frame)))
+
+    def _alive(self, width: int | None, height: int | None) -> float:
+        """Count one delivered frame (decoded or not); its ``time.monotonic()``."""
         now = time.monotonic()
         stats = self.stats
         stats.frames += 1
         stats.last_frame_at = now
-        stats.width, stats.height = frame_size(frame)
+        stats.width, stats.height = width, height
         self._was_live = True
         if stats.state != "live":
             if stats.state == "reconnecting":
                 stats.resumed_at = now
             stats.state = "live"
-            log.info("source %s is live (%dx%d)", self.name, stats.width, stats.height)
+            log.info("source %s is live (%sx%s)", self.name, stats.width, stats.height)
+        return now
+
+    def _hand_out(self, frame: Frame, now: float) -> None:
         if self.on_frame is not None:
             try:
                 self.on_frame(frame, now)
@@ -410,6 +422,10 @@ class AvSource(VideoSource):
         self.passthrough: PassthroughMode = passthrough
         self.packets: PacketFeed | None = PacketFeed() if passthrough != "never" else None
         """Encoded packets while :attr:`SourceStats.path` is ``passthrough``."""
+        self.gop: GopBuffer | None = GopBuffer() if passthrough != "never" else None
+        """The recent access units while passed through (snapshots, clips)."""
+        self.pictures = NewestPicture(self.gop) if self.gop is not None else None
+        self._decoder = UnitDecoder()
         self._args = _open_args(spec, kind)
         # One per source: it keeps its scaler from frame to frame (a bare
         # frame.reformat() builds a new one, with its own threads, every call).
@@ -437,11 +453,14 @@ class AvSource(VideoSource):
                                  height=self.height, fps=self.fps)
             self._took(choice)
             annexb = AnnexB(stream) if choice.passthrough else None
-            if annexb is not None:  # decoded only for thumbnails and snapshots
-                stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+            if annexb is not None and self.gop is not None:
+                self.gop.new_session(stream.codec_context.width, stream.codec_context.height)
+                self.sink.pictures = self.pictures
             else:
+                self.sink.pictures = None
                 # Frame threading holds frames back: fine for paced media, not live cameras.
                 stream.thread_type = "AUTO" if args.paced else "SLICE"
+            size = (stream.codec_context.width or None, stream.codec_context.height or None)
             rate = stream.average_rate or stream.guessed_rate
             frame_time = 1 / float(rate) if rate else 1 / self.fps
             self._reset_timeline()
@@ -454,7 +473,7 @@ class AvSource(VideoSource):
                     if self._stop.is_set():
                         return "stopped"
                     if annexb is not None:
-                        if not self._pass(packet, annexb):
+                        if not self._pass(packet, annexb, size):
                             return "stopped"
                         continue
                     for frame in self._decode(packet):
@@ -490,21 +509,35 @@ class AvSource(VideoSource):
                          choice.reason)
             stats.path, stats.path_reason = choice.path, choice.reason
 
-    def _pass(self, packet: av.Packet, annexb: AnnexB) -> bool:
-        """Pace, decode (for watcher's own use) and pass on one packet; False when stopped."""
+    def _pass(self, packet: av.Packet, annexb: AnnexB,
+              size: tuple[int | None, int | None]) -> bool:
+        """Pace, keep and pass on one packet, decoding it only while the sink wants every
+        frame; False when stopped."""
         if packet.size == 0:  # the demuxer's flush packet
             return True
         raw = None if packet.pts is None else float(packet.pts * packet.time_base)
         t = self._timeline(raw)
         if self._args.paced and not self._arrival_timed and not self._pace(t):
             return False
-        for frame in self._decode(packet):  # before the filter, which may take the packet
-            self.stats.frames_decoded += 1
-            frame.pict_type = av.video.frame.PictureType.NONE
-            self._deliver(frame)
-        assert self.packets is not None
+        assert self.packets is not None and self.gop is not None and self.pictures is not None
         for data, keyframe in annexb(packet):
+            if self._stop.is_set():
+                return False
             self.packets.put(data, keyframe, t)
+            unit = self.gop.add(data, keyframe, t)
+            now = self._alive(*size)
+            if unit is None or not self.sink.wants_frames:
+                self._decoder.reset()
+                continue
+            before = self._decoder.decoded
+            frame = self._decoder.decode_to(self.gop.newest_gop())
+            self.stats.frames_decoded += self._decoder.decoded - before
+            if frame is not None:
+                frame.pict_type = av.video.frame.PictureType.NONE
+                if self._decoder.in_step:  # not a picture held back by reordering
+                    self.pictures.note(unit, frame)
+                self.sink.put(frame)
+                self._hand_out(frame, now)
         return True
 
     def _offer(self, frame: av.VideoFrame) -> bool:

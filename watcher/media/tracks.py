@@ -37,6 +37,8 @@ from av import VideoFrame
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from watcher.media.gop import Demand, NewestPicture
+
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK_RATE = 90_000
@@ -48,12 +50,25 @@ FrameProducer = Callable[[int, float], Frame | None]
 
 class LatestFrame:
     """A one-slot, thread-safe mailbox: ``put`` replaces, ``get`` reads the newest;
-    :meth:`wait_newer` lets an event loop wait for the next ``put`` of any thread."""
+    :meth:`wait_newer` lets an event loop wait for the next ``put`` of any thread.
 
-    def __init__(self, gate: Callable[[], bool] | None = None) -> None:
+    A source that publishes its H.264 as it is (passthrough) need not decode it:
+    with ``on_demand`` it fills this mailbox only while :attr:`demand` names
+    someone who needs every frame (change thumbnails, a LiveKit publisher), and
+    attaches :attr:`pictures`, from which :meth:`newest` decodes the newest
+    picture when asked (snapshots, the console).
+    """
+
+    def __init__(self, gate: Callable[[], bool] | None = None, *,
+                 on_demand: bool = False) -> None:
         """``gate`` (cluster mode: "this instance still owns the camera"): while it says
         False, ``get`` hands out nothing, so nothing is published or attached."""
         self._gate = gate
+        self.on_demand = on_demand
+        self.demand = Demand()
+        """Who needs every frame decoded now (read by a passthrough source per packet)."""
+        self.pictures: NewestPicture | None = None
+        """Set by a passthrough source: its newest picture, decoded when asked."""
         self._lock = threading.Lock()
         self._frame: Frame | None = None
         self._seq = 0
@@ -113,6 +128,22 @@ class LatestFrame:
     def seq(self) -> int:
         """How many frames were ever put."""
         return self._seq
+
+    @property
+    def wants_frames(self) -> bool:
+        """Whether a passthrough source should decode every frame into this mailbox."""
+        return not self.on_demand or bool(self.demand)
+
+    async def newest(self, *, gated: bool = True) -> Frame | None:
+        """The newest picture: decoded off the event loop from a passthrough source's
+        packets (once per packet), else the newest frame put. ``gated``: as :meth:`get`
+        (None while the gate is shut), without counting the frame as read."""
+        if gated and self._gate is not None and not self._gate():
+            return None
+        pictures = self.pictures
+        if pictures is not None:
+            return await pictures.newest()
+        return self.peek()
 
 
 class FrameTrack(VideoStreamTrack):
