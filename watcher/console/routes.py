@@ -228,7 +228,7 @@ def api_routes(src: ConsoleSource) -> list[Route]:
 async def camera_frame(src: ConsoleSource, name: str) -> bytes:
     keeper = src.status.keepers.get(name)
     frames = getattr(keeper, "frames", None)
-    frame = frames.peek() if frames is not None else None
+    frame = await frames.newest(gated=False) if frames is not None else None
     if frame is None:
         raise LookupError(f"no frame of camera {name} yet")
     jpeg = await asyncio.to_thread(to_jpeg, frame, src.clips.width)

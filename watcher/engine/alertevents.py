@@ -102,8 +102,9 @@ class EventMaker:
 
 
 async def _snapshot(frames: LatestFrame) -> bytes | None:
-    """The frame being published right now, as JPEG."""
-    frame = frames.get()
+    """The frame being published right now, as JPEG (a passthrough stream's is decoded
+    from its packets, in a worker thread)."""
+    frame = await frames.newest()
     if frame is None:
         return None
 
