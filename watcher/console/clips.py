@@ -7,6 +7,10 @@
     firing event stored --wait clips.after--> frames in
       [first match - window - before, fired + after] --av, a thread--> evidence_clips row
 
+A stream published as H.264 passthrough is not sampled: its clip is cut from
+the access units its source keeps (:mod:`watcher.console.gopclips`; an mp4 clip
+is those units remuxed, nothing decoded or encoded).
+
 Clips are made from this daemon's own published frames, so they work against
 the cloud API too; a stream the API server pulls (``pull: true``) publishes
 nothing from here and keeps its snapshot only. Frames are kept as JPEG
@@ -20,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, Protocol
+from functools import partial
+from typing import Protocol
 
 import av
 import cv2
@@ -36,30 +38,24 @@ from av.video.reformatter import VideoReformatter
 
 from watcher.clock import Clock
 from watcher.console.config import CONTENT_TYPES, ClipsConfig
+from watcher.console.encoding import MIN_FRAMES, EncodedClip, encode_images, scaled_bgr
+from watcher.console.gopclips import gop_clip
 from watcher.engine.state import Kind
 from watcher.engine.store import AlertEventRecord, AlertStore
 from watcher.errors import WatcherError
-from watcher.media.tracks import Frame, LatestFrame, to_bgr
+from watcher.media.gop import AccessUnit
+from watcher.media.tracks import Frame, LatestFrame
 from watcher.store.reviews import Clip
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 80
-MIN_FRAMES = 2
 
 
 class Published(Protocol):
     """A stream keeper as clips see it."""
 
     frames: LatestFrame
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedClip:
-    data: bytes
-    content_type: str
-    frames: int
-    cpu_ms: int
 
 
 class FrameHistory:
@@ -85,11 +81,8 @@ def to_jpeg(frame: Frame, width: int, reformatter: VideoReformatter | None = Non
 
     ``reformatter``: the stream's own scaler, kept from frame to frame (see ``to_bgr``).
     """
-    image = to_bgr(frame, reformatter)
-    if image.shape[1] > width:
-        height = max(2, round(image.shape[0] * width / image.shape[1] / 2) * 2)
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, buf = cv2.imencode(".jpg", scaled_bgr(frame, width, reformatter),
+                           [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     return buf.tobytes() if ok else None
 
 
@@ -102,46 +95,9 @@ def encode_clip(frames: list[tuple[int, bytes]], fmt: str) -> EncodedClip:
     if len(frames) < MIN_FRAMES:
         raise ValueError(f"a clip needs at least {MIN_FRAMES} frames, got {len(frames)}")
     started = time.thread_time()
-    out = io.BytesIO()
-    container_format = {"webm": "webm", "mp4": "mp4", "webp": "webp"}[fmt]
-    # fragmented MP4: playable as it loads, and writable to memory (no seek back)
-    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if fmt == "mp4" else {}
-    first = _decode(frames[0][1])
-    height, width = first.shape[:2]
-    width, height = width - width % 2, height - height % 2
-    with av.open(out, mode="w", format=container_format, options=options) as container:
-        stream = _video_stream(container, fmt, width, height)
-        t0 = frames[0][0]
-        last_pts = -1
-        for at_ms, jpeg in frames:
-            image = first if at_ms == t0 else _decode(jpeg)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]),
-                                               format="bgr24")
-            pts = max(at_ms - t0, last_pts + 1)
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            last_pts = pts
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    data = encode_images(((at_ms, _decode(jpeg)) for at_ms, jpeg in frames), fmt)
     cpu_ms = round((time.thread_time() - started) * 1000)
-    return EncodedClip(out.getvalue(), CONTENT_TYPES[fmt], len(frames), cpu_ms)
-
-
-def _video_stream(container: Any, fmt: str, width: int, height: int) -> Any:
-    codec, pix_fmt, options = {
-        "webm": ("libvpx", "yuv420p", {"deadline": "realtime", "cpu-used": "8",
-                                       "crf": "30", "b": "600k"}),
-        "mp4": ("libx264", "yuv420p", {"preset": "veryfast", "crf": "28",
-                                       "tune": "zerolatency"}),
-        "webp": ("libwebp_anim", "yuv420p", {"quality": "60", "lossless": "0"}),
-    }[fmt]
-    stream = container.add_stream(codec, rate=1000, options=options)
-    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-    stream.time_base = Fraction(1, 1000)
-    stream.codec_context.time_base = Fraction(1, 1000)
-    stream.thread_count = 1
-    return stream
+    return EncodedClip(data, CONTENT_TYPES[fmt], len(frames), cpu_ms)
 
 
 def _decode(jpeg: bytes) -> np.ndarray:
@@ -220,6 +176,10 @@ class ClipRecorder:
 
     async def _sample(self, name: str, keeper: Published) -> None:
         mailbox = keeper.frames
+        pictures = mailbox.pictures
+        if pictures is not None:  # passthrough: the clip is cut from the kept packets
+            pictures.gop.retain(self.config.buffer_s)
+            return
         if mailbox.seq == self._seen.get(name) or mailbox.seq == 0:
             return
         self._seen[name] = mailbox.seq
@@ -236,6 +196,12 @@ class ClipRecorder:
                                                               self.config.fps)
             history.add(at_ms, jpeg)
 
+    def _units(self, stream: str, start_ms: int, end_ms: int) -> list[AccessUnit]:
+        """The span's access units when ``stream`` is passed through, else none."""
+        keeper = self.keepers.get(stream)
+        pictures = keeper.frames.pictures if keeper is not None else None
+        return pictures.gop.span(start_ms, end_ms) if pictures is not None else []
+
     async def _make(self, event: AlertEventRecord) -> None:
         assert event.id is not None
         stream = (event.extra.get("streams") or event.stream_key.split("+"))[0]
@@ -245,16 +211,24 @@ class ClipRecorder:
             await asyncio.sleep(delay_s)
         history = self.histories.get(stream)
         frames = history.between(start, end) if history is not None else []
-        if len(frames) < MIN_FRAMES:
+        units = self._units(stream, start, end)
+        if len(units) >= MIN_FRAMES:  # passthrough: the stream's own H.264
+            encode: Callable[[], EncodedClip] = partial(
+                gop_clip, units, self.config.format, self.config.width)
+            first_ms, last_ms = units[0].at_ms, units[-1].at_ms
+        elif len(frames) >= MIN_FRAMES:
+            encode = partial(encode_clip, frames, self.config.format)
+            first_ms, last_ms = frames[0][0], frames[-1][0]
+        else:
             log.info("clip of event %d: too few frames of %s recorded (%d); keeping the "
-                     "snapshot only", event.id, stream, len(frames))
+                     "snapshot only", event.id, stream, max(len(frames), len(units)))
             return
         try:
             async with self._encoding:
-                clip = await asyncio.to_thread(encode_clip, frames, self.config.format)
+                clip = await asyncio.to_thread(encode)
             stored = await self.store.save_clip(Clip(
                 event_id=event.id, content_type=clip.content_type, bytes=len(clip.data),
-                frames=clip.frames, start_ms=frames[0][0], end_ms=frames[-1][0],
+                frames=clip.frames, start_ms=first_ms, end_ms=last_ms,
                 encode_cpu_ms=clip.cpu_ms, created_ms=self.clock.now_ms(), data=clip.data))
             await self.store.trim_clips(round(self.config.max_total_mb * 1024 * 1024))
         except (WatcherError, ValueError, av.FFmpegError) as exc:
