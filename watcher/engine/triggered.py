@@ -9,6 +9,11 @@ with its runners (:meth:`TriggeredRules.arm` after start and every reload).
 :attr:`TriggeredRules.change_observers` see every ``change`` trigger of every
 watch, present and future (a benchmark times the detector with it).
 
+Change thumbnails cost a decode per frame on a passthrough stream, so
+:meth:`TriggeredRules.arm` also tells each stream whether a rule needs them
+(``on_change`` or ``skip_unchanged``): the :data:`THUMBNAILS` holder of its
+``frames.demand``, set or cleared on every reload.
+
 A rule switched off at run time (``engine.paused``) ignores its triggers. In
 cluster mode the engine only runs the rules of the groups this instance owns,
 so triggers fire only there.
@@ -29,6 +34,9 @@ from watcher.engine.triggers import (
     Trigger,
     TriggerGate,
 )
+
+THUMBNAILS = "thumbnails"
+"""The ``frames.demand`` holder of the rules that need a stream's change thumbnails."""
 
 
 class Engine(Protocol):
@@ -73,6 +81,19 @@ class TriggeredRules:
         for name, runner in wanted.items():
             for leader in runner.rule.on_alert:
                 self.followers.setdefault(leader, []).append(name)
+        self._want_thumbnails()
+
+    def _want_thumbnails(self, *, release: bool = False) -> None:
+        """Tell every stream whether a rule needs each of its frames' thumbnail."""
+        wanted: set[str] = set()
+        if not release:
+            for runner in self.engine.runners.values():
+                if runner.rule.on_change or runner.rule.skip_unchanged:
+                    wanted.update(runner.stream_names)
+        for name, stream in list(self.engine.streams.items()):
+            demand = getattr(getattr(stream, "frames", None), "demand", None)
+            if demand is not None:
+                demand.set(THUMBNAILS, name in wanted)
 
     def on_step(self, rule: str, stream_key: str, state: AlertState,
                 events: list[AlertEventRecord]) -> None:
@@ -94,6 +115,7 @@ class TriggeredRules:
     async def aclose(self) -> None:
         for name in list(self.gates):
             await self._disarm_async(name)
+        self._want_thumbnails(release=True)
 
     def _evaluator(self, name: str):  # type: ignore[no-untyped-def]
         async def evaluate(trigger: Trigger) -> None:

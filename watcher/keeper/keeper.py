@@ -81,8 +81,10 @@ class StreamKeeper:
         """``gate`` (cluster mode): no frame is published while it says False."""
         self.spec = spec
         self.client = client
-        self.frames = LatestFrame(gate)
-        """The newest frame of the source: what the keeper publishes (and rules may attach)."""
+        self.frames = LatestFrame(gate, on_demand=True)
+        """The newest frame of the source: what the keeper publishes (and rules may attach).
+        A passthrough source fills it only while ``frames.demand`` says who needs every
+        frame (the engine, for change thumbnails; a LiveKit publisher)."""
         self.changes = ChangeTracker()
         """Bumps its version when the published picture changes (for ``skip_unchanged``)."""
         self._source_factory = source_factory
@@ -247,8 +249,12 @@ class StreamKeeper:
         if self.spec.pull:
             return
         self._set_state("waiting_for_source")
-        while self.frames.seq == 0:
+        while self.frames.seq == 0 and not self._source_delivered():
             await self._sleep(0.1)
+
+    def _source_delivered(self) -> bool:
+        """Whether the source delivered a frame, decoded or (passthrough) not."""
+        return getattr(getattr(self._source, "stats", None), "frames", 0) > 0
 
     async def _establish(self) -> None:
         self._set_state("creating")

@@ -23,6 +23,9 @@ from watcher.media.tracks import LatestFrame
 from watcher.media.whip import DEFAULT_CODEC
 from watcher.overshoot.models import Publish
 
+PUBLISHER = "publisher"
+"""The :attr:`LatestFrame.demand` holder of a publisher that sends decoded frames."""
+
 
 class PublisherSlot:
     """Holds at most one publisher of a stream's frames."""
@@ -60,6 +63,8 @@ class PublisherSlot:
             packets = _passthrough_packets(source)
             if packets is not None:  # only then: factories that predate it keep working
                 extra["packets"] = packets
+            # Only WHIP sends a passthrough source's packets; other publishers read frames.
+            self.frames.demand.set(PUBLISHER, packets is None or endpoint.type != "whip")
             publisher = self.factory(
                 endpoint.type, endpoint.url, endpoint.token, self.frames,
                 fps=self.spec.fps, width=self.spec.width, height=self.spec.height,
@@ -84,6 +89,7 @@ class PublisherSlot:
 
     async def stop(self) -> None:
         publisher, self.publisher = self.publisher, None
+        self.frames.demand.set(PUBLISHER, False)
         if publisher is not None:
             self._frames_sent_before += publisher.frames_sent
             with contextlib.suppress(Exception):
