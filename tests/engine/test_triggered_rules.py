@@ -18,6 +18,7 @@ from watcher.engine.engine import RuleEngine
 from watcher.engine.rules import RuleConfig
 from watcher.engine.state import Status
 from watcher.engine.store import AlertStore
+from watcher.engine.triggered import THUMBNAILS
 from watcher.server.backends.base import ChatInput
 from watcher.server.settings import ServerSettings
 
@@ -134,3 +135,27 @@ async def test_on_alert_asks_the_follower_once_per_firing_with_the_leaders_answe
     last = [r.prompt_text for r in model.requests
             if r.response_format["json_schema"]["name"] == "yard"][-1]
     assert "a van at the gate" in last
+
+
+async def test_streams_are_told_whether_rules_need_their_thumbnails_across_reloads(
+        site) -> None:
+    make, keeper, camera = site
+    demand = keeper.frames.demand
+    assert THUMBNAILS not in demand.holders
+    model = ScriptedModel(MODEL, answers(camera))
+    plain = rule("plain", cron=NEVER)
+    engine = make([plain], model)
+    await engine.start()
+    assert THUMBNAILS not in demand.holders  # no rule compares pictures
+    skipping = rule("skipping", cron=NEVER, skip_unchanged=True)
+    await engine.apply([RuleConfig.model_validate(r) for r in (plain, skipping)])
+    assert THUMBNAILS in demand.holders
+    changing = rule("door", on_change=True, cron=NEVER, window="1s", max_fps=5)
+    await engine.apply([RuleConfig.model_validate(r) for r in (plain, changing)])
+    assert THUMBNAILS in demand.holders
+    await engine.apply([RuleConfig.model_validate(plain)])
+    assert THUMBNAILS not in demand.holders
+    await engine.apply([RuleConfig.model_validate(changing)])
+    assert THUMBNAILS in demand.holders
+    await engine.stop()
+    assert THUMBNAILS not in demand.holders

@@ -11,7 +11,9 @@ from support.keeper import KEY, Spec, make_harness
 from support.poll import eventually
 
 from watcher.clock import SystemClock
+from watcher.engine.triggered import THUMBNAILS
 from watcher.keeper.keeper import StreamKeeper
+from watcher.media.sources import AvSource
 from watcher.server.settings import ServerSettings
 
 
@@ -46,3 +48,25 @@ async def test_keeper_transcodes_when_told_never(tmp_path: Path) -> None:
     async with keeping_a_clip(tmp_path, "never") as keeper:
         assert keeper.health().publish_path == "transcode"
         assert keeper.health().publish_path_reason == "passthrough: never"
+
+
+async def test_a_passthrough_stream_decodes_only_while_thumbnails_are_wanted(
+        tmp_path: Path) -> None:
+    async with keeping_a_clip(tmp_path, "auto") as keeper:
+        source = keeper._source
+        assert isinstance(source, AvSource)
+        # Live and published (the server has 10 frames) without a frame decoded here.
+        assert keeper.state == "live" and keeper.source_live
+        assert keeper.health().source_state == "live"
+        assert source.stats.frames >= 10 and source.stats.frames_decoded == 0
+        assert keeper.frames.seq == 0 and keeper.changes.frames == 0
+
+        keeper.frames.demand.set(THUMBNAILS, True)
+        await eventually(lambda: keeper.changes.frames >= 2 * FPS, timeout=30)
+        assert source.stats.frames_decoded >= keeper.changes.frames
+        keeper.frames.demand.set(THUMBNAILS, False)
+        off = source.stats.frames
+        await eventually(lambda: source.stats.frames >= off + 2, timeout=30)
+        decoded = source.stats.frames_decoded
+        await eventually(lambda: source.stats.frames >= off + 2 + 2 * FPS, timeout=30)
+        assert source.stats.frames_decoded == decoded and keeper.source_live
