@@ -2,11 +2,16 @@
 
 ``POST /v1/chat/completions`` sleeps ``latency`` seconds and answers a JSON object
 with every property of the requested ``response_format`` schema set to a "nothing
-there" value; ``GET /v1/models`` lists ``fake-vlm``. It counts the calls it served.
+there" value; ``GET /v1/models`` lists ``fake-vlm``. It counts the calls it served
+(``GET /calls``).
+
+Run as a script it is a process of its own, as a GPU server would be: it prints
+``{"event": "ready", "base_url": ...}`` and serves until its stdin closes.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from typing import Any
@@ -39,6 +44,7 @@ class FakeVlm:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._complete, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/calls", self._calls, methods=["GET"]),
         ])
 
     async def _complete(self, request: Request) -> JSONResponse:
@@ -54,3 +60,28 @@ class FakeVlm:
 
     async def _models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+    async def _calls(self, request: Request) -> JSONResponse:
+        return JSONResponse({"calls": self.calls})
+
+
+async def _serve(latency: float) -> None:
+    import _common
+    from support.asgi import serve_asgi
+
+    vlm = FakeVlm(latency)
+    async with serve_asgi(vlm.app) as base:
+        _common.send({"event": "ready", "base_url": base})
+        await _common.stdin_closed()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.3)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.latency))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

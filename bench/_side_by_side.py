@@ -63,8 +63,12 @@ async def _index(client: Any, stream_id: str) -> int:
 async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, settle: float,
                   clip_seconds: float, codec: str = "VP8", stream_extra: str = "",
                   label: str = "watcher run", path: str = "transcode",
-                  clip_bitrate: int = 500_000) -> dict[str, Any]:
-    """One side-by-side window; raises when either side never stores a frame."""
+                  clip_bitrate: int = 500_000, clips: bool = True) -> dict[str, Any]:
+    """One side-by-side window; raises when either side never stores a frame.
+
+    ``clips=False`` turns the daemon's evidence clips off (``clips: enabled: false``): a
+    duty of ``watcher run`` (a JPEG of every published frame) the bare publisher lacks.
+    """
     with tempfile.TemporaryDirectory(prefix="watcher-bench-") as tmp:
         clip = _clip.render_clip(Path(tmp) / "clip.mp4", seconds=clip_seconds, fps=fps,
                                  bitrate=clip_bitrate)
@@ -72,7 +76,8 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
         bare_id = created["id"]
         config = Path(tmp) / "watcher.yaml"
         config.write_text(watcher_config(client.base_url.__str__().rstrip("/"), clip, fps,
-                                         640, 480, Path(tmp) / "state.sqlite3", stream_extra))
+                                         640, 480, Path(tmp) / "state.sqlite3", stream_extra)
+                          + ("" if clips else "clips:\n  enabled: false\n"))
         log_path = Path(tmp) / "watcher.log"
         log_file = log_path.open("wb")  # once, before the window
         daemon = await asyncio.create_subprocess_exec(
@@ -116,7 +121,7 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
     watcher_cpu = (window.others or {})[daemon.pid]
     bare_cpu = (window.others or {})[bare.pid]
     return {
-        "label": label, "path": path, "fps": fps, "codec": codec, "seconds": wall,
+        "label": label, "path": path, "clips": clips, "fps": fps, "codec": codec, "seconds": wall,
         "clip_kbps": clip_bitrate / 1000,
         "watcher_path": ("passthrough" if "H.264 passthrough" in log_text else
                          "transcode"),

@@ -1,20 +1,23 @@
 """Capacity of one box (P7): how many cameras `watcher run` watches with every duty kept.
 
-Each run is one `watcher` daemon in embedded mode (the server's WHIP ingest and frame
-storage in the same process), in a fresh subprocess of this script, with N cameras:
+Each run is one `watcher` daemon, in a fresh subprocess of this script, with N cameras:
 
 * 640x480 at 2 fps; ``transcode``: synthetic cameras (``testsrc``, rendered, encoded to
   VP8); ``passthrough``: looped H.264 files of the same scene, rendered once
-  (``_clip.py``), published as they are;
+  (``_clip.py``, ``--clip-kbps``), published as they are;
 * per camera, one ``local/vision`` motion rule (``every: 2s``, ``window: 2s``) and five
-  rules every 10 s on a fake upstream VLM answering after 300 ms (``_fake_vlm.py``,
-  served in the same process through the embedded server's ``upstreams``).
+  rules every 10 s on a fake upstream VLM answering after 300 ms (``_fake_vlm.py``, in
+  a process of its own, as a GPU server would be, reached through the server's upstreams);
+* ``--server embedded`` (the default): the server's WHIP ingest and frame storage in
+  the daemon's process; ``--server process``: ``watcher serve`` in its own process,
+  the daemon pointed at it, and the CPU of both counted.
 
 After every stream is live and a warm-up, one window is measured. "Kept" means: p99
 tick lateness <= 100 ms, no missed tick, every stream's ``recent_fps`` within 10 % of
 its 2 fps, no lease lapse (a stream re-created). Reported per N: CPU (% of both cores),
 the CPU split by thread (source decoders, WebRTC/encoder and JPEG workers, the event
-loop), RSS beyond the retained frame bytes per camera, threads per camera.
+loop), RSS beyond the retained frame bytes per camera, threads per camera, and the bits
+and RTP packets each camera puts on the wire (every packet costs the event loop).
 
     .venv/bin/python bench/capacity.py [--cameras 5,10,20] [--mode transcode,passthrough]
     .venv/bin/python bench/capacity.py --smoke    # 2 cameras each way, a few seconds
@@ -28,33 +31,46 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import _clip
 import _common
+import _fake_vlm
+import _media
 import _verdict
+import httpx
 
 CPU_BUDGET = 0.70
 """Kept cameras must leave 30 % of both cores free."""
 GOALS = {"transcode": 20, "passthrough": 50}
 FPS = 2.0
+CLIP_KBPS = 250.0
+"""The passthrough clip's bit rate: aiortc's lowest VP8 target, so a passthrough camera
+puts no fewer bits on the wire than a transcoded one may (they send 140-250 kbit/s)."""
 SCENE = "testsrc:events=person,period=20,duration=6,size=640x480"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def write_config(folder: Path, cameras: int, mode: str, vlm_url: str, clip: Path | None,
-                 retention_s: int) -> Path:
-    lines = ["overshoot:", "  base_url: embedded", "  model: local/vision", "  embedded:",
-             f"    retention_seconds: {retention_s}", "    upstreams:",
-             f"      - base_url: {vlm_url}", "        models: {bench/vlm: fake-vlm}",
-             f"state:\n  path: {folder / 'state.sqlite3'}", "streams:"]
+                 retention_s: int, api: str | None = None) -> Path:
+    """Embedded server (``api`` None) or the one at ``api``, which then holds the upstream."""
+    if api is None:
+        lines = ["overshoot:", "  base_url: embedded", "  model: local/vision", "  embedded:",
+                 f"    retention_seconds: {retention_s}", "    upstreams:",
+                 f"      - base_url: {vlm_url}", "        models: {bench/vlm: fake-vlm}"]
+    else:
+        lines = ["overshoot:", f"  base_url: {api}", f"  api_key: {_common.API_KEY}",
+                 "  model: local/vision"]
+    lines += [f"state:\n  path: {folder / 'state.sqlite3'}", "streams:"]
     for k in range(cameras):
         if mode == "passthrough":
             lines += [f"  - name: cam{k}", f"    source: {clip}", "    loop: true",
@@ -105,78 +121,145 @@ def threads_now() -> int:
     return len(list(Path("/proc/self/task").iterdir()))
 
 
+@contextlib.asynccontextmanager
+async def api_server(mode: str, retention_s: int, vlm_url: str,
+                     ) -> AsyncIterator[tuple[int, str] | None]:
+    """``process``: ``watcher serve`` on its own, yielding its pid and API URL (else None)."""
+    if mode != "process":
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("watcher")), "serve", "--port", str(port),
+        "--api-key", _common.API_KEY, "--retention-seconds", str(retention_s),
+        "--max-streams-per-key", "1000", "--upstream-url", vlm_url,
+        "--upstream-model", f"bench/vlm={_fake_vlm.MODEL}", stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"})
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code < 500:
+                        break
+                if proc.returncode is not None:
+                    raise RuntimeError("watcher serve exited while starting")
+                await asyncio.sleep(0.1)
+        yield proc.pid, f"http://127.0.0.1:{port}/v1beta"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+
+
+async def wire_totals(keepers: list[Any]) -> tuple[int, int]:
+    """RTP payload bytes and packets all publishers have sent so far."""
+    byte_total = packet_total = 0
+    for keeper in keepers:
+        publisher = keeper._publishing.publisher
+        if publisher is not None and getattr(publisher, "pc", None) is not None:
+            sent = await _media.sender_stats(publisher)
+            byte_total += sent["bytes_sent"]
+            packet_total += sent["packets_sent"]
+    return byte_total, packet_total
+
+
 async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     """One daemon with ``args.cameras`` cameras, in this process."""
-    import _fake_vlm
-    from support.asgi import serve_asgi
-
     from watcher.config import load_config
     from watcher.daemon import Daemon
 
-    vlm = _fake_vlm.FakeVlm(args.vlm_latency)
     with tempfile.TemporaryDirectory(prefix="watcher-capacity-") as tmp:
         folder = Path(tmp)
-        clip = (_clip.render_clip(folder / "clip.mp4", seconds=20, fps=FPS, gop=4)
+        clip = (_clip.render_clip(folder / "clip.mp4", seconds=20, fps=FPS, gop=4,
+                                  bitrate=round(args.clip_kbps * 1000))
                 if args.mode == "passthrough" else None)
-        async with serve_asgi(vlm.app) as vlm_base:
-            config = load_config(write_config(folder, args.cameras, args.mode,
-                                              f"{vlm_base}/v1", clip, args.retention))
-            threads_before = threads_now()
-            rss_before = _common.current_rss_mb()
-            daemon = Daemon(config)
-            task = asyncio.create_task(daemon.run())
-            try:
-                await asyncio.wait_for(daemon.ready.wait(), 120)
-                keepers = list(daemon.keepers.values())
-                deadline = time.monotonic() + 120
-                while not all(k.health().live for k in keepers):
-                    if task.done():
-                        task.result()
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("not every stream went live within 120 s")
-                    await asyncio.sleep(0.2)
-                await asyncio.sleep(args.warmup)
-                engine = daemon.engine
-                assert engine is not None and daemon._client is not None
-                for ticks in engine.ticks.values():
-                    ticks.lateness_s.clear()
-                missed0 = sum(t.missed + t.overruns for t in engine.ticks.values())
-                errors0 = sum(t.errors for t in engine.ticks.values())
-                created0 = sum(k.streams_created for k in keepers)
-                calls0 = vlm.calls
-                evals0 = sum(r.stats.evaluations for r in engine.runners.values())
-                threads0 = thread_cpu()
-                window = await _common.measure_cpu(args.seconds)
-                threads1 = thread_cpu()
-                lateness = [x * 1000 for t in engine.ticks.values() for x in t.lateness_s]
-                missed = sum(t.missed + t.overruns for t in engine.ticks.values()) - missed0
-                errors = sum(t.errors for t in engine.ticks.values()) - errors0
-                statuses = [await _raw_status(daemon, k.stream_id) for k in keepers
-                            if k.stream_id is not None]
-                result = {
-                    "mode": args.mode, "cameras": args.cameras, "seconds": window.wall,
-                    "cpu_percent_of_both_cores": window.percent() / (os.cpu_count() or 1),
-                    "cpu_split_percent_of_one_core": {
-                        k: 100 * (threads1[k] - threads0.get(k, 0)) / window.wall
-                        for k in threads1},
-                    "machine_busy_cores": window.machine_busy_cores,
-                    "lateness_ms": _common.percentiles(lateness),
-                    "missed_ticks": missed, "tick_errors": errors,
-                    "evaluations": sum(r.stats.evaluations for r in engine.runners.values())
-                    - evals0,
-                    "vlm_calls": vlm.calls - calls0,
-                    "recent_fps": [s.get("recent_fps") or 0.0 for s in statuses],
-                    "streams_live": len(statuses),
-                    "lease_lapses": sum(k.streams_created for k in keepers) - created0,
-                    "paths": Counter(k.health().publish_path or "testsrc" for k in keepers),
-                    "rss_mb": _common.current_rss_mb(), "rss_before_mb": rss_before,
-                    "retained_mb": sum(s.get("retained_bytes") or 0 for s in statuses) / 1e6,
-                    "threads": threads_now(), "threads_before": threads_before,
-                }
-            finally:
-                daemon.request_stop()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 60)
+        async with (_common.child("_fake_vlm.py", "--latency", str(args.vlm_latency),
+                                  name="fake VLM") as vlm,
+                    httpx.AsyncClient() as http):
+            vlm_base = (await vlm.message(timeout=60))["base_url"]
+            async with api_server(args.server, args.retention, f"{vlm_base}/v1") as server:
+                server_pid, api = server if server is not None else (None, None)
+                config = load_config(write_config(folder, args.cameras, args.mode,
+                                                  f"{vlm_base}/v1", clip, args.retention, api))
+
+                async def vlm_calls() -> int:
+                    return int((await http.get(f"{vlm_base}/calls")).json()["calls"])
+
+                threads_before = threads_now()
+                rss_before = _common.current_rss_mb()
+                daemon = Daemon(config)
+                task = asyncio.create_task(daemon.run())
+                try:
+                    await asyncio.wait_for(daemon.ready.wait(), 120)
+                    keepers = list(daemon.keepers.values())
+                    deadline = time.monotonic() + 120
+                    while not all(k.health().live for k in keepers):
+                        if task.done():
+                            task.result()
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("not every stream went live within 120 s")
+                        await asyncio.sleep(0.2)
+                    await asyncio.sleep(args.warmup)
+                    engine = daemon.engine
+                    assert engine is not None and daemon._client is not None
+                    for ticks in engine.ticks.values():
+                        ticks.lateness_s.clear()
+                    missed0 = sum(t.missed + t.overruns for t in engine.ticks.values())
+                    errors0 = sum(t.errors for t in engine.ticks.values())
+                    created0 = sum(k.streams_created for k in keepers)
+                    calls0 = await vlm_calls()
+                    evals0 = sum(r.stats.evaluations for r in engine.runners.values())
+                    wire0 = await wire_totals(keepers)
+                    threads0 = thread_cpu()
+                    window = await _common.measure_cpu(
+                        args.seconds, pids=[server_pid] if server_pid else [])
+                    threads1 = thread_cpu()
+                    wire1 = await wire_totals(keepers)
+                    lateness = [x * 1000 for t in engine.ticks.values() for x in t.lateness_s]
+                    missed = sum(t.missed + t.overruns for t in engine.ticks.values()) - missed0
+                    errors = sum(t.errors for t in engine.ticks.values()) - errors0
+                    statuses = [await _raw_status(daemon, k.stream_id) for k in keepers
+                                if k.stream_id is not None]
+                    server_percent = window.others_percent(server_pid) if server_pid else 0.0
+                    cores = os.cpu_count() or 1
+                    result = {
+                        "mode": args.mode, "server": args.server, "cameras": args.cameras,
+                        "clip_kbps": args.clip_kbps if clip else None,
+                        "seconds": window.wall,
+                        "cpu_percent_of_both_cores": (window.percent() + server_percent) / cores,
+                        "server_percent_of_both_cores": server_percent / cores,
+                        "cpu_split_percent_of_one_core": {
+                            k: 100 * (threads1[k] - threads0.get(k, 0)) / window.wall
+                            for k in threads1},
+                        "machine_busy_cores": window.machine_busy_cores,
+                        "lateness_ms": _common.percentiles(lateness),
+                        "missed_ticks": missed, "tick_errors": errors,
+                        "evaluations": sum(r.stats.evaluations
+                                           for r in engine.runners.values()) - evals0,
+                        "vlm_calls": await vlm_calls() - calls0,
+                        "wire_kbps_per_camera": 8 * (wire1[0] - wire0[0]) / window.wall
+                        / 1000 / args.cameras,
+                        "packets_per_s_per_camera": (wire1[1] - wire0[1]) / window.wall
+                        / args.cameras,
+                        "recent_fps": [s.get("recent_fps") or 0.0 for s in statuses],
+                        "streams_live": len(statuses),
+                        "lease_lapses": sum(k.streams_created for k in keepers) - created0,
+                        "paths": Counter(k.health().publish_path or "testsrc" for k in keepers),
+                        "rss_mb": _common.current_rss_mb(), "rss_before_mb": rss_before,
+                        "retained_mb": sum(s.get("retained_bytes") or 0
+                                           for s in statuses) / 1e6,
+                        "threads": threads_now(), "threads_before": threads_before,
+                    }
+                finally:
+                    daemon.request_stop()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(task, 60)
     return result
 
 
@@ -198,7 +281,8 @@ def kept(r: dict[str, Any]) -> bool:
 def run_child(args: argparse.Namespace, mode: str, cameras: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--one", "--mode", mode, "--cameras", str(cameras),
                "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-               "--retention", str(args.retention), "--vlm-latency", str(args.vlm_latency)]
+               "--retention", str(args.retention), "--vlm-latency", str(args.vlm_latency),
+               "--server", args.server, "--clip-kbps", str(args.clip_kbps)]
     done = subprocess.run(command, capture_output=True, text=True, check=False,
                           timeout=600 + 2 * args.seconds)
     if done.returncode != 0:  # a count the box cannot bring up is a finding, not a crash
@@ -219,7 +303,10 @@ def report(results: list[dict[str, Any]]) -> None:
         beyond = (r["rss_mb"] - r["rss_before_mb"] - (r["retained_mb"] or 0)) / n
         split = ", ".join(f"{k} {v / n:.1f}" for k, v in
                           sorted(r["cpu_split_percent_of_one_core"].items()))
-        rows.append([r["mode"], n, f"{r['cpu_percent_of_both_cores']:.0f}%",
+        server = ("embedded" if r["server"] == "embedded" else
+                  f"process ({r['server_percent_of_both_cores']:.0f}% of both cores)")
+        wire = f"{r['wire_kbps_per_camera']:.0f} / {r['packets_per_s_per_camera']:.0f}"
+        rows.append([r["mode"], server, n, wire, f"{r['cpu_percent_of_both_cores']:.0f}%",
                      f"{r['lateness_ms'].get('p99', 0):.0f}", r["missed_ticks"],
                      f"{min(r['recent_fps'], default=0):.2f}-{max(r['recent_fps'], default=0):.2f}",
                      r["lease_lapses"], r["evaluations"], r["vlm_calls"], r["tick_errors"],
@@ -237,9 +324,10 @@ def report(results: list[dict[str, Any]]) -> None:
                   f"{(b['cpu_percent_of_both_cores'] - a['cpu_percent_of_both_cores']) / extra:.2f}"
                   "% of both cores")
     _common.print_table(
-        "Cameras watched by one daemon (embedded server), 640x480 at 2 fps, 1 motion rule "
-        "+ 5 VLM rules each",
-        ["mode", "cameras", "CPU of both cores", "p99 lateness ms", "missed", "recent fps",
+        "Cameras watched by one daemon, 640x480 at 2 fps, 1 motion rule + 5 VLM rules each "
+        "(CPU: the daemon and a separate server together)",
+        ["mode", "server", "cameras", "kbit/s / packets/s per camera", "CPU of both cores",
+         "p99 lateness ms", "missed", "recent fps",
          "lease lapses", "evaluations", "VLM calls", "tick errors", "RSS",
          "RSS/camera beyond retained", "threads/camera",
          "CPU split per camera (% of one core)", "kept", "machine busy"], rows)
@@ -281,6 +369,11 @@ def main() -> int:
     parser.add_argument("--retention", type=int, default=60,
                         help="retention_seconds of the embedded server")
     parser.add_argument("--vlm-latency", type=float, default=0.3)
+    parser.add_argument("--server", choices=("embedded", "process"), default="embedded",
+                        help="the API server in the daemon (embedded) or `watcher serve` "
+                             "in a process of its own")
+    parser.add_argument("--clip-kbps", type=float, default=CLIP_KBPS,
+                        help="bit rate of the passthrough cameras' H.264 clip")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     _verdict.add_smoke(parser)
