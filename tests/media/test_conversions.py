@@ -13,8 +13,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-
 from support.skips import skip_or_fail
+
 from watcher.media.changes import thumbnail
 from watcher.media.tracks import to_bgr
 
