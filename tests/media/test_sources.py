@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import itertools
 import logging
@@ -32,6 +33,7 @@ from watcher.media.changes import ChangeTracker, thumbnail
 from watcher.media.sources import (
     RecentFrames,
     VideoSource,
+    _set_decoder_threads,
     open_source,
     redact,
     source_kind,
@@ -152,6 +154,36 @@ async def test_looping_file_keeps_delivering_past_its_end(media_dir: Path, sourc
     assert stats.state == "live"
     assert stats.reconnects == 0 and stats.last_error is None
     assert to_bgr(sink.get()).shape == (HEIGHT, WIDTH, 3)
+
+
+def _ffmpeg_threads() -> int:
+    """Threads FFmpeg started in this process (it names them ``av:CODEC:...``)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            names.append((task / "comm").read_text())
+    return sum(name.startswith("av:") for name in names)
+
+
+async def test_a_camera_sized_file_decodes_on_its_source_thread_alone(
+        media_dir: Path, sources: Any) -> None:
+    """FFmpeg's automatic count is a thread per core (of this process's affinity) plus one."""
+    before = _ffmpeg_threads()
+    source, _ = sources(str(media_dir / "clip.mp4"), loop=True)
+    await until(lambda: source.stats.frames_decoded > FPS, timeout=8)
+    assert source.stats.path == "transcode"
+    assert _ffmpeg_threads() == before
+
+
+@pytest.mark.parametrize(("fps", "one_thread"), [(30, True), (1000, False)])
+def test_decoder_threads_follow_the_pixel_rate(media_dir: Path, fps: float,
+                                               one_thread: bool) -> None:
+    with av.open(str(media_dir / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        _set_decoder_threads(stream, fps, paced=True)
+        assert (stream.codec_context.thread_count == 1) is one_thread
+        assert stream.thread_type.name == ("SLICE" if one_thread else "AUTO")
+        assert next(container.decode(stream)).width == WIDTH
 
 
 async def test_decoded_frames_stay_yuv_and_track_changes_from_their_luma(

@@ -95,6 +95,9 @@ RECONNECT_MAX_DELAY = 10.0
 every 10 s costs nothing; a longer cap would keep rules blind long after it returned."""
 AVFMT_NOTIMESTAMPS = 0x0080
 """FFmpeg's input-format flag for containers without timestamps (MJPEG over HTTP, raw H.264)."""
+ONE_DECODER_THREAD_UP_TO = 1920 * 1080 * 30
+"""Pixels per second one decoder thread keeps up with on one core, with room to spare.
+FFmpeg's automatic count starts a thread per core, plus one, for every camera."""
 
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s'\"]*@")
 _SECRET_QUERY = re.compile(
@@ -408,6 +411,16 @@ def _open_args(spec: str, kind: SourceKind) -> _OpenArgs:
                      (OPEN_TIMEOUT, READ_TIMEOUT), paced=True, finite=False)
 
 
+def _set_decoder_threads(stream: av.video.stream.VideoStream, fps: float, *,
+                         paced: bool) -> None:
+    """One decoder thread for a camera-sized stream; FFmpeg's choice for a bigger one."""
+    ctx = stream.codec_context
+    if (ctx.width or 0) * (ctx.height or 0) * fps <= ONE_DECODER_THREAD_UP_TO:
+        stream.thread_type, ctx.thread_count = "SLICE", 1
+    else:  # frame threading holds frames back: fine for paced media, not live cameras
+        stream.thread_type = "AUTO" if paced else "SLICE"
+
+
 def _micros(seconds: float) -> str:
     return str(int(seconds * 1_000_000))
 
@@ -456,12 +469,11 @@ class AvSource(VideoSource):
             if annexb is not None and self.gop is not None:
                 self.gop.new_session(stream.codec_context.width, stream.codec_context.height)
                 self.sink.pictures = self.pictures
-            else:
-                self.sink.pictures = None
-                # Frame threading holds frames back: fine for paced media, not live cameras.
-                stream.thread_type = "AUTO" if args.paced else "SLICE"
-            size = (stream.codec_context.width or None, stream.codec_context.height or None)
             rate = stream.average_rate or stream.guessed_rate
+            if annexb is None:
+                self.sink.pictures = None
+                _set_decoder_threads(stream, float(rate or 25), paced=args.paced)
+            size = (stream.codec_context.width or None, stream.codec_context.height or None)
             frame_time = 1 / float(rate) if rate else 1 / self.fps
             self._reset_timeline()
             # MJPEG-over-HTTP cameras and raw H.264 streams carry no timestamps: the
