@@ -273,7 +273,9 @@ async def _raw_status(daemon: Any, stream_id: str) -> dict[str, Any]:
 
 
 def kept(r: dict[str, Any]) -> bool:
-    fps_ok = all(abs(f - FPS) <= 0.1 * FPS for f in r["recent_fps"])
+    # recent_fps counts whole frames over a few seconds: 2.2 is 11 frames in 5 s, and
+    # 2.2 - 2.0 exceeds 0.2 by a rounding error
+    fps_ok = all(abs(f - FPS) <= 0.1 * FPS + 1e-9 for f in r["recent_fps"])
     return (r["lateness_ms"].get("p99", float("inf")) <= 100 and r["missed_ticks"] == 0
             and fps_ok and r["lease_lapses"] == 0 and r["streams_live"] == r["cameras"])
 
@@ -349,9 +351,17 @@ def verdict(results: list[dict[str, Any]], strict: bool = False) -> int:
         check.require_no_errors(r["tick_errors"], f"tick errors ({name})")
         check.require(r["streams_live"] == r["cameras"],
                       f"{r['streams_live']} of {r['cameras']} streams live ({name})")
+    judged = [r for r in results if r["server"] == "embedded"]  # what the goals are for
+    if not judged:
+        kept_runs = [f"{r['mode']} x{r['cameras']}" for r in results if kept(r)
+                     and r["cpu_percent_of_both_cores"] < 100 * CPU_BUDGET]
+        return check.finish(None, "server in its own process (the goals are for the "
+                            f"embedded server); kept: {', '.join(kept_runs) or 'none'}")
     met, said = [], []
     for mode, goal in GOALS.items():
-        ok = [r["cameras"] for r in results if r["mode"] == mode and kept(r)
+        if not any(r["mode"] == mode for r in judged):
+            continue  # not run this time
+        ok = [r["cameras"] for r in judged if r["mode"] == mode and kept(r)
               and r["cpu_percent_of_both_cores"] < 100 * CPU_BUDGET]
         best = max(ok, default=0)
         met.append(best >= goal)
