@@ -82,3 +82,15 @@ async def sender_stats(publisher: WhipPublisher) -> dict[str, Any]:
             stats["encoder"] = type(encoder).__name__
             stats["target_bitrate"] = getattr(encoder, "target_bitrate", None)
     return stats
+
+
+async def wire_totals(keepers: list[Any]) -> tuple[int, int]:
+    """RTP payload bytes and packets all publishers have sent so far."""
+    byte_total = packet_total = 0
+    for keeper in keepers:
+        publisher = keeper._publishing.publisher
+        if publisher is not None and getattr(publisher, "pc", None) is not None:
+            sent = await sender_stats(publisher)
+            byte_total += sent["bytes_sent"]
+            packet_total += sent["packets_sent"]
+    return byte_total, packet_total

@@ -31,14 +31,12 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -121,54 +119,6 @@ def threads_now() -> int:
     return len(list(Path("/proc/self/task").iterdir()))
 
 
-@contextlib.asynccontextmanager
-async def api_server(mode: str, retention_s: int, vlm_url: str,
-                     ) -> AsyncIterator[tuple[int, str] | None]:
-    """``process``: ``watcher serve`` on its own, yielding its pid and API URL (else None)."""
-    if mode != "process":
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("watcher")), "serve", "--port", str(port),
-        "--api-key", _common.API_KEY, "--retention-seconds", str(retention_s),
-        "--max-streams-per-key", "1000", "--upstream-url", vlm_url,
-        "--upstream-model", f"bench/vlm={_fake_vlm.MODEL}", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "MALLOC_ARENA_MAX": "2"})
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code < 500:
-                        break
-                if proc.returncode is not None:
-                    raise RuntimeError("watcher serve exited while starting")
-                await asyncio.sleep(0.1)
-        yield proc.pid, f"http://127.0.0.1:{port}/v1beta"
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-
-
-async def wire_totals(keepers: list[Any]) -> tuple[int, int]:
-    """RTP payload bytes and packets all publishers have sent so far."""
-    byte_total = packet_total = 0
-    for keeper in keepers:
-        publisher = keeper._publishing.publisher
-        if publisher is not None and getattr(publisher, "pc", None) is not None:
-            sent = await _media.sender_stats(publisher)
-            byte_total += sent["bytes_sent"]
-            packet_total += sent["packets_sent"]
-    return byte_total, packet_total
-
-
 async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     """One daemon with ``args.cameras`` cameras, in this process."""
     from watcher.config import load_config
@@ -183,7 +133,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                                   name="fake VLM") as vlm,
                     httpx.AsyncClient() as http):
             vlm_base = (await vlm.message(timeout=60))["base_url"]
-            async with api_server(args.server, args.retention, f"{vlm_base}/v1") as server:
+            async with _common.watcher_serve(args.server == "process", args.retention,
+                                             f"{vlm_base}/v1",
+                                             {"bench/vlm": _fake_vlm.MODEL}) as server:
                 server_pid, api = server if server is not None else (None, None)
                 config = load_config(write_config(folder, args.cameras, args.mode,
                                                   f"{vlm_base}/v1", clip, args.retention, api))
@@ -215,12 +167,12 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                     created0 = sum(k.streams_created for k in keepers)
                     calls0 = await vlm_calls()
                     evals0 = sum(r.stats.evaluations for r in engine.runners.values())
-                    wire0 = await wire_totals(keepers)
+                    wire0 = await _media.wire_totals(keepers)
                     threads0 = thread_cpu()
                     window = await _common.measure_cpu(
                         args.seconds, pids=[server_pid] if server_pid else [])
                     threads1 = thread_cpu()
-                    wire1 = await wire_totals(keepers)
+                    wire1 = await _media.wire_totals(keepers)
                     lateness = [x * 1000 for t in engine.ticks.values() for x in t.lateness_s]
                     missed = sum(t.missed + t.overruns for t in engine.ticks.values()) - missed0
                     errors = sum(t.errors for t in engine.ticks.values()) - errors0
