@@ -2,8 +2,7 @@
 
 ``render_clip`` writes ``SyntheticScene`` frames (the benchmarks' scene) to an MP4 with
 PyAV: H.264 (libx264, baseline profile, a keyframe every ``gop`` frames, no B-frames,
-at ``bitrate`` bit/s: 500 kbit/s, aiortc's VP8 target, so that passthrough and
-transcoding put about the same bits on the wire) by default.
+at x264's ``bitrate`` target, 500 kbit/s by default; the benchmarks pass their own).
 """
 
 from __future__ import annotations

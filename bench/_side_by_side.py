@@ -51,6 +51,13 @@ def watcher_config(base_url: str, clip: Path, fps: float, width: int, height: in
             f"    fps: {fps:g}\n    width: {width}\n    height: {height}\n{extra}")
 
 
+async def _next_tick(bare: Any) -> dict[str, Any]:
+    """The bare publisher's next statistics line from now on (it sends one a second)."""
+    now = time.monotonic()
+    return await bare.message(timeout=10, want=lambda m: m.get("event") == "tick"
+                              and m["t"] >= now)
+
+
 async def _streams(client: Any) -> list[dict[str, Any]]:
     return (await client.get("/streams")).raise_for_status().json()["data"]
 
@@ -72,6 +79,7 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
     with tempfile.TemporaryDirectory(prefix="watcher-bench-") as tmp:
         clip = _clip.render_clip(Path(tmp) / "clip.mp4", seconds=clip_seconds, fps=fps,
                                  bitrate=clip_bitrate)
+        clip_bytes = clip.stat().st_size  # what a passthrough publisher sends, looped
         created = (await client.post("/streams")).raise_for_status().json()
         bare_id = created["id"]
         config = Path(tmp) / "watcher.yaml"
@@ -97,10 +105,12 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
                         raise TimeoutError("a stream stored no frame within 30 s")
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(settle)
+                sent0 = await _next_tick(bare)
                 index0 = {s: await _index(client, s) for s in (watcher_id, bare_id)}
                 pids = [daemon.pid, bare.pid, server_pid]
                 window = await _common.measure_cpu(seconds, pids=pids)
                 index1 = {s: await _index(client, s) for s in (watcher_id, bare_id)}
+                sent1 = await _next_tick(bare)
                 first_picture = {side: await _first_picture_s(client, sid) for side, sid in
                                  (("watcher", watcher_id), ("bare", bare_id))}
                 threads = {"watcher": process_threads(daemon.pid),
@@ -123,6 +133,9 @@ async def compare(client: Any, server_pid: int, *, fps: float, seconds: float, s
     return {
         "label": label, "path": path, "clips": clips, "fps": fps, "codec": codec, "seconds": wall,
         "clip_kbps": clip_bitrate / 1000,
+        "clip_file_kbps": 8 * clip_bytes / clip_seconds / 1000,
+        "bare_sent_kbps": 8 * (sent1["stats"]["bytes_sent"] - sent0["stats"]["bytes_sent"])
+        / max(1e-9, sent1["t"] - sent0["t"]) / 1000,
         "watcher_path": ("passthrough" if "H.264 passthrough" in log_text else
                          "transcode"),
         "first_picture_s": first_picture,
