@@ -23,8 +23,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 for _path in (REPO_ROOT, REPO_ROOT / "tests"):  # run from anywhere; share tests/support
@@ -306,39 +304,23 @@ def quiet_logs() -> None:
 
 @contextlib.asynccontextmanager
 async def watcher_serve(wanted: bool, retention_s: int, upstream_url: str,
-                        models: dict[str, str]) -> AsyncIterator[tuple[int, str] | None]:
-    """``watcher serve`` in a process of its own (key ``API_KEY``), answering ``models``
-    (listed name: upstream name) from ``upstream_url``; yields its pid and API URL, or
-    None when not ``wanted``."""
+                        models: dict[str, str], log: Path,
+                        ) -> AsyncIterator[tuple[int, str] | None]:
+    """``watcher serve`` in a process of its own (key ``API_KEY``, output to ``log``),
+    answering ``models`` (listed name: upstream name) from ``upstream_url``; yields its
+    pid and API URL, or None when not ``wanted``."""
+    from support.receivers import free_port
+    from support.rundaemon import running_watcher
+
     if not wanted:
         yield None
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("watcher")), "serve", "--port", str(port),
-        "--api-key", API_KEY, "--retention-seconds", str(retention_s),
-        "--max-streams-per-key", "1000", "--upstream-url", upstream_url,
-        *(arg for name, upstream in models.items()
-          for arg in ("--upstream-model", f"{name}={upstream}")),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "MALLOC_ARENA_MAX": "2"})
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code < 500:
-                        break
-                if proc.returncode is not None:
-                    raise RuntimeError("watcher serve exited while starting")
-                await asyncio.sleep(0.1)
-        yield proc.pid, f"http://127.0.0.1:{port}/v1beta"
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
+    port = free_port()
+    args = ["serve", "--port", str(port), "--api-key", API_KEY, "--retention-seconds",
+            str(retention_s), "--max-streams-per-key", "1000", "--upstream-url", upstream_url]
+    for name, upstream in models.items():
+        args += ["--upstream-model", f"{name}={upstream}"]
+    base = f"http://127.0.0.1:{port}/v1beta"
+    async with running_watcher(args, f"{base}/models", log,
+                               env={"MALLOC_ARENA_MAX": "2"}) as proc:
+        yield proc.pid, base

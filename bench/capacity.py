@@ -135,7 +135,8 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             vlm_base = (await vlm.message(timeout=60))["base_url"]
             async with _common.watcher_serve(args.server == "process", args.retention,
                                              f"{vlm_base}/v1",
-                                             {"bench/vlm": _fake_vlm.MODEL}) as server:
+                                             {"bench/vlm": _fake_vlm.MODEL},
+                                             folder / "serve.log") as server:
                 server_pid, api = server if server is not None else (None, None)
                 config = load_config(write_config(folder, args.cameras, args.mode,
                                                   f"{vlm_base}/v1", clip, args.retention, api))

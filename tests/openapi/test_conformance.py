@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,12 +20,12 @@ import httpx
 import uvicorn
 from support.conformance import free_port, run_schemathesis
 from support.poll import eventually
+from support.rundaemon import running_watcher, tail
 
 from watcher.server.app import create_app
 from watcher.server.settings import ServerSettings
 
 HERE = Path(__file__).parent
-WATCHER = str(Path(sys.executable).with_name("watcher"))
 KEY = "ovs-conformance-key"
 STATUS_TOKEN = "status-conformance-token"
 
@@ -51,42 +49,11 @@ def excluded(checks: set[str]) -> list[str]:
     return ["--exclude-checks", ",".join(sorted(checks))] if checks else []
 
 
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:]
-
-
-@contextlib.asynccontextmanager
-async def process(args: list[str], ready_url: str, log: Path,
-                  env: dict[str, str] | None = None) -> AsyncIterator[None]:
-    """Run ``watcher ARGS`` until the block exits; ready once ``ready_url`` answers 200."""
-    with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            WATCHER, *args, stdout=sink, stderr=sink, env={**os.environ, **(env or {})})
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            async def answers() -> bool:
-                if proc.returncode is not None:
-                    raise AssertionError(f"watcher exited {proc.returncode}: {tail(log)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await client.get(ready_url)).status_code == 200
-                return False
-            await eventually(answers, 60, 0.2)
-        yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
 async def test_embedded_server_conforms_to_its_document(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    async with process(["serve", "--port", str(port), "--api-key", KEY],
-                       f"{base}/v1beta/models", tmp_path / "serve.log"):
+    async with running_watcher(["serve", "--port", str(port), "--api-key", KEY],
+                               f"{base}/v1beta/models", tmp_path / "serve.log"):
         run = await run_schemathesis(f"{base}/openapi.json", HERE / "embedded.toml",
                                      "--header", f"Authorization: Bearer {KEY}",
                                      *excluded(EMBEDDED_EXCLUDED))
@@ -123,7 +90,8 @@ async def status_listener_conforms(tmp_path: Path, *, token: str | None) -> None
         + f"state:\n  path: {tmp_path / 'state.sqlite3'}\n")
     base = f"http://127.0.0.1:{port}"
     auth = ["--header", f"Authorization: Bearer {token}"] if token else []
-    async with process(["run", "-c", str(config)], f"{base}/healthz", tmp_path / "run.log"):
+    async with running_watcher(["run", "-c", str(config)], f"{base}/healthz",
+                               tmp_path / "run.log"):
         async with httpx.AsyncClient(headers=dict([auth[1].split(": ")]) if token else {},
                                      ) as client:
             document = (await client.get(f"{base}/openapi.json")).json()
