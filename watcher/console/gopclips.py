@@ -32,7 +32,7 @@ from watcher.console.encoding import (
     encode_images,
     scaled_bgr,
 )
-from watcher.media.gop import AccessUnit
+from watcher.media.gop import AccessUnit, h264_decoder
 
 TIME_BASE = Fraction(1, 1000)
 
@@ -82,8 +82,7 @@ def _pts(units: list[AccessUnit]) -> list[int]:
 
 
 def _pictures(units: list[AccessUnit], width: int) -> Iterator[tuple[int, np.ndarray]]:
-    decoder = av.CodecContext.create("h264", "r")
-    decoder.thread_count, decoder.thread_type = 1, "SLICE"
+    decoder = h264_decoder()
     scaler = VideoReformatter()
     times = iter(_pts(units))
     for unit in [*units, None]:

@@ -170,6 +170,14 @@ class GopBuffer:
         return units[first:]
 
 
+def h264_decoder() -> av.CodecContext:
+    """An H.264 decoder of one thread: a camera-sized picture decodes in about a
+    millisecond, and FFmpeg's automatic count would start a thread per core."""
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count, decoder.thread_type = 1, "SLICE"
+    return decoder
+
+
 class UnitDecoder:
     """An H.264 decoder (one thread) fed access units; one caller thread at a time.
 
@@ -207,9 +215,7 @@ class UnitDecoder:
         if self._ctx is not None and gop[0].seq == self._fed_seq + 1:
             self._key_seq = gop[0].seq  # the next GOP of the stream followed: go on
         if self._ctx is None or self._key_seq != gop[0].seq or self._fed_seq >= gop[-1].seq:
-            self._ctx = av.CodecContext.create("h264", "r")
-            self._ctx.thread_count = 1
-            self._ctx.thread_type = "SLICE"
+            self._ctx = h264_decoder()
             self._key_seq, self._fed_seq, self._behind = gop[0].seq, 0, 0
         frame: av.VideoFrame | None = None
         for unit in gop:
